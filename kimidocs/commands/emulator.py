@@ -1,0 +1,7 @@
+"""`kimidocs emulator` (being built)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Nothing registered yet."""

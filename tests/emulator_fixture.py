@@ -1,0 +1,1 @@
+"""pytest plugin: the Kimi emulator on a free loopback port (being built)."""
