@@ -1,7 +1,138 @@
-"""`kimidocs analyze` (being built)."""
+"""`kimidocs analyze PATH`: the whole pipeline over a folder (or one file), with progress on screen."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kimidocs import pipeline
+from kimidocs.discover import FolderError
+from kimidocs.settings import load_settings
+
+
+class _Screen:
+    """Rich progress bars fed by the pipeline's events (documents, calls, tokens, dollars)."""
+
+    def __init__(self, console: Console, quiet: bool) -> None:
+        self.console = console
+        self.quiet = quiet
+        self.lock = threading.Lock()
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
+            transient=False,
+        )
+        self.docs = self.progress.add_task("documents", total=None, info="")
+        self.calls = self.progress.add_task("Kimi calls", total=None, info="")
+        self.n_calls = 0
+        self.prompt = self.cached = 0
+        self.cost = 0.0
+
+    def __call__(self, event: str, data: dict) -> None:
+        with self.lock:
+            if event == "run_started" and not self.quiet:
+                if data["backend"] == "emulator":
+                    self.console.print(
+                        "[yellow]No KIMI_API_KEY set: running against the local Kimi emulator. "
+                        "Results are emulated and marked backend='emulator' in the database.[/yellow]"
+                    )
+                self.console.print(f"model [bold]{data['model']}[/bold], database [bold]{data['db']}[/bold]")
+            elif event == "files_found":
+                self.progress.update(self.docs, total=data["count"])
+            elif event == "document_finished":
+                o: pipeline.DocumentOutcome = data["outcome"]
+                self.progress.update(self.docs, advance=1, info=f"{Path(o.path).name}: {o.status}")
+            elif event == "call_finished":
+                usage = data["usage"]
+                self.n_calls += 1
+                self.prompt += usage.prompt_tokens
+                self.cached += usage.cached_tokens
+                self.cost += data["cost_usd"]
+                self.progress.update(
+                    self.calls,
+                    completed=self.n_calls,
+                    info=f"{self.prompt:,} tokens in ({self.cached:,} cached), ${self.cost:.4f}",
+                )
+
+
+def _summary_table(report: pipeline.RunReport) -> Table:
+    table = Table(title=f"kimidocs run {report.run_id[:12]} ({report.backend})", show_lines=False)
+    for col in ("document", "status", "pages", "strategy", "coverage", "calls", "cost $", "title / reason"):
+        table.add_column(col, overflow="fold")
+    for o in report.outcomes:
+        cost = o.cost_usd_est if o.status == "planned" else o.cost_usd
+        table.add_row(
+            Path(o.path).name,
+            o.status,
+            str(o.pages or ""),
+            o.strategy or "",
+            f"{o.coverage:.0%}" if o.coverage is not None else "",
+            str(o.calls),
+            f"{cost or 0:.5f}",
+            (o.title or "") if o.status in ("ok", "planned") else f"{o.error_type or ''}: {o.message or ''}",
+        )
+    return table
+
+
+def analyze(
+    path: Annotated[Path, typer.Argument(help="Folder (or single file) to analyse.")],
+    profile: Annotated[str, typer.Option(help="Prompt profile (prompts/<profile>/).")] = "summary",
+    model: Annotated[str | None, typer.Option(help="Model id (default: KIMI_MODEL or kimi-k2.5).")] = None,
+    db: Annotated[Path | None, typer.Option(help="DuckDB file (default: KIMIDOCS_DB).")] = None,
+    include: Annotated[list[str] | None, typer.Option(help="Glob to include (repeatable).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Glob to exclude (repeatable).")] = None,
+    max_cost_usd: Annotated[float | None, typer.Option(help="Stop starting calls past this many dollars.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Extract and plan only; print the cost estimate.")] = False,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Documents in parallel.")] = 4,
+    force: Annotated[bool, typer.Option("--force", help="Re-analyse documents that already have a result.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress; for cron.")] = False,
+) -> None:
+    """Analyse every PDF/DOCX/text file under PATH and store structured summaries in DuckDB."""
+    console = Console(stderr=False)
+    screen = _Screen(console, quiet)
+    options = pipeline.RunOptions(
+        folder=str(path),
+        profile=profile,
+        model=model,
+        include=tuple(include or ()),
+        exclude=tuple(exclude or ()),
+        max_cost_usd=max_cost_usd,
+        dry_run=dry_run,
+        concurrency=concurrency,
+        force=force,
+        db=str(db) if db else None,
+    )
+    try:
+        with screen.progress:
+            report = pipeline.run_folder(options, load_settings(), observer=screen)
+    except FolderError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    if not quiet:
+        console.print(_summary_table(report))
+        if dry_run:
+            console.print(f"estimated cost: [bold]${report.cost_usd_est:.4f}[/bold] (nothing was sent)")
+        else:
+            console.print(
+                f"{report.count('ok')} ok, {report.count('unchanged')} unchanged, {report.count('skipped')} skipped, "
+                f"{report.count('failed')} failed; {report.prompt_tokens:,} prompt tokens "
+                f"({report.cache_hit_share:.0%} cached), ${report.cost_usd:.4f}; results in {report.db}"
+            )
+        if report.status == "stopped":
+            console.print(f"[red]run stopped:[/red] {report.message}")
+    raise typer.Exit(1 if report.failed or report.status == "stopped" else 0)
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing registered yet."""
+    app.command("analyze")(analyze)

@@ -1,0 +1,33 @@
+# Two entry points, each self-contained on a fresh machine (Python 3.11+ and the package index):
+#   make demo   set up, then analyse data/samples and print the summaries
+#   make test   set up, then run the whole test suite
+PY ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/kimidocs analyze data/samples
+	$(VENV)/bin/kimidocs query "SELECT title, document_type, len(key_points) AS key_points, coverage, backend FROM latest_summaries ORDER BY title"
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/extract.py
+	$(VENV)/bin/python bench/plan.py
+	$(VENV)/bin/python bench/throughput.py
+	$(VENV)/bin/python bench/store.py
+	$(VENV)/bin/python bench/flow_overhead.py

@@ -1,0 +1,105 @@
+"""Prefect shell around `kimidocs.pipeline`: one flow per folder, one task per document.
+
+Task bodies are single calls into kimidocs; retries live in the Kimi client (one layer), so
+Prefect task retries stay at 0 and never stack on top of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger, runtime, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from kimidocs import pipeline
+from kimidocs.discover import FoundFile
+from kimidocs.report import report_markdown
+
+
+# Open runs of this process by run id: tasks get the id (a string Prefect can record), not the
+# context object with its locks, store and HTTP client.
+_RUNS: dict[str, pipeline.RunContext] = {}
+
+
+@task(name="analyze-document", retries=0, cache_policy=NO_CACHE)
+def analyze_document(run_id: str, found: FoundFile) -> pipeline.DocumentOutcome:
+    """One document end to end (extract, plan, calls, store)."""
+    outcome = pipeline.analyze_file(_RUNS[run_id], found)
+    logger = get_run_logger()
+    if outcome.status == "failed":
+        logger.warning("%s failed: %s: %s", found.path, outcome.error_type, outcome.message)
+    else:
+        logger.info("%s: %s (%d calls, $%.5f)", found.path, outcome.status, outcome.calls, outcome.cost_usd)
+    return outcome
+
+
+def _observer(event: str, data: dict) -> None:
+    if event == "run_started":
+        get_run_logger().info(
+            "run %s: backend=%s model=%s db=%s", data["run_id"], data["backend"], data["model"], data["db"]
+        )
+
+
+@flow(name="analyze-folder", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
+def analyze_folder(
+    folder: str = "data/inbox",
+    profile: str = "summary",
+    model: str | None = None,
+    db: str | None = None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    max_cost_usd: float | None = None,
+    dry_run: bool = False,
+    concurrency: int = 4,
+    force: bool = False,
+) -> dict:
+    """Analyse every document under `folder` and write the results to DuckDB."""
+    logger = get_run_logger()
+    if not Path(folder).exists():
+        raise FileNotFoundError(f"folder does not exist: {folder}")
+    flow_run_id = runtime.flow_run.id
+    options = pipeline.RunOptions(
+        folder=folder,
+        profile=profile,
+        model=model,
+        include=tuple(include or ()),
+        exclude=tuple(exclude or ()),
+        max_cost_usd=max_cost_usd,
+        dry_run=dry_run,
+        concurrency=concurrency,
+        force=force,
+        db=db,
+        flow_run_id=str(flow_run_id) if flow_run_id else None,
+    )
+    ctx = pipeline.open_run(options, observer=_observer)
+    _RUNS[ctx.run_id] = ctx
+    try:
+        files = pipeline.list_files(ctx)
+        logger.info("found %d files in %s", len(files), folder)
+        futures = [
+            analyze_document.with_options(task_run_name=f"analyze {Path(f.path).name}").submit(ctx.run_id, f)
+            for f in files
+        ]
+        outcomes = [fut.result() for fut in futures]
+    except BaseException:
+        ctx.backend.close()
+        raise
+    finally:
+        _RUNS.pop(ctx.run_id, None)
+    report = pipeline.close_run(ctx, outcomes)
+    create_markdown_artifact(
+        key="kimidocs-run-report", markdown=report_markdown(report), description=f"kimidocs run {report.run_id}"
+    )
+    if report.status == "stopped":
+        raise RuntimeError(f"run stopped: {report.message}")
+    return {
+        "run_id": report.run_id,
+        "backend": report.backend,
+        "ok": report.count("ok"),
+        "unchanged": report.count("unchanged"),
+        "failed": report.count("failed"),
+        "skipped": report.count("skipped"),
+        "cost_usd": round(report.cost_usd, 6),
+    }
