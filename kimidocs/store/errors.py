@@ -1,0 +1,60 @@
+"""Every error the store raises, so callers can tell "try later" from "fix something".
+
+StoreError
+ ├── DatabaseLocked      another process holds the DuckDB file past our wait
+ ├── DatabaseMissing     a read-only open of a file that does not exist yet
+ ├── MigrationError      a numbered migration failed; the database is left at the last good version
+ ├── SearchIndexMissing  full-text search before any index was built
+ └── QueryError          an analyst's SQL failed (message from DuckDB, file named)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class StoreError(Exception):
+    """Base class of the store's errors."""
+
+
+class DatabaseLocked(StoreError):
+    """DuckDB lets one process hold a database file; another one held it for longer than we waited."""
+
+    def __init__(self, path: Path, waited_s: float, detail: str) -> None:
+        self.path = path
+        self.waited_s = waited_s
+        self.detail = detail
+        super().__init__(
+            f"{path}: another process holds this DuckDB file (waited {waited_s:.1f} s). "
+            "A kimidocs run only holds it for short write transactions, so this usually means a "
+            "long query, an open DuckDB shell or a stuck process; close it or retry later. "
+            f"DuckDB said: {detail}"
+        )
+
+
+class DatabaseMissing(StoreError):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(f"{path}: no database here yet; run `kimidocs analyze` first or pass --db")
+
+
+class MigrationError(StoreError):
+    def __init__(self, path: Path, version: int, name: str, detail: str) -> None:
+        self.path = path
+        self.version = version
+        super().__init__(f"{path}: migration {version:04d} ({name}) failed and was rolled back: {detail}")
+
+
+class SearchIndexMissing(StoreError):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(
+            f"{path}: no full-text index yet; it is built at the end of each run "
+            "(Store.refresh_search_index())"
+        )
+
+
+class QueryError(StoreError):
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {detail}")

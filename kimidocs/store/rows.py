@@ -1,0 +1,51 @@
+"""Rows the store takes or returns that are not pipeline records (those are in kimidocs/records.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kimidocs.results import Summary
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryRow:
+    """One validated result for the natural key (doc_id, profile, prompt_version, model).
+
+    `raw` is the model's JSON as received (kept for debugging and for values the store could
+    not coerce); `coverage` = pages_read / pages_total, so truncation is never silent.
+    """
+
+    doc_id: str
+    profile: str
+    prompt_version: str
+    model: str
+    run_id: str
+    backend: str  # "kimi" | "emulator"
+    summary: Summary
+    coverage: float
+    pages_total: int
+    pages_read: int
+    raw: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One page matching a full-text search, best first."""
+
+    doc_id: str
+    path: str | None
+    page_no: int
+    score: float
+    snippet: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """Column names and rows of an ad-hoc read-only query."""
+
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]

@@ -1,0 +1,551 @@
+"""The DuckDB store: idempotent writes of documents, calls and summaries; the analysts' reads.
+
+Every method opens its own short connection (see `connection.py`): the file is free between
+transactions, so analysts can query while a run is going on. Writes replace by natural key
+(documents and pages by doc_id, summaries by (doc_id, profile, prompt_version, model), files by
+path), so two identical runs leave identical result tables; `runs`, `calls` and `failures` grow by
+one row per event by design (they are the log).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from extractors.document import Document
+from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals, Usage
+from kimidocs.store import migrate as migrations
+from kimidocs.store.coerce import clean_text, to_datetime
+from kimidocs.store.connection import connect, load_fts, transaction
+from kimidocs.store.errors import QueryError, SearchIndexMissing
+from kimidocs.store.rows import QueryResult, SearchHit, SummaryRow
+from kimidocs.store.summary_columns import summary_columns
+
+_CALL_COLUMNS = (
+    "call_id, run_id, doc_id, stage, chunk_index, level, request_key, model, backend, prompt_tokens_est, "
+    "prompt_tokens, cached_tokens, completion_tokens, cost_usd, latency_ms, ttft_ms, attempts, "
+    "finish_reason, http_status, status, error, response, started_at"
+)
+_SUMMARY_COLUMNS = (
+    "doc_id, profile, prompt_version, model, run_id, backend, created_at, title, document_type, language, "
+    "summary, key_points, entities, dates, amounts, coverage, pages_read, pages_total, coercion_warnings, raw"
+)
+_UPSERT_FILE = """
+INSERT INTO files (path, doc_id, size, mtime, first_seen, last_seen, deleted)
+VALUES (?, ?, ?, ?, ?, ?, false)
+ON CONFLICT (path) DO UPDATE SET
+    doc_id = excluded.doc_id, size = excluded.size, mtime = excluded.mtime,
+    last_seen = excluded.last_seen, deleted = false
+"""
+_INSERT_PAGES = """
+INSERT INTO pages (doc_id, page_no, page_id, label, text, chars, tokens_est, image_count)
+SELECT $doc_id, unnest($page_no), $doc_id || ':' || unnest($page_no), unnest($label), unnest($text),
+       unnest($chars), unnest($tokens_est), unnest($image_count)
+"""
+SNIPPET_CHARS = 160
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Store:
+    """One DuckDB file. Cheap to create: nothing is opened until a method needs it.
+
+    `read_only=True` is for analysts' tools (`kimidocs query/search/export`): never writes, never
+    migrates, and waits for a running pipeline's write transactions instead of failing.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False, lock_timeout_s: float = 30.0) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.read_only = read_only
+        self.lock_timeout_s = lock_timeout_s
+        self._migrated = False
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}, read_only={self.read_only})"
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _write(self):  # type: ignore[no-untyped-def]
+        if self.read_only:
+            raise PermissionError(f"{self.path}: this Store was opened read-only")
+        self._ensure_schema()
+        return transaction(self.path, timeout_s=self.lock_timeout_s)
+
+    def _read(self):  # type: ignore[no-untyped-def]
+        if not self.read_only:
+            self._ensure_schema()
+        return connect(
+            self.path, read_only=self.read_only, timeout_s=self.lock_timeout_s, exclusive=self.read_only
+        )
+
+    def _ensure_schema(self) -> None:
+        if not self._migrated:
+            self.migrate()
+
+    def migrate(self, *, upto: int | None = None) -> list[int]:
+        """Apply the missing numbered migrations; returns the versions applied now."""
+        if self.read_only:
+            raise PermissionError(f"{self.path}: cannot migrate a read-only Store")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with connect(self.path, read_only=False, timeout_s=self.lock_timeout_s) as con:
+            applied = migrations.apply(con, self.path, upto=upto)
+        self._migrated = upto is None
+        return applied
+
+    def schema_version(self) -> int:
+        with self._read() as con:
+            row = con.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(self, run: RunRecord) -> None:
+        with self._write() as con:
+            con.execute("DELETE FROM runs WHERE run_id = ?", [run.run_id])
+            con.execute(
+                "INSERT INTO runs (run_id, flow_run_id, started_at, folder, profile, model, backend, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
+                [
+                    run.run_id,
+                    run.flow_run_id,
+                    to_datetime(run.started_at),
+                    run.folder,
+                    run.profile,
+                    run.model,
+                    run.backend,
+                ],
+            )
+
+    def finish_run(self, run_id: str, totals: RunTotals) -> None:
+        with self._write() as con:
+            con.execute(
+                """UPDATE runs SET finished_at = ?, status = ?, documents_ok = ?, documents_skipped = ?,
+                   documents_failed = ?, calls = ?, prompt_tokens = ?, cached_tokens = ?,
+                   completion_tokens = ?, cost_usd = ?, message = ? WHERE run_id = ?""",
+                [
+                    utcnow(),
+                    totals.status,
+                    totals.documents_ok,
+                    totals.documents_skipped,
+                    totals.documents_failed,
+                    totals.calls,
+                    totals.prompt_tokens,
+                    totals.cached_tokens,
+                    totals.completion_tokens,
+                    totals.cost_usd,
+                    clean_text(totals.message),
+                    run_id,
+                ],
+            )
+
+    # ------------------------------------------------------------------ documents and files
+
+    def save_document(
+        self,
+        doc: Document,
+        file: FileRecord,
+        *,
+        status: str = "ok",
+        tokens_est: int | None = None,
+        page_tokens: Sequence[int] | None = None,
+    ) -> None:
+        """Document, its pages and the file that held it, in one transaction (replacing by doc_id)."""
+        if page_tokens is not None and len(page_tokens) != len(doc.pages):
+            raise ValueError(f"{doc.path}: {len(page_tokens)} page token counts for {len(doc.pages)} pages")
+        now = utcnow()
+        with self._write() as con:
+            con.execute("DELETE FROM pages WHERE doc_id = ?", [doc.sha256])
+            con.execute("DELETE FROM documents WHERE doc_id = ?", [doc.sha256])
+            con.execute(
+                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)",
+                [
+                    doc.sha256,
+                    doc.kind,
+                    doc.size,
+                    len(doc.pages),
+                    doc.chars,
+                    tokens_est,
+                    clean_text(doc.title),
+                    clean_text(doc.author),
+                    clean_text(doc.created),
+                    now,
+                    doc.extractor_version,
+                    [clean_text(w) for w in doc.warnings],
+                    status,
+                    file.path,
+                ],
+            )
+            if doc.pages:
+                con.execute(_INSERT_PAGES, _page_columns(doc, page_tokens))
+            _upsert_file(con, file.path, file.doc_id, file.size, file.mtime, now)
+
+    def save_file(self, file: FileRecord) -> None:
+        """A file seen again whose content is already stored: refresh `files` and the document's path."""
+        now = utcnow()
+        with self._write() as con:
+            _upsert_file(con, file.path, file.doc_id, file.size, file.mtime, now)
+            con.execute("UPDATE documents SET path = ? WHERE doc_id = ?", [file.path, file.doc_id])
+
+    def save_failed_file(
+        self,
+        run_id: str,
+        file_path: str,
+        doc_id: str | None,
+        size: int | None,
+        mtime: datetime | None,
+        error_type: str,
+        message: str,
+        stage: str = "extract",
+    ) -> None:
+        """An unreadable file: a `failed` documents row (when its sha256 is known) and a failures row."""
+        now = utcnow()
+        message = clean_text(message) or ""
+        with self._write() as con:
+            if doc_id is not None:
+                con.execute("DELETE FROM pages WHERE doc_id = ?", [doc_id])
+                con.execute("DELETE FROM documents WHERE doc_id = ?", [doc_id])
+                con.execute(
+                    "INSERT INTO documents (doc_id, bytes, extracted_at, status, error_type, error_message, "
+                    "path, warnings) VALUES (?, ?, ?, 'failed', ?, ?, ?, [])",
+                    [doc_id, size, now, error_type, message, file_path],
+                )
+            _upsert_file(con, file_path, doc_id, size, mtime, now)
+            con.execute(
+                "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [run_id, file_path, doc_id, stage, error_type, message, now],
+            )
+
+    def record_failure(self, failure: FailureRecord) -> None:
+        with self._write() as con:
+            con.execute(
+                "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    failure.run_id,
+                    failure.path,
+                    failure.doc_id,
+                    failure.stage,
+                    failure.error_type,
+                    clean_text(failure.message),
+                    to_datetime(failure.at) or utcnow(),
+                ],
+            )
+
+    def set_document_status(
+        self, doc_id: str, status: str, error_type: str | None = None, error_message: str | None = None
+    ) -> None:
+        with self._write() as con:
+            con.execute(
+                "UPDATE documents SET status = ?, error_type = ?, error_message = ? WHERE doc_id = ?",
+                [status, error_type, clean_text(error_message), doc_id],
+            )
+
+    def mark_deleted(self, folder: str, present_paths: Iterable[str]) -> int:
+        """Files under `folder` that were not seen in this walk -> deleted = true; returns how many."""
+        prefix = folder.rstrip("/") + "/"
+        present = set(present_paths)
+        with self._write() as con:
+            known = con.execute(
+                "SELECT path FROM files WHERE NOT deleted AND starts_with(path, ?)", [prefix]
+            ).fetchall()
+            gone = [p for (p,) in known if p not in present]
+            if gone:
+                con.execute(
+                    "UPDATE files SET deleted = true WHERE path IN (SELECT unnest(?::VARCHAR[]))", [gone]
+                )
+        return len(gone)
+
+    # ------------------------------------------------------------------ calls
+
+    def save_call(self, call: CallRecord) -> None:
+        """Log one call as soon as it returned (success or error): resume depends on it."""
+        self.save_calls([call])
+
+    def save_calls(self, calls: Sequence[CallRecord]) -> None:
+        """Several calls in one transaction (replacing by call_id)."""
+        if not calls:
+            return
+        with self._write() as con:
+            con.executemany(
+                f"INSERT OR REPLACE INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join(['?'] * 23)})",
+                [_call_values(c) for c in calls],
+            )
+
+    def find_completed_call(self, request_key: str) -> CallRecord | None:
+        """The newest successful call with this request key (a resumed run re-pays nothing)."""
+        with self._read() as con:
+            row = con.execute(
+                f"SELECT {_CALL_COLUMNS} FROM calls WHERE request_key = ? AND status = 'ok' "
+                "ORDER BY started_at DESC NULLS LAST LIMIT 1",
+                [request_key],
+            ).fetchone()
+        return _call_from_row(row) if row else None
+
+    # ------------------------------------------------------------------ summaries
+
+    def has_summary(self, doc_id: str, profile: str, prompt_version: str, model: str) -> bool:
+        with self._read() as con:
+            row = con.execute(
+                "SELECT 1 FROM summaries "
+                "WHERE doc_id = ? AND profile = ? AND prompt_version = ? AND model = ?",
+                [doc_id, profile, prompt_version, model],
+            ).fetchone()
+        return row is not None
+
+    def save_summary(self, row: SummaryRow) -> tuple[str, ...]:
+        """Replace the result for its natural key; returns the coercion warnings (also stored)."""
+        cols = summary_columns(row)
+        names = [name.strip() for name in _SUMMARY_COLUMNS.split(",")]
+        params = [cols.values[name] for name in names[:-1]] + [cols.values["raw"]] * 3
+        # raw last: kept as JSON when DuckDB can parse it, else stored as a JSON string
+        sql = (
+            f"INSERT INTO summaries ({_SUMMARY_COLUMNS}) VALUES ({', '.join(['?'] * (len(names) - 1))}, "
+            "CASE WHEN json_valid(?) THEN CAST(? AS JSON) ELSE to_json(?) END)"
+        )
+        with self._write() as con:
+            con.execute(
+                "DELETE FROM summaries WHERE doc_id = ? AND profile = ? AND prompt_version = ? AND model = ?",
+                [row.doc_id, row.profile, row.prompt_version, row.model],
+            )
+            con.execute(sql, params)
+        return cols.warnings
+
+    # ------------------------------------------------------------------ reports
+
+    def run_summary(self, run_id: str) -> dict[str, Any]:
+        """What one run did, for the run report and the Prefect artifact."""
+        with self._read() as con:
+            run = _one_dict(con, "SELECT * FROM run_costs WHERE run_id = ?", [run_id])
+            if run is None:
+                raise KeyError(f"{self.path}: no run {run_id!r}")
+            cache = _all_dicts(
+                con,
+                "SELECT model, calls, prompt_tokens, cached_tokens, cached_share, cost_usd, saved_usd "
+                "FROM cache_efficiency WHERE run_id = ? ORDER BY model",
+                [run_id],
+            )
+            failures = _all_dicts(
+                con,
+                "SELECT path, doc_id, stage, error_type, message, failed_at FROM failures "
+                "WHERE run_id = ? ORDER BY failed_at",
+                [run_id],
+            )
+            by_stage = _all_dicts(
+                con,
+                "SELECT stage, count(*) AS calls, sum(cost_usd) AS cost_usd FROM calls WHERE run_id = ? "
+                "GROUP BY stage ORDER BY stage",
+                [run_id],
+            )
+            summaries = con.execute(
+                "SELECT count(*), coalesce(sum(len(coercion_warnings)), 0), "
+                "coalesce(avg(coverage), 0), count(*) FILTER (WHERE coverage < 1) "
+                "FROM summaries WHERE run_id = ?",
+                [run_id],
+            ).fetchone()
+        assert summaries is not None
+        run.update(
+            saved_usd=sum(c["saved_usd"] or 0.0 for c in cache),
+            cache_by_model=cache,
+            calls_by_stage=by_stage,
+            failures=failures,
+            summaries_written=summaries[0],
+            coercion_warnings=int(summaries[1]),
+            mean_coverage=float(summaries[2]),
+            partial_coverage=summaries[3],
+            emulated=run.get("backend") == "emulator",
+        )
+        return run
+
+    # ------------------------------------------------------------------ full-text search
+
+    def refresh_search_index(self) -> int:
+        """Rebuild the BM25 index over pages(text); call once after a run's writes. Returns pages indexed."""
+        with self._write() as con:
+            load_fts(con)
+            con.execute(
+                "PRAGMA create_fts_index('pages', 'page_id', 'text', stemmer = 'porter', "
+                "stopwords = 'english', strip_accents = 1, lower = 1, overwrite = 1)"
+            )
+            row = con.execute("SELECT count(*) FROM pages").fetchone()
+        return int(row[0]) if row else 0
+
+    def search(self, terms: str, limit: int = 10) -> list[SearchHit]:
+        """Pages ranked by BM25 for `terms` (an index built by `refresh_search_index`)."""
+        with self._read() as con:
+            if not _has_schema(con, "fts_main_pages"):
+                raise SearchIndexMissing(self.path)
+            load_fts(con)
+            rows = con.execute(
+                """SELECT p.doc_id, d.path, p.page_no, p.score, p.text
+                   FROM (SELECT *, fts_main_pages.match_bm25(page_id, ?) AS score FROM pages) AS p
+                   LEFT JOIN documents AS d ON d.doc_id = p.doc_id
+                   WHERE p.score IS NOT NULL
+                   ORDER BY p.score DESC, p.doc_id, p.page_no
+                   LIMIT ?""",
+                [terms, limit],
+            ).fetchall()
+        return [SearchHit(r[0], r[1], r[2], float(r[3]), snippet(r[4], terms)) for r in rows]
+
+    # ------------------------------------------------------------------ analysts
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> QueryResult:
+        """Run one SQL statement and fetch everything (the engine of `kimidocs query`)."""
+        with self._read() as con:
+            if re.search(r"fts_main_|match_bm25", sql, re.IGNORECASE):
+                load_fts(con)
+            try:
+                cur = con.execute(sql, params or [])
+                if cur.description is None:
+                    return QueryResult((), (), ())
+                columns = tuple(d[0] for d in cur.description)
+                types = tuple(str(d[1]) for d in cur.description)
+                rows = tuple(cur.fetchall())
+            except duckdb.Error as exc:
+                raise QueryError(self.path, str(exc)) from exc
+        return QueryResult(columns, types, rows)
+
+    def relations(self) -> list[tuple[str, str]]:
+        """(name, 'table' | 'view') of everything analysts can query, tables first."""
+        with self._read() as con:
+            return _relations(con)
+
+    def export(self, directory: str | Path, fmt: str = "parquet") -> list[Path]:
+        """Every table and view to `directory/<name>.<fmt>` (parquet or csv); returns the files."""
+        if fmt not in ("parquet", "csv"):
+            raise ValueError(f"export format must be parquet or csv, not {fmt!r}")
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        options = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
+        written = []
+        with self._read() as con:
+            for name, _kind in _relations(con):
+                target = out / f"{name}.{fmt}"
+                quoted = str(target).replace("'", "''")
+                con.execute(f"COPY (SELECT * FROM \"{name}\") TO '{quoted}' ({options})")
+                written.append(target)
+        return written
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _upsert_file(
+    con: duckdb.DuckDBPyConnection,
+    path: str,
+    doc_id: str | None,
+    size: int | None,
+    mtime: datetime | None,
+    now: datetime,
+) -> None:
+    con.execute(_UPSERT_FILE, [path, doc_id, size, to_datetime(mtime), now, now])
+
+
+def _page_columns(doc: Document, page_tokens: Sequence[int] | None) -> dict[str, Any]:
+    pages = doc.pages
+    return {
+        "doc_id": doc.sha256,
+        "page_no": [p.number for p in pages],
+        "label": [clean_text(p.label) for p in pages],
+        "text": [clean_text(p.text) for p in pages],
+        "chars": [p.chars for p in pages],
+        "tokens_est": list(page_tokens) if page_tokens is not None else [None] * len(pages),
+        "image_count": [p.image_count for p in pages],
+    }
+
+
+def _call_values(c: CallRecord) -> list[Any]:
+    return [
+        c.call_id,
+        c.run_id,
+        c.doc_id,
+        c.stage,
+        c.chunk_index,
+        c.level,
+        c.request_key,
+        c.model,
+        c.backend,
+        c.prompt_tokens_est,
+        c.usage.prompt_tokens,
+        c.usage.cached_tokens,
+        c.usage.completion_tokens,
+        c.cost_usd,
+        c.latency_ms,
+        c.ttft_ms,
+        c.attempts,
+        c.finish_reason,
+        c.http_status,
+        c.status,
+        clean_text(c.error),
+        clean_text(c.response),
+        to_datetime(c.started_at),
+    ]
+
+
+def _call_from_row(r: tuple[Any, ...]) -> CallRecord:
+    return CallRecord(
+        call_id=r[0],
+        run_id=r[1],
+        doc_id=r[2],
+        stage=r[3],
+        chunk_index=r[4],
+        level=r[5],
+        request_key=r[6],
+        model=r[7],
+        backend=r[8],
+        prompt_tokens_est=r[9] or 0,
+        usage=Usage(prompt_tokens=r[10], cached_tokens=r[11], completion_tokens=r[12]),
+        cost_usd=r[13],
+        latency_ms=r[14],
+        ttft_ms=r[15],
+        attempts=r[16],
+        finish_reason=r[17],
+        http_status=r[18],
+        status=r[19],
+        error=r[20],
+        response=r[21],
+        started_at=r[22].replace(tzinfo=UTC) if r[22] is not None else None,
+    )
+
+
+def _one_dict(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> dict[str, Any] | None:
+    rows = _all_dicts(con, sql, params)
+    return rows[0] if rows else None
+
+
+def _all_dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    cur = con.execute(sql, params)
+    names = [d[0] for d in cur.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _relations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    rows = con.execute(
+        "SELECT table_name, 'table' FROM duckdb_tables() WHERE schema_name = 'main' "
+        "UNION ALL SELECT view_name, 'view' FROM duckdb_views() WHERE schema_name = 'main' "
+        "AND NOT internal ORDER BY 2, 1"
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def _has_schema(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    row = con.execute("SELECT count(*) FROM duckdb_schemas() WHERE schema_name = ?", [name]).fetchone()
+    return bool(row and row[0])
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def snippet(text: str, terms: str, width: int = SNIPPET_CHARS) -> str:
+    """A window of `text` around the first query word it contains (case-insensitive)."""
+    lower = text.lower()
+    positions = [lower.find(w.lower()) for w in _WORD.findall(terms)]
+    hits = [p for p in positions if p >= 0]
+    start = max(min(hits) - width // 3, 0) if hits else 0
+    piece = " ".join(text[start : start + width].split())
+    return ("…" if start > 0 else "") + piece + ("…" if start + width < len(text) else "")
