@@ -1,4 +1,4 @@
-"""The error table: every answer Kimi is known to give (kimi-api.md §7) -> our exception, retry decision, wait.
+"""The error table: each answer Kimi is known to give (kimi-api.md §7) -> our exception, retry, wait.
 
 Each row goes through the real `KimiClient` with `httpx.MockTransport` (the sanctioned seam for response
 shapes, DESIGN §9) and `max_retries=0`, so what is asserted is what callers receive.
@@ -50,11 +50,19 @@ def err(type_: str, message: str) -> dict:
     return {"error": {"type": type_, "message": message}}
 
 
+ACCOUNT = "Your account org-x<ak-y> request reached organization"
+HIGH_RISK = "The request was rejected because it was considered high risk"
+TEMPERATURE = "invalid temperature: only 0.6 is allowed for this model"
+SUSPENDED = {"error": {"message": "Your account org-1 is suspended, please check balance"}}
+NO_MODEL = "Not found the model kimi-k2.5 or Permission denied"
+OVERLOADED = "The engine is currently overloaded, please try again later"
+NOT_ACTIVE = "Your account org-x is not active, please check balance"
+
 # (id, status, body, headers) -> (class, retryable, fatal_for_run, retry_after)
 ROWS = [
-    ("content_filter", 400, err("content_filter", "The request was rejected because it was considered high risk"),
+    ("content_filter", 400, err("content_filter", HIGH_RISK),
      {}, ContentFiltered, False, False, None),
-    ("invalid_request", 400, err("invalid_request_error", "invalid temperature: only 0.6 is allowed for this model"),
+    ("invalid_request", 400, err("invalid_request_error", TEMPERATURE),
      {}, InvalidRequest, False, False, None),
     ("context_length", 400,
      err("invalid_request_error", "Your request exceeded model token limit: 262144 (requested: 269030)"),
@@ -70,32 +78,32 @@ ROWS = [
      {}, PermissionDenied, False, True, None),
     ("quota_403", 403, err("exceeded_current_quota_error", "You exceeded your current token quota"),
      {}, QuotaExceeded, False, True, None),
-    ("suspended_403_untyped", 403, {"error": {"message": "Your account org-1 is suspended, please check balance"}},
+    ("suspended_403_untyped", 403, SUSPENDED,
      {}, QuotaExceeded, False, True, None),
-    ("model_not_found", 404, err("resource_not_found_error", "Not found the model kimi-k2.5 or Permission denied"),
+    ("model_not_found", 404, err("resource_not_found_error", NO_MODEL),
      {}, ModelNotFound, False, False, None),
     ("gateway_url_not_found", 404,
      {"code": 5, "error": "url.not_found", "message": "没找到对象", "scode": "0x5", "status": False},
      {}, EndpointNotFound, False, True, None),
     ("untyped_404", 404, "", {}, NotFound, False, False, None),
-    ("engine_overloaded", 429, err("engine_overloaded_error", "The engine is currently overloaded, please try again later"),
+    ("engine_overloaded", 429, err("engine_overloaded_error", OVERLOADED),
      {}, EngineOverloaded, True, False, None),
     ("concurrency_try_again", 429, err("rate_limit_reached_error",
-     "Your account org-x<ak-y> request reached organization max concurrency: 1, please try again after 1 seconds"),
+     f"{ACCOUNT} max concurrency: 1, please try again after 1 seconds"),
      {}, RateLimited, True, False, 1.0),
     ("rpm_retry_after_header", 429, err("rate_limit_reached_error",
-     "Your account org-x<ak-y> request reached organization max RPM: 3, please try again after 20 seconds"),
+     f"{ACCOUNT} max RPM: 3, please try again after 20 seconds"),
      {"Retry-After": "7"}, RateLimited, True, False, 7.0),
     ("tpm_no_wait", 429, err("rate_limit_reached_error",
-     "Your account org-x<ak-y> request reached organization TPM rate limit, current:510000, limit:500000"),
+     f"{ACCOUNT} TPM rate limit, current:510000, limit:500000"),
      {}, RateLimited, True, False, None),
     ("tpd_retry_after", 429, err("rate_limit_reached_error",
-     "Your account org-x<ak-y> request reached organization TPD rate limit, current:1500000, limit:1500000"),
+     f"{ACCOUNT} TPD rate limit, current:1500000, limit:1500000"),
      {"retry-after": "1152"}, RateLimited, True, True, 1152.0),
     ("tpd_no_wait", 429, err("rate_limit_reached_error",
-     "Your account org-x<ak-y> request reached organization TPD rate limit, current:1500000, limit:1500000"),
+     f"{ACCOUNT} TPD rate limit, current:1500000, limit:1500000"),
      {}, RateLimited, False, True, None),
-    ("quota_429", 429, err("exceeded_current_quota_error", "Your account org-x is not active, please check balance"),
+    ("quota_429", 429, err("exceeded_current_quota_error", NOT_ACTIVE),
      {}, QuotaExceeded, False, True, None),
     ("untyped_429", 429, "", {}, RateLimited, True, False, None),
     ("server_error", 500, err("server_error", "Failed to extract file"), {}, ServerError, True, False, None),
@@ -105,7 +113,7 @@ ROWS = [
     ("unavailable_empty", 503, "", {"Retry-After": "3"}, ServerError, True, False, 3.0),
     ("platform_timeout", 504, "", {}, ServerError, True, False, None),
     ("not_implemented", 501, "", {}, ServerError, False, False, None),
-    ("error_envelope_with_200", 200, err("rate_limit_reached_error", "max RPM: 3, please try again after 2 seconds"),
+    ("error_envelope_with_200", 200, err("rate_limit_reached_error", "max RPM: 3, try again after 2 seconds"),
      {}, RateLimited, True, False, 2.0),
 ]  # fmt: skip
 
@@ -200,8 +208,9 @@ def test_retry_after_http_date():
 
 def test_retryable_list_is_the_single_source():
     """This test ensures the classes marked retryable are exactly those in RETRYABLE_ERRORS."""
-    final = (QuotaExceeded, AuthenticationError, PermissionDenied, ModelNotFound, EndpointNotFound, InvalidRequest,
-             ContextLengthExceeded, ContentFiltered, UnexpectedResponse, LimitUnreachable, MissingApiKey)  # fmt: skip
+    final = (QuotaExceeded, AuthenticationError, PermissionDenied, ModelNotFound, EndpointNotFound,
+             InvalidRequest, ContextLengthExceeded, ContentFiltered, UnexpectedResponse, LimitUnreachable,
+             MissingApiKey)  # fmt: skip
     assert set(RETRYABLE_ERRORS) == {
         RateLimited,
         EngineOverloaded,
@@ -272,7 +281,7 @@ def test_missing_key_is_helpful_and_loopback_needs_none():
         seen.append(request)
         return httpx.Response(401, json=err("invalid_authentication_error", "Invalid Authentication"))
 
-    with KimiClient("http://127.0.0.1:9/v1", None, transport=httpx.MockTransport(handler)) as client:
-        with pytest.raises(AuthenticationError):
-            client.chat(BODY)
+    client = KimiClient("http://127.0.0.1:9/v1", None, transport=httpx.MockTransport(handler))
+    with client, pytest.raises(AuthenticationError):
+        client.chat(BODY)
     assert "authorization" not in seen[0].headers
