@@ -21,7 +21,7 @@ from extractors.document import Document
 from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals, Usage
 from kimidocs.store import migrate as migrations
 from kimidocs.store.coerce import clean_text, to_datetime
-from kimidocs.store.connection import connect, load_fts, transaction
+from kimidocs.store.connection import connect, held, load_fts, release, transaction
 from kimidocs.store.errors import QueryError, SearchIndexMissing
 from kimidocs.store.rows import QueryResult, SearchHit, SummaryRow
 from kimidocs.store.summary_columns import summary_columns
@@ -81,9 +81,9 @@ class Store:
     def _read(self):  # type: ignore[no-untyped-def]
         if not self.read_only:
             self._ensure_schema()
-        return connect(
-            self.path, read_only=self.read_only, timeout_s=self.lock_timeout_s, exclusive=self.read_only
-        )
+        if self.read_only:
+            return connect(self.path, timeout_s=self.lock_timeout_s)
+        return held(self.path, timeout_s=self.lock_timeout_s)
 
     def _ensure_schema(self) -> None:
         if not self._migrated:
@@ -94,10 +94,21 @@ class Store:
         if self.read_only:
             raise PermissionError(f"{self.path}: cannot migrate a read-only Store")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with connect(self.path, read_only=False, timeout_s=self.lock_timeout_s) as con:
+        with held(self.path, timeout_s=self.lock_timeout_s) as con:
             applied = migrations.apply(con, self.path, upto=upto)
         self._migrated = upto is None
         return applied
+
+    def close(self) -> None:
+        """Release the file now instead of after the lease's idle time (end of a run, tests)."""
+        if not self.read_only:
+            release(self.path)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def schema_version(self) -> int:
         with self._read() as con:
@@ -186,7 +197,7 @@ class Store:
                 con.execute(_INSERT_PAGES, _page_columns(doc, page_tokens))
             _upsert_file(con, file.path, file.doc_id, file.size, file.mtime, now)
 
-    def save_file(self, file: FileRecord) -> None:
+    def touch_file(self, file: FileRecord) -> None:
         """A file seen again whose content is already stored: refresh `files` and the document's path."""
         now = utcnow()
         with self._write() as con:
@@ -268,12 +279,12 @@ class Store:
         self.save_calls([call])
 
     def save_calls(self, calls: Sequence[CallRecord]) -> None:
-        """Several calls in one transaction (replacing by call_id)."""
+        """Several calls in one transaction (call_id is unique: a call is logged once)."""
         if not calls:
             return
         with self._write() as con:
             con.executemany(
-                f"INSERT OR REPLACE INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join(['?'] * 23)})",
+                f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join(['?'] * 23)})",
                 [_call_values(c) for c in calls],
             )
 
