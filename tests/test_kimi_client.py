@@ -551,3 +551,44 @@ def test_a_429_pauses_the_limiter_and_the_charge_is_settled(server):
     assert state.requests_last_minute == 2
     assert state.tokens_last_minute == 2_000 + 500 + 64  # the 429'd attempt's estimate + the settled charge
     assert state.in_flight == 0
+
+
+# --- `kimidocs models` ------------------------------------------------------------------------------------
+
+
+def _models_app():
+    import typer
+
+    from kimidocs.commands import models
+
+    app = typer.Typer()
+    models.register(app)
+    app.command("noop")(lambda: None)  # two commands, so `models` is addressed by name as in the real CLI
+    return app
+
+
+def test_models_command_joins_the_account_list_to_our_table(server, monkeypatch):
+    from typer.testing import CliRunner
+
+    monkeypatch.setenv("KIMI_API_KEY", KEY)
+    monkeypatch.setenv("COLUMNS", "160")
+    server.then(reply_json(200, {"data": [{"id": "kimi-k2.6"}, {"id": "kimi-k9-secret-preview"}]}))
+    result = CliRunner().invoke(_models_app(), ["models", "--base-url", server.base_url])
+    assert result.exit_code == 0, result.output
+    assert "2 models on the account" in result.output
+    assert "kimi-k9-secret-preview" in result.output and "unknown to kimidocs" in result.output
+    assert "kimidocs-test-8k" not in result.output  # test models only with --all
+    assert server.seen[0].headers["authorization"] == f"Bearer {KEY}"
+    assert KEY not in result.output
+
+
+def test_models_command_without_key_shows_the_table_only(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    monkeypatch.delenv("KIMI_API_KEY", raising=False)
+    monkeypatch.setenv("COLUMNS", "160")
+    monkeypatch.chdir(tmp_path)  # no .env with a key here
+    result = CliRunner().invoke(_models_app(), ["models", "--all"])
+    assert result.exit_code == 0, result.output
+    assert "showing kimidocs' model table only" in result.output
+    assert "kimi-k2.5" in result.output and "kimidocs-test-8k" in result.output

@@ -1,7 +1,123 @@
-"""`kimidocs models` (being built)."""
+"""`kimidocs models`: the account's models (GET /models) beside kimidocs' own model table.
+
+Model ids differ per account and get retired (kimi-api.md §0), so this answers "can I run model X, and do
+we know its window and prices?" before a run, not after a 404.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from kimidocs.kimi.client import KimiClient
+from kimidocs.kimi.errors import KimiError
+from kimidocs.models import MODELS, ModelInfo
+from kimidocs.settings import load_settings
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRow:
+    """One line of the listing. `on_account` is None when the account was not asked."""
+
+    id: str
+    on_account: bool | None
+    info: ModelInfo | None
+    account_window: int | None = None
+
+
+def build_rows(account: list[dict[str, Any]] | None, *, show_all: bool = False) -> list[ModelRow]:
+    """Our table joined to the account's list: ours first (table order), then ids only the account has."""
+    listed = {str(m["id"]): m for m in account or [] if m.get("id")}
+    rows = []
+    for model_id, info in MODELS.items():
+        if info.test_only and not show_all and model_id not in listed:
+            continue
+        rows.append(ModelRow(model_id, (model_id in listed) if account is not None else None, info))
+    for model_id in sorted(set(listed) - set(MODELS)):
+        window = listed[model_id].get("context_length")
+        rows.append(ModelRow(model_id, True, None, window if isinstance(window, int) else None))
+    return rows
+
+
+def _note(row: ModelRow) -> str:
+    if row.info is None:
+        return "[yellow]unknown to kimidocs: no plan/price[/yellow]"
+    if row.info.test_only:
+        return "emulator only"
+    if row.info.retired:
+        return "reported retired"
+    return ""
+
+
+def _yes_no(value: bool | None) -> str:
+    return "-" if value is None else ("[green]yes[/green]" if value else "[red]no[/red]")
+
+
+def render(rows: list[ModelRow], *, asked: bool) -> Table:
+    table = Table(title="Kimi models", title_justify="left")
+    table.add_column("model", style="bold", no_wrap=True)
+    if asked:
+        table.add_column("on account")
+    table.add_column("in table")
+    table.add_column("window", justify="right", no_wrap=True)
+    table.add_column("$/1M hit/miss/out", justify="right", no_wrap=True)
+    table.add_column("img")
+    table.add_column("note")
+    for row in rows:
+        info = row.info
+        window = info.window if info else row.account_window
+        prices = (
+            "/".join(f"{p:.2f}" for p in (info.price_cache_hit, info.price_cache_miss, info.price_output))
+            if info
+            else "?"
+        )
+        cells = [
+            row.id,
+            *([_yes_no(row.on_account)] if asked else []),
+            _yes_no(info is not None),
+            f"{window:,}" if window else "?",
+            prices,
+            ("yes" if info.images else "no") if info else "?",
+            _note(row),
+        ]
+        table.add_row(*cells)
+    return table
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing registered yet."""
+    """Add `kimidocs models`."""
+
+    @app.command("models")
+    def models(
+        base_url: Annotated[
+            str | None,
+            typer.Option("--base-url", help="API base URL (default: KIMI_BASE_URL or the service)."),
+        ] = None,
+        show_all: Annotated[bool, typer.Option("--all", help="Also show emulator-only test models.")] = False,
+    ) -> None:
+        """List the account's models beside kimidocs' table (window, prices, images)."""
+        console = Console()
+        settings = load_settings(kimi_base_url=base_url)
+        key = settings.api_key_value()
+        account: list[dict[str, Any]] | None = None
+        failed = False
+        if key is None and base_url is None:
+            console.print(
+                "[yellow]No KIMI_API_KEY set and no --base-url: showing kimidocs' model table only. "
+                "Set KIMI_API_KEY (or pass --base-url of an emulator) to list the account's models.[/yellow]"
+            )
+        else:
+            try:
+                with KimiClient.from_settings(settings, max_retries=2, timeout_s=30.0) as client:
+                    account = client.list_models()
+                console.print(f"{len(account)} models on the account at {settings.kimi_base_url}")
+            except KimiError as error:
+                failed = True
+                console.print(f"[red]Could not list the account's models: {error}[/red]")
+        console.print(render(build_rows(account, show_all=show_all), asked=account is not None))
+        if failed:
+            raise typer.Exit(1)
