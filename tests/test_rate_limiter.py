@@ -10,6 +10,8 @@ import math
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kimidocs.kimi.errors import LimitUnreachable, RateLimited
 from kimidocs.kimi.limits import TIERS, Limiter, RateLimiter, RateLimits
@@ -204,3 +206,30 @@ def test_threads_never_exceed_concurrency_and_do_run_in_parallel():
     assert peak == 2
     assert lim.state().in_flight == 0
     assert lim.state().requests_last_minute == 8
+
+
+def test_settle_after_the_entry_left_the_window_changes_nothing():
+    lim, clock = limiter(tpm=1_000, tpd=10_000)
+    with lim.acquire(600) as permit:
+        clock.advance(61)  # a long stream: its charge has already left the minute window
+        permit.settle(100)
+    state = lim.state()
+    assert (state.tokens_last_minute, state.tokens_last_day) == (0, 100)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.floats(0, 40), st.integers(0, 400)), max_size=40))
+def test_running_totals_match_a_brute_force_count(steps):
+    """This test ensures the O(1) window totals equal a plain recount after any acquire/settle/advance."""
+    lim, clock = limiter(tpd=10**9)
+    history: list[list[float]] = []  # [at, tokens]
+    for tokens, advance, settled in steps:
+        with lim.acquire(tokens) as permit:
+            history.append([clock.t, tokens])
+            if settled % 2:
+                permit.settle(settled)
+                history[-1][1] = settled
+        clock.advance(advance)
+        state = lim.state()
+        assert state.tokens_last_minute == sum(t for at, t in history if at > clock.t - 60)
+        assert state.tokens_last_day == sum(t for at, t in history if at > clock.t - 86_400)

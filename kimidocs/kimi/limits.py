@@ -119,11 +119,43 @@ class LimiterState:
 class _Entry:
     """One admitted request in the sliding windows; `tokens` can be settled later."""
 
-    __slots__ = ("at", "tokens")
+    __slots__ = ("at", "tokens", "windows")
 
     def __init__(self, at: float, tokens: int) -> None:
         self.at = at
         self.tokens = tokens
+        self.windows: list[_Window] = []
+
+
+class _Window:
+    """Entries of the last `span` seconds with a running token total (O(1) per check, not O(entries))."""
+
+    def __init__(self, span: float) -> None:
+        self.span = span
+        self.entries: deque[_Entry] = deque()
+        self.tokens = 0
+
+    def add(self, entry: _Entry) -> None:
+        self.entries.append(entry)
+        self.tokens += entry.tokens
+        entry.windows.append(self)
+
+    def expire(self, now: float) -> None:
+        while self.entries and self.entries[0].at <= now - self.span:
+            gone = self.entries.popleft()
+            self.tokens -= gone.tokens
+            gone.windows.remove(self)
+
+    def wait_for(self, tokens: int, limit: int, now: float) -> float:
+        """Seconds until the oldest entries leave and `tokens` more fit under `limit`."""
+        excess = self.tokens + tokens - limit
+        if excess <= 0:
+            return 0.0
+        for entry in self.entries:
+            excess -= entry.tokens
+            if excess <= 0:
+                return max(entry.at + self.span - now, 0.0)
+        return math.inf  # only when tokens > limit, which _check_reachable refuses first
 
 
 class _Permit:
@@ -134,7 +166,10 @@ class _Permit:
     def settle(self, tokens: int) -> None:
         """Replace the estimate with what the server counted (prompt_tokens + max_tokens)."""
         with self._limiter._cond:
-            self._entry.tokens = max(int(tokens), 0)
+            new = max(int(tokens), 0)
+            for window in self._entry.windows:
+                window.tokens += new - self._entry.tokens
+            self._entry.tokens = new
             self._limiter._cond.notify_all()
 
 
@@ -163,8 +198,8 @@ class RateLimiter:
         self._clock = clock or SystemClock()
         self._cond = threading.Condition()
         self._in_flight = 0
-        self._minute: deque[_Entry] = deque()
-        self._day: deque[_Entry] = deque()
+        self._minute = _Window(MINUTE)
+        self._day = _Window(DAY)
         self._paused_until = -math.inf
         self._reduced_to: int | None = None
         self._reduced_at = 0.0
@@ -224,9 +259,9 @@ class RateLimiter:
             return LimiterState(
                 in_flight=self._in_flight,
                 effective_concurrency=self._effective_concurrency(now),
-                requests_last_minute=len(self._minute),
-                tokens_last_minute=sum(e.tokens for e in self._minute),
-                tokens_last_day=sum(e.tokens for e in self._day),
+                requests_last_minute=len(self._minute.entries),
+                tokens_last_minute=self._minute.tokens,
+                tokens_last_day=self._day.tokens,
                 paused_for_s=max(self._paused_until - now, 0.0),
             )
 
@@ -257,17 +292,15 @@ class RateLimiter:
 
     def _record(self, tokens: int) -> _Entry:
         entry = _Entry(self._clock.now(), tokens)
-        self._minute.append(entry)
+        self._minute.add(entry)
         if self.limits.tpd is not None:
-            self._day.append(entry)
+            self._day.add(entry)
         self._in_flight += 1
         return entry
 
     def _expire(self, now: float) -> None:
-        while self._minute and self._minute[0].at <= now - MINUTE:
-            self._minute.popleft()
-        while self._day and self._day[0].at <= now - DAY:
-            self._day.popleft()
+        self._minute.expire(now)
+        self._day.expire(now)
 
     def _effective_concurrency(self, now: float) -> int:
         if self._reduced_to is None:
@@ -293,12 +326,13 @@ class RateLimiter:
         waits = {"pause": max(self._paused_until - now, 0.0)}
         if self._in_flight >= self._effective_concurrency(now):
             waits["concurrency"] = self._next_regain(now) - now  # or earlier, when a slot is released
-        if limits.rpm is not None and len(self._minute) >= limits.rpm:
-            waits["rpm"] = self._minute[len(self._minute) - limits.rpm].at + MINUTE - now
+        recent = self._minute.entries
+        if limits.rpm is not None and len(recent) >= limits.rpm:
+            waits["rpm"] = recent[len(recent) - limits.rpm].at + MINUTE - now
         if limits.tpm is not None:
-            waits["tpm"] = _tokens_wait(self._minute, tokens, limits.tpm, MINUTE, now)
+            waits["tpm"] = self._minute.wait_for(tokens, limits.tpm, now)
         if limits.tpd is not None:
-            waits["tpd"] = _tokens_wait(self._day, tokens, limits.tpd, DAY, now)
+            waits["tpd"] = self._day.wait_for(tokens, limits.tpd, now)
         return waits
 
     def _wait_needed(self, tokens: int, now: float) -> float:
@@ -308,15 +342,3 @@ class RateLimiter:
         waits = self._waits(tokens, now)
         kind = max(waits, key=lambda k: waits[k])
         return "unknown" if kind == "pause" else kind
-
-
-def _tokens_wait(window: deque[_Entry], tokens: int, limit: int, span: float, now: float) -> float:
-    """Seconds until the oldest entries of `window` leave it and `tokens` more fit under `limit`."""
-    excess = sum(e.tokens for e in window) + tokens - limit
-    if excess <= 0:
-        return 0.0
-    for entry in window:
-        excess -= entry.tokens
-        if excess <= 0:
-            return max(entry.at + span - now, 0.0)
-    return math.inf  # only reachable when tokens > limit, which _check_reachable refuses first
