@@ -27,6 +27,7 @@ from kimidocs.kimi.errors import (
     ServerError,
     StreamInterrupted,
     TransportError,
+    UnexpectedResponse,
 )
 from kimidocs.kimi.limits import RateLimiter, RateLimits
 from kimidocs.kimi.policy import apply_policy, should_stream
@@ -419,6 +420,14 @@ def test_model_not_found_lists_the_accounts_models(server):
         client.chat(BODY)
     assert info.value.available == ("kimi-k2.6", "kimi-k3")
     assert "kimi-k2.6, kimi-k3" in str(info.value)
+
+
+def test_answer_without_choices_is_an_error_not_an_empty_result(server):
+    server.then(reply_json(200, {"id": "x", "usage": {"prompt_tokens": 1}}))
+    client, sleeps = make_client(server)
+    with client, pytest.raises(UnexpectedResponse, match="without choices"):
+        client.chat(BODY)
+    assert len(server.seen) == 1 and sleeps.waits == []
 
 
 def test_connection_dropped_mid_body_is_retried(server):

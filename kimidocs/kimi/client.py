@@ -301,6 +301,10 @@ class KimiClient:
             "POST", "/chat/completions", "POST /chat/completions", model or None, json=payload
         )
         latency_ms = (time.perf_counter() - started) * 1000
+        if not isinstance(data.get("choices"), list) or not data["choices"]:
+            raise UnexpectedResponse(
+                "chat answer without choices", endpoint="POST /chat/completions", status=200
+            )
         return parse_completion(data), response.status_code, latency_ms, None, _request_id(response)
 
     def _stream_once(
