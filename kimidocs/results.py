@@ -6,7 +6,20 @@ document, page numbers of the original document on every cited item.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import itertools
+import json
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kimidocs import tokens
+from kimidocs.planning import REPAIR_ERROR_TOKENS, REPAIR_RAW_TOKENS
+from kimidocs.requests import REPAIR, ChatRequest, followup_request
+from prompts import Profile, available_profiles, load_profile
 
 
 class _Item(BaseModel):
@@ -48,3 +61,268 @@ class Summary(_Item):
     entities: list[Entity] = Field(default_factory=list)
     dates: list[DateItem] = Field(default_factory=list)
     amounts: list[Amount] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+class OutputInvalid(ValueError):
+    """Model output that is not a JSON object of the expected shape. Keeps the raw text for debugging."""
+
+    def __init__(self, error: str, raw: str) -> None:
+        super().__init__(error)
+        self.error = error
+        self.raw = raw
+
+    def __str__(self) -> str:
+        return f"invalid model output: {self.error}"
+
+
+_MAX_STARTS = 20
+_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+
+
+def extract_json_object(content: str) -> dict[str, Any]:
+    """The first JSON object in `content`: tolerates ```json fences``` and text before or after it."""
+    if content is None or not content.strip():
+        raise OutputInvalid("empty output", content or "")
+    candidates = [m.group(1) for m in _FENCE.finditer(content)] + [content]
+    decoder = json.JSONDecoder()
+    first_error = None
+    for text in candidates:
+        start = text.find("{")
+        for _ in range(_MAX_STARTS):  # bounded: a long non-JSON reply must not cost O(n^2)
+            if start == -1:
+                break
+            try:
+                obj, _end = decoder.raw_decode(text, start)
+            except json.JSONDecodeError as err:
+                first_error = (
+                    first_error or f"JSON decode error: {err.msg} at line {err.lineno} column {err.colno}"
+                )
+            else:
+                if isinstance(obj, dict):
+                    return obj
+            start = text.find("{", start + 1)
+    raise OutputInvalid(first_error or "no JSON object found", content)
+
+
+def _validation_message(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors()[:8]:
+        loc = ".".join(str(x) for x in e["loc"]) or "(root)"
+        parts.append(f"{loc}: {e['msg']}")
+    more = f" (+{err.error_count() - 8} more)" if err.error_count() > 8 else ""
+    return "schema validation failed: " + "; ".join(parts) + more
+
+
+def parse_summary(content: str) -> Summary:
+    """`content` as a validated `Summary`; raises `OutputInvalid(error, raw)` saying what is wrong."""
+    obj = extract_json_object(content)
+    try:
+        return Summary.model_validate(obj)
+    except ValidationError as err:
+        raise OutputInvalid(_validation_message(err), content) from None
+
+
+def parse_packed(content: str, doc_ids: Sequence[str]) -> dict[str, Summary | OutputInvalid]:
+    """The answer to a packed request, per document id: a Summary, or why that document's part is unusable."""
+    try:
+        obj = extract_json_object(content)
+    except OutputInvalid as err:
+        return dict.fromkeys(doc_ids, err)
+    docs = obj.get("documents")
+    if not isinstance(docs, dict):
+        err = OutputInvalid('expected {"documents": {"ID": {...}}}', content)
+        return dict.fromkeys(doc_ids, err)
+    out: dict[str, Summary | OutputInvalid] = {}
+    for doc_id in doc_ids:
+        item = docs.get(doc_id)
+        if not isinstance(item, dict):
+            out[doc_id] = OutputInvalid(f"no object for document {doc_id!r}", content)
+            continue
+        try:
+            out[doc_id] = Summary.model_validate(item)
+        except ValidationError as err:
+            out[doc_id] = OutputInvalid(f"document {doc_id!r}: {_validation_message(err)}", content)
+    return out
+
+
+def summary_json(summary: Summary) -> str:
+    """Compact JSON of a summary (what a reduce call reads and what the store keeps as raw)."""
+    return summary.model_dump_json(exclude_none=True)
+
+
+def repair_request(
+    original: ChatRequest, raw: str, error: str, *, profile: Profile | None = None
+) -> ChatRequest:
+    """The one repair call: the same request, the bad answer (cut short) and the error, stage "repair".
+
+    The document prefix is unchanged, so the repair reads it from the cache; the excerpt and the error
+    are cut to the sizes planning reserved room for (REPAIR_RAW_TOKENS, REPAIR_ERROR_TOKENS). The
+    repair text is the profile's repair.md (found from the request's system message when not given).
+    """
+    profile = profile or _profile_of(original)
+    excerpt = _truncate_tokens(raw or "(empty)", REPAIR_RAW_TOKENS)
+    text = profile.task("repair", error=_truncate_tokens(error, REPAIR_ERROR_TOKENS))
+    extra = [{"role": "assistant", "content": excerpt}, {"role": "user", "content": text}]
+    extra_tokens = tokens.count(excerpt) + tokens.count(text) + 2 * tokens.MESSAGE_OVERHEAD
+    return followup_request(original, extra, extra_tokens, stage=REPAIR)
+
+
+def _profile_of(request: ChatRequest) -> Profile:
+    """The profile whose system message the request carries (the default profile otherwise)."""
+    system = request.body["messages"][0]["content"]
+    for name in available_profiles():
+        profile = load_profile(name)
+        if profile.system == system:
+            return profile
+    return load_profile()
+
+
+def _truncate_tokens(text: str, limit: int) -> str:
+    ids = tokens.encoding().encode_ordinary(text)
+    if len(ids) <= limit:
+        return text
+    return tokens.encoding().decode(ids[:limit]) + " …"
+
+
+# ---------------------------------------------------------------------------------------------- citations
+
+
+@dataclass(frozen=True, slots=True)
+class CitationReport:
+    """What checking citations found. A dropped page was cited but does not exist or is out of range;
+    dropped evidence was quoted but not found on any cited page."""
+
+    items: int = 0
+    pages_cited: int = 0
+    pages_dropped: int = 0
+    evidence_checked: int = 0
+    evidence_dropped: int = 0
+    items_uncited: int = 0  # items left with no valid page
+    bad_pages: tuple[int, ...] = ()
+
+    @property
+    def dropped(self) -> int:
+        return self.pages_dropped + self.evidence_dropped
+
+    def describe(self) -> str:
+        bits = [f"{self.pages_dropped} of {self.pages_cited} cited pages dropped"]
+        if self.bad_pages:
+            bits.append(f"(pages {', '.join(map(str, self.bad_pages[:10]))})")
+        bits.append(f"{self.evidence_dropped} of {self.evidence_checked} quotes not found on their page")
+        return "citations: " + " ".join(bits)
+
+
+_SPACE = re.compile(r"\s+")
+_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'", "\u00ad": None, "\u00a0": " "})
+
+
+def normalize_for_match(text: str) -> str:
+    """Lower-case, NFKC, plain quotes, no soft hyphens, words re-joined across line-end hyphens,
+    whitespace collapsed: how evidence and pages are compared."""
+    text = unicodedata.normalize("NFKC", text).translate(_QUOTES).casefold()
+    text = re.sub(r"(\w)-\s*\n\s*(\w)", r"\1\2", text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def check_citations(
+    summary: Summary, pages: Mapping[int, str], allowed: range | set[int] | frozenset[int]
+) -> tuple[Summary, CitationReport]:
+    """`summary` with bad citations removed, and a report of what was removed.
+
+    A cited page must exist in `pages` and be in `allowed` (the pages the call read); evidence, where
+    given, must occur (normalised) on one of the item's valid pages, or across two consecutive ones.
+    Items are kept even when all their pages go: the point may be right, only its citation is not.
+    """
+    norm_cache: dict[int, str] = {}
+
+    def norm(page: int) -> str:
+        if page not in norm_cache:
+            norm_cache[page] = normalize_for_match(pages.get(page, ""))
+        return norm_cache[page]
+
+    counts = {"items": 0, "cited": 0, "dropped": 0, "ev_checked": 0, "ev_dropped": 0, "uncited": 0}
+    bad: set[int] = set()
+
+    def fix_pages(cited: list[int]) -> list[int]:
+        good = []
+        for p in cited:
+            counts["cited"] += 1
+            if p in pages and p in allowed:
+                if p not in good:
+                    good.append(p)
+            else:
+                counts["dropped"] += 1
+                bad.add(p)
+        return good
+
+    def fix_item(item: Any) -> Any:
+        counts["items"] += 1
+        good = fix_pages(list(item.pages))
+        update: dict[str, Any] = {"pages": good}
+        if not good:
+            counts["uncited"] += 1
+        evidence = getattr(item, "evidence", None)
+        if evidence:
+            counts["ev_checked"] += 1
+            needle = normalize_for_match(evidence).strip(" .\"'…")
+            hay = [norm(p) for p in good] + [norm(a) + " " + norm(b) for a, b in itertools.pairwise(good)]
+            if needle and not any(needle in h for h in hay):
+                counts["ev_dropped"] += 1
+                update["evidence"] = None
+        return item.model_copy(update=update)
+
+    fixed = summary.model_copy(
+        update={
+            "key_points": [fix_item(k) for k in summary.key_points],
+            "dates": [fix_item(d) for d in summary.dates],
+            "amounts": [fix_item(a) for a in summary.amounts],
+        }
+    )
+    report = CitationReport(
+        items=counts["items"],
+        pages_cited=counts["cited"],
+        pages_dropped=counts["dropped"],
+        evidence_checked=counts["ev_checked"],
+        evidence_dropped=counts["ev_dropped"],
+        items_uncited=counts["uncited"],
+        bad_pages=tuple(sorted(bad)),
+    )
+    return fixed, report
+
+
+# ---------------------------------------------------------------------------------------------- merging
+
+
+def merge_summaries(parts: Sequence[Summary], *, max_key_points: int = 24) -> Summary:
+    """A deterministic merge of partials, used when a reduce call fails: nothing cited is lost.
+
+    Summaries are joined, lists concatenated in page order with exact duplicates removed, the first
+    non-empty title/type/language wins.
+    """
+
+    def first(attr: str) -> str:
+        return next((getattr(p, attr) for p in parts if getattr(p, attr)), "")
+
+    def dedupe(items: list[Any], key: Any) -> list[Any]:
+        seen, out = set(), []
+        for item in items:
+            k = key(item)
+            if k not in seen:
+                seen.add(k)
+                out.append(item)
+        return out
+
+    key_points = dedupe([k for p in parts for k in p.key_points], lambda k: normalize_for_match(k.point))
+    return Summary(
+        title=first("title"),
+        document_type=first("document_type"),
+        language=first("language"),
+        summary=" ".join(p.summary.strip() for p in parts if p.summary.strip()),
+        key_points=key_points[:max_key_points],
+        entities=dedupe([e for p in parts for e in p.entities], lambda e: (e.name.casefold(), e.type)),
+        dates=dedupe([d for p in parts for d in p.dates], lambda d: (d.date, d.what, tuple(d.pages))),
+        amounts=dedupe([a for p in parts for a in p.amounts], lambda a: (str(a.value), a.currency, a.what)),
+    )
