@@ -19,7 +19,7 @@ opening again, so a reader is not starved by a busy writer.
 Inside one process DuckDB shares one database instance between connections of the same
 configuration, but concurrent writers of the same rows hit transaction conflicts, and a
 read-only connection cannot coexist with a read-write one. A process-wide lock per file
-serialises every use of the lease (and read-only opens).
+serialises every use of the lease.
 """
 
 from __future__ import annotations
@@ -158,15 +158,19 @@ def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConne
 
 @contextmanager
 def connect(path: Path, *, timeout_s: float) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection held only for the `with` block."""
+    """A read-only connection held only for the `with` block.
+
+    It does not take the process-wide lock: while this process's own write lease is open the
+    open fails on the configuration clash, drops a wait marker, and the lease's closer (which
+    needs that lock) releases the file within `CHECK_S`.
+    """
     if not path.exists():
         raise DatabaseMissing(path)
-    with path_lock(path):
-        con = _open(path, True, timeout_s)
-        try:
-            yield con
-        finally:
-            con.close()
+    con = _open(path, True, timeout_s)
+    try:
+        yield con
+    finally:
+        con.close()
 
 
 class _Lease:

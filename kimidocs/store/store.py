@@ -13,11 +13,10 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from extractors.document import Document
 from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals, Usage
 from kimidocs.store import migrate as migrations
 from kimidocs.store.coerce import clean_text, to_datetime
@@ -25,6 +24,9 @@ from kimidocs.store.connection import connect, held, load_fts, release, transact
 from kimidocs.store.errors import QueryError, SearchIndexMissing
 from kimidocs.store.rows import QueryResult, SearchHit, SummaryRow
 from kimidocs.store.summary_columns import summary_columns
+
+if TYPE_CHECKING:
+    from extractors.document import Document
 
 _CALL_COLUMNS = (
     "call_id, run_id, doc_id, stage, chunk_index, level, request_key, model, backend, prompt_tokens_est, "
