@@ -6,6 +6,7 @@ Prefect task retries stay at 0 and never stack on top of them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from prefect import flow, get_run_logger, runtime, task
@@ -13,10 +14,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.limits import limiter_for_run
 from kimidocs import pipeline
+from kimidocs.backend import is_loopback_url
 from kimidocs.discover import FoundFile
 from kimidocs.report import report_markdown
-
+from kimidocs.settings import Settings, load_settings
 
 # Open runs of this process by run id: tasks get the id (a string Prefect can record), not the
 # context object with its locks, store and HTTP client.
@@ -33,6 +36,28 @@ def analyze_document(run_id: str, found: FoundFile) -> pipeline.DocumentOutcome:
     else:
         logger.info("%s: %s (%d calls, $%.5f)", found.path, outcome.status, outcome.calls, outcome.cost_usd)
     return outcome
+
+
+class EmulatorNotAllowed(RuntimeError):
+    """A deployment run without KIMI_API_KEY: fail fast instead of quietly summarising with the emulator."""
+
+
+def require_backend(settings: Settings) -> None:
+    """A worker needs KIMI_API_KEY, unless it is told the emulator is fine.
+
+    The CLI falls back to the emulator on purpose and says so on screen; an unattended worker has no
+    screen, so a forgotten key must stop the run at once instead of filling the DB with emulated rows.
+    Allowed without a key: KIMIDOCS_ALLOW_EMULATOR=1, or KIMI_BASE_URL on loopback (a local emulator).
+    """
+    if settings.api_key_value() or is_loopback_url(settings.kimi_base_url):
+        return
+    if os.environ.get("KIMIDOCS_ALLOW_EMULATOR", "").strip().lower() in ("1", "true", "yes"):
+        return
+    raise EmulatorNotAllowed(
+        "KIMI_API_KEY is not set in this worker's environment. Set KIMI_API_KEY (e.g. in the worker's "
+        "environment or the work pool's job variables), or set KIMIDOCS_ALLOW_EMULATOR=1 to run against "
+        "the built-in Kimi emulator (rows are marked backend='emulator')."
+    )
 
 
 def _observer(event: str, data: dict) -> None:
@@ -58,7 +83,13 @@ def analyze_folder(
     """Analyse every document under `folder` and write the results to DuckDB."""
     logger = get_run_logger()
     if not Path(folder).exists():
-        raise FileNotFoundError(f"folder does not exist: {folder}")
+        raise FileNotFoundError(f"folder does not exist: {folder} (resolved: {Path(folder).resolve()})")
+    settings = load_settings()
+    require_backend(settings)
+    # With a Prefect server every worker shares the account's limits through global limits.
+    limiter = limiter_for_run(settings.tier)
+    if limiter is not None:
+        logger.info("Kimi limits shared through Prefect: %r", limiter)
     flow_run_id = runtime.flow_run.id
     options = pipeline.RunOptions(
         folder=folder,
@@ -73,7 +104,7 @@ def analyze_folder(
         db=db,
         flow_run_id=str(flow_run_id) if flow_run_id else None,
     )
-    ctx = pipeline.open_run(options, observer=_observer)
+    ctx = pipeline.open_run(options, settings, observer=_observer, limiter=limiter)
     _RUNS[ctx.run_id] = ctx
     try:
         files = pipeline.list_files(ctx)
@@ -90,7 +121,9 @@ def analyze_folder(
         _RUNS.pop(ctx.run_id, None)
     report = pipeline.close_run(ctx, outcomes)
     create_markdown_artifact(
-        key="kimidocs-run-report", markdown=report_markdown(report), description=f"kimidocs run {report.run_id}"
+        key="kimidocs-run-report",
+        markdown=report_markdown(report),
+        description=f"kimidocs run {report.run_id}",
     )
     if report.status == "stopped":
         raise RuntimeError(f"run stopped: {report.message}")

@@ -1,7 +1,52 @@
-"""`kimidocs serve` (being built)."""
+"""`kimidocs serve`: both deployments (nightly + adhoc) from one long-running process, no work pool.
+
+Imports `flows` (and so Prefect) only when the command runs, so the rest of the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
 
+def serve(
+    folder: Annotated[str, typer.Option(help="Folder of the nightly run (ad hoc default).")] = "data/inbox",
+    cron: Annotated[str, typer.Option(help="Schedule of analyze-folder/nightly (UTC).")] = "0 2 * * *",
+    profile: Annotated[str, typer.Option(help="Default prompt profile of both deployments.")] = "summary",
+    db: Annotated[str | None, typer.Option(help="Default DuckDB file of both deployments.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many flow runs at once.")] = None,
+) -> None:
+    """Serve analyze-folder/nightly and analyze-folder/adhoc until stopped (SIGTERM pauses the schedule)."""
+    from prefect import serve as prefect_serve
+
+    from flows.analyze import EmulatorNotAllowed, require_backend
+    from flows.deployments import build_deployments
+    from flows.limits import ensure_limits, prefect_server_configured
+    from kimidocs.kimi.limits import RateLimits
+    from kimidocs.settings import load_settings
+
+    settings = load_settings()
+    try:
+        require_backend(settings)
+    except EmulatorNotAllowed as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    if prefect_server_configured():
+        created = ensure_limits(RateLimits.for_tier(settings.tier))
+        if created:
+            typer.echo(f"created Prefect limits for {settings.tier}: {', '.join(created)}")
+    else:
+        typer.echo(
+            "warning: PREFECT_API_URL is not set: serving against a temporary Prefect server that lives only "
+            "as long as this process (no UI, no shared limits). Start `prefect server start` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api for schedules you can watch.",
+            err=True,
+        )
+    parameters = {"profile": profile, **({"db": db} if db else {})}
+    deployments = build_deployments(folder=folder, cron=cron, parameters=parameters)
+    prefect_serve(*deployments, limit=limit)
+
+
 def register(app: typer.Typer) -> None:
-    """Nothing registered yet."""
+    app.command("serve")(serve)

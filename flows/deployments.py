@@ -1,0 +1,51 @@
+"""The two deployments of `analyze-folder`, as Python objects for `serve` (prefect.yaml has the same two).
+
+`prefect.yaml` is what `prefect deploy --all` reads for a work pool and workers; `kimidocs serve` uses
+these objects instead, for a single always-on process without a pool. Names, schedule and default
+folder are constants here so both stay in step (a test compares them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.deployments.runner import RunnerDeployment
+
+from flows.analyze import analyze_folder
+
+FLOW_NAME = "analyze-folder"
+NIGHTLY = "nightly"
+ADHOC = "adhoc"
+NIGHTLY_CRON = "0 2 * * *"
+TIMEZONE = "UTC"
+INBOX = "data/inbox"
+WORK_POOL = "kimidocs"
+
+
+def build_deployments(
+    *, folder: str = INBOX, cron: str = NIGHTLY_CRON, parameters: dict[str, Any] | None = None
+) -> list[RunnerDeployment]:
+    """`analyze-folder/nightly` (cron) and `analyze-folder/adhoc` (no schedule) for `prefect.serve`.
+
+    `parameters` are defaults for both (e.g. a profile or a db); `folder` is the nightly one's folder
+    and the ad hoc one's default.
+    """
+    base = {"folder": folder, **(parameters or {})}
+    nightly = analyze_folder.to_deployment(
+        name=NIGHTLY,
+        cron=cron,
+        parameters=base,
+        tags=["kimidocs"],
+        description=f"Analyse every new or changed document in {folder}, on '{cron}' ({TIMEZONE}).",
+    )
+    for schedule in nightly.schedules or []:
+        # to_deployment(cron=...) leaves the timezone to the server's default; pin it like prefect.yaml.
+        if getattr(schedule.schedule, "timezone", None) is None:
+            schedule.schedule.timezone = TIMEZONE
+    adhoc = analyze_folder.to_deployment(
+        name=ADHOC,
+        parameters=base,
+        tags=["kimidocs"],
+        description="Analyse a folder on demand: deployment run analyze-folder/adhoc --param folder=...",
+    )
+    return [nightly, adhoc]
