@@ -1,0 +1,200 @@
+"""Extraction in worker processes: a timeout that really stops a stuck parser, and all cores
+for a folder.
+
+A pure-Python parser stuck in a pathological file cannot be interrupted from another thread,
+so `extract(..., limits=Limits(timeout_s=N))` sends the file to a worker process and kills
+that process when the time is up. Workers are kept and reused (a new interpreter per file
+would pay the start-up and the imports every time); a worker is replaced after a kill, a
+crash, or `MAX_JOBS_PER_WORKER` files (pypdf caches grow).
+
+Workers are plain `python -m extractors.isolation` subprocesses talking pickles over two
+pipes, not `multiprocessing` children: 'spawn'/'forkserver' re-run the caller's main module
+in the child (an unguarded script then recurses), and 'fork' copies a multi-threaded parent
+(Prefect, thread pools) with its locks held.
+
+    run_isolated(path, limits, keep_images) -> Document   raises ExtractionError / ExtractionTimeout
+    extract_many(paths, ...) -> (path, Document | ExtractionError), in input order
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from typing import Any
+
+from extractors import errors
+from extractors.document import Document
+from extractors.errors import CorruptDocument, ExtractionError, ExtractionTimeout
+from extractors.limits import Limits
+
+MAX_JOBS_PER_WORKER = 200
+MAX_IDLE_WORKERS = max(2, os.cpu_count() or 2)
+STARTUP_TIMEOUT_S = 60.0
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class IsolationUnavailable(RuntimeError):
+    """The worker process could not start: a problem of the environment, not of any file."""
+
+
+def _serve(inbox: Connection, outbox: Connection) -> None:
+    """Worker loop: (path, limits, keep_images) in; ("ok", Document) or ("err", type, path, reason) out."""
+    from extractors import extract_here
+
+    outbox.send(("ready",))
+    while True:
+        try:
+            path, limits, keep_images = inbox.recv()
+        except (EOFError, OSError):  # the parent went away
+            return
+        try:
+            outbox.send(("ok", extract_here(path, limits=limits, keep_images=keep_images)))
+        except ExtractionError as exc:
+            # Sent as fields: ExtractionError's (path, reason) constructor does not survive pickling.
+            outbox.send(("err", exc.error_type, exc.path, exc.reason))
+
+
+class _Worker:
+    def __init__(self) -> None:
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "extractors.isolation", str(to_child_r), str(from_child_w)],
+                pass_fds=(to_child_r, from_child_w),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self.send = Connection(to_child_w, readable=False)
+        self.recv = Connection(from_child_r, writable=False)
+        self.jobs = 0
+        try:
+            ready = self.recv.poll(STARTUP_TIMEOUT_S) and self.recv.recv() == ("ready",)
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.close()
+            raise IsolationUnavailable(f"extraction worker did not start (exit code {self.proc.returncode})")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def call(self, request: tuple[Any, ...], timeout: float | None) -> tuple[Any, ...] | None:
+        """The worker's reply, or None when `timeout` passed first."""
+        self.jobs += 1
+        self.send.send(request)
+        if not self.recv.poll(timeout):
+            return None
+        return self.recv.recv()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.send.close()
+        self.recv.close()
+
+
+_idle: list[_Worker] = []
+_lock = threading.Lock()
+
+
+def _acquire() -> _Worker:
+    with _lock:
+        while _idle:
+            worker = _idle.pop()
+            if worker.alive():
+                return worker
+            worker.close()
+    return _Worker()
+
+
+def _release(worker: _Worker) -> None:
+    with _lock:
+        if worker.jobs < MAX_JOBS_PER_WORKER and worker.alive() and len(_idle) < MAX_IDLE_WORKERS:
+            _idle.append(worker)
+            return
+    worker.close()
+
+
+@atexit.register
+def shutdown() -> None:
+    """Stop the idle workers (they would also exit on their own when our pipe closes)."""
+    with _lock:
+        workers, _idle[:] = list(_idle), []
+    for worker in workers:
+        worker.close()
+
+
+def run_isolated(path: str, limits: Limits, keep_images: bool) -> Document:
+    """Extract `path` in a worker process; kill it after `limits.timeout_s` seconds."""
+    worker = _acquire()
+    try:
+        reply = worker.call((path, limits, keep_images), limits.timeout_s)
+    except (EOFError, OSError) as exc:
+        worker.close()
+        raise CorruptDocument(
+            path, f"extractor process died (exit code {worker.proc.returncode}): the file crashes the parser"
+        ) from exc
+    if reply is None:
+        worker.close()
+        raise ExtractionTimeout(path, f"extraction took longer than {limits.timeout_s:g} s; worker killed")
+    _release(worker)
+    if reply[0] == "ok":
+        return reply[1]
+    _, error_type, err_path, reason = reply
+    cls = getattr(errors, error_type, ExtractionError)
+    raise cls(err_path, reason)
+
+
+def _result(path: str, limits: Limits, keep_images: bool) -> Document | ExtractionError:
+    try:
+        return run_isolated(path, limits, keep_images)
+    except ExtractionError as exc:
+        return exc
+
+
+def extract_many(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    limits: Limits = Limits(),
+    keep_images: bool = False,
+    workers: int = 2,
+) -> Iterator[tuple[str, Document | ExtractionError]]:
+    """Extract each file on one of `workers` worker processes; yield (path, Document or the
+    ExtractionError) in INPUT order, never raising for one bad file.
+
+    At most 2 x workers files are in flight, so memory stays flat however many paths come in;
+    a slow file holds back the yield of later ones, not their extraction. `limits.timeout_s`
+    applies per file (None: no time limit).
+    """
+    width = max(1, workers)
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="kimidocs-extract") as pool:
+        window: deque[tuple[str, Any]] = deque()
+        for p in paths:
+            path = os.fspath(p)
+            window.append((path, pool.submit(_result, path, limits, keep_images)))
+            if len(window) >= 2 * width:
+                done_path, future = window.popleft()
+                yield done_path, future.result()
+        while window:
+            done_path, future = window.popleft()
+            yield done_path, future.result()
+
+
+if __name__ == "__main__":  # a worker: python -m extractors.isolation IN_FD OUT_FD
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it kills us
+    _serve(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))

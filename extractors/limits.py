@@ -1,0 +1,33 @@
+"""Bounds on what one extraction may cost: bytes read, pages produced, wall time."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from extractors.errors import TooLarge
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-document bounds. `timeout_s=None` runs in-process (no child process, no overhead);
+    a number runs the extraction in a worker process that is killed when the time is up."""
+
+    max_bytes: int = 200 * MiB
+    max_pages: int = 5000
+    timeout_s: float | None = None
+
+    def check_size(self, path: str, size: int) -> None:
+        """Before reading anything: a file over the byte limit is never opened."""
+        if size > self.max_bytes:
+            raise TooLarge(path, f"{size:,} bytes is over the limit of {self.max_bytes:,} bytes")
+
+    def check_pages(self, path: str, pages: int) -> None:
+        if pages > self.max_pages:
+            raise TooLarge(path, f"{pages:,} pages is over the limit of {self.max_pages:,} pages")
+
+
+def file_size(path: str | os.PathLike[str]) -> int:
+    return os.stat(path).st_size
