@@ -1,0 +1,90 @@
+"""An old database (migration 1 only, with rows) is upgraded in place by the current code, rows intact."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from kimidocs.records import CallRecord
+from kimidocs.store import MigrationError, Store
+from kimidocs.store import migrate as migrations
+from kimidocs.store.connection import CONFIG
+
+
+def _build_v1(db: Path) -> None:
+    """What a database written by the first release looks like: tables only, no prices, no views."""
+    con = duckdb.connect(str(db), config=CONFIG)
+    try:
+        assert migrations.apply(con, db, upto=1) == [1]
+        con.execute(
+            "INSERT INTO documents (doc_id, kind, pages, status, warnings, path) "
+            "VALUES ('d1', 'pdf', 2, 'ok', ['w'], 'in/a.pdf')"
+        )
+        con.execute("INSERT INTO pages VALUES ('d1', 1, 'd1:1', NULL, 'old text one', 12, 3, 0)")
+        con.execute(
+            "INSERT INTO calls (call_id, run_id, doc_id, stage, request_key, model, backend, prompt_tokens, "
+            "cached_tokens, completion_tokens, cost_usd, attempts, status, started_at) VALUES "
+            "('c1', 'r1', 'd1', 'single', 'k1', 'kimi-k2.5', 'kimi', 1000000, 500000, 1000, 0.4, 1, 'ok', "
+            "TIMESTAMP '2026-01-01 00:00:00')"
+        )
+        con.execute(
+            "INSERT INTO summaries (doc_id, profile, prompt_version, model, backend, created_at, summary, "
+            "amounts) VALUES ('d1', 'summary', 'v1', 'kimi-k2.5', 'kimi', TIMESTAMP '2026-01-01 00:00:00', "
+            "'old', [{'value': 12.5, 'value_text': '$12.50', 'currency': 'USD', 'what': 'fee', "
+            "'pages': [1]}])"
+        )
+    finally:
+        con.close()
+
+
+def test_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
+    db = tmp_path / "old.duckdb"
+    _build_v1(db)
+    ro = Store(db, read_only=True)
+    assert ro.query("SELECT max(version) FROM schema_migrations").rows == ((1,),)
+    assert "latest_summaries" not in {name for name, _ in ro.relations()}
+
+    store = Store(db)
+    applied = store.migrate()
+    assert applied == [m.version for m in migrations.available() if m.version > 1]
+    assert store.schema_version() == migrations.available()[-1].version
+    # rows written by the old code are intact and visible through the new views
+    assert store.query("SELECT doc_id, warnings, path FROM documents").rows == (("d1", ["w"], "in/a.pdf"),)
+    assert store.query("SELECT text FROM pages").rows == (("old text one",),)
+    assert store.query("SELECT value, value_text, path FROM summary_amounts").rows[0][1:] == (
+        "$12.50",
+        "in/a.pdf",
+    )
+    saved = store.query("SELECT saved_usd FROM cache_efficiency").rows[0][0]
+    assert saved == pytest.approx(500_000 * (0.60 - 0.10) / 1e6)
+    # and the new code writes into the upgraded file
+    assert store.find_completed_call("k1").usage.cached_tokens == 500_000
+    store.save_call(
+        CallRecord("c2", "r2", "d1", "single", "k2", "kimi-k2.5", "kimi", started_at=datetime.now(UTC))
+    )
+    assert store.query("SELECT count(*) FROM calls").rows == ((2,),)
+    assert store.migrate() == []
+    store.close()
+
+
+def test_a_failing_migration_is_rolled_back_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "k.duckdb"
+    _build_v1(db)
+    broken = [
+        *migrations.available(),
+        migrations.Migration(99, "broken", "CREATE VIEW x AS SELECT nope FROM pages;"),
+    ]
+    monkeypatch.setattr(migrations, "available", lambda: broken)
+    store = Store(db)
+    with pytest.raises(MigrationError, match="migration 0099 \\(broken\\) failed"):
+        store.migrate()
+    store.close()
+    versions = (
+        Store(db, read_only=True).query("SELECT list(version ORDER BY version) FROM schema_migrations").rows
+    )
+    assert versions[0][0][-1] == broken[-2].version  # everything before 99 applied, 99 not recorded
