@@ -118,7 +118,8 @@ class PrefectServer:
         )
         if check and proc.returncode != 0:
             raise AssertionError(
-                f"prefect {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+                f"prefect {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
             )
         return proc
 
