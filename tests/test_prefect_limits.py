@@ -1,6 +1,8 @@
-"""Kimi limits shared through Prefect global concurrency limits: sizing, creation, and two processes at once."""
+"""Kimi limits shared through Prefect global concurrency limits: sizing, creation, two processes."""
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -25,10 +27,8 @@ from kimidocs.kimi.limits import TIERS, RateLimits
 def delete_our_limits() -> None:
     with get_client(sync_client=True) as client:
         for name in (CONCURRENCY, RPM, TPM):
-            try:
+            with contextlib.suppress(ObjectNotFound):
                 client.delete_global_concurrency_limit_by_name(name)
-            except ObjectNotFound:
-                pass
 
 
 @pytest.fixture
