@@ -6,6 +6,7 @@ not merely odd documents) and are keyword arguments so a caller can tighten them
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 from extractors.document import Document
@@ -60,8 +61,40 @@ def quality(
         reasons.append(
             f"{repl_ratio:.1%} replacement characters (> {max_replacement_ratio:.0%}): broken encoding"
         )
+    scripts = _mixed_scripts(pages)
+    if scripts:
+        reasons.append(f"letters from {len(scripts)} scripts ({', '.join(scripts)}): broken font encoding")
     if not pages:
         reasons.append("no pages")
     return QualityReport(
         round(per_page, 1), round(empty_ratio, 4), round(repl_ratio, 4), not reasons, tuple(reasons)
     )
+
+
+def _mixed_scripts(pages: tuple, sample: int = 20_000) -> list[str]:
+    """Scripts holding >= 1% of the first `sample` letters, when there are five or more of them.
+
+    A font whose glyphs map to the wrong code points (e.g. a vertical CJK CMap, jo.pdf) yields
+    letters scattered over Greek, Arabic, Cyrillic, Armenian...; real text uses one or two
+    scripts plus Latin. Japanese kana and ideographs count as one script.
+    """
+    counts: dict[str, int] = {}
+    n = 0
+    for page in pages:
+        for ch in page.text:
+            if ch.isalpha():
+                script = unicodedata.name(ch, "UNKNOWN").split(" ", 1)[0]
+                script = _CJK.get(script, script)
+                counts[script] = counts.get(script, 0) + 1
+                n += 1
+                if n >= sample:
+                    break
+        if n >= sample:
+            break
+    if n < 50:
+        return []
+    common = sorted((s for s, c in counts.items() if c >= n * 0.01), key=lambda s: -counts[s])
+    return common if len(common) >= 5 else []
+
+
+_CJK = {name: "CJK" for name in ("HIRAGANA", "KATAKANA", "HALFWIDTH", "FULLWIDTH", "IDEOGRAPHIC")}
