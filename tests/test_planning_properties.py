@@ -5,8 +5,6 @@ Pages include empty ones, unicode, pages far larger than a chunk, and runs witho
 
 from __future__ import annotations
 
-import re
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -53,9 +51,6 @@ def _pages(texts: list[str]) -> list[PageTokens]:
     return [PageTokens(i, t, tokens.count(t)) for i, t in enumerate(texts, start=1)]
 
 
-_NON_SPACE_RUN = re.compile(r"\S+")
-
-
 def _word_at(text: str, pos: int) -> str:
     """The maximal run of non-whitespace around position `pos` of `text`."""
     start = pos
@@ -99,7 +94,10 @@ def test_chunks_fit_cover_every_page_once_in_order_and_never_cut_words(texts: li
             pos += len(left)
             if left[-1].isspace() or left[-1] in "。！？」』”’）" or page.text[pos].isspace():
                 continue
-            assert tokens.count(_word_at(page.text, pos)) > text_limit, (left[-20:], page.text[pos : pos + 20])
+            assert tokens.count(_word_at(page.text, pos)) > text_limit, (
+                left[-20:],
+                page.text[pos : pos + 20],
+            )
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -118,8 +116,14 @@ def test_split_chunk_halves_keep_text_and_pages(texts: list[str], limit: int) ->
 
 
 @settings(max_examples=200, deadline=None)
-@given(data=st.data(), limit=st.integers(min_value=100, max_value=50_000), n=st.integers(min_value=1, max_value=300))
-def test_reduce_tree_terminates_with_every_group_within_budget(data: st.DataObject, limit: int, n: int) -> None:
+@given(
+    data=st.data(),
+    limit=st.integers(min_value=100, max_value=50_000),
+    n=st.integers(min_value=1, max_value=300),
+)
+def test_reduce_tree_terminates_with_every_group_within_budget(
+    data: st.DataObject, limit: int, n: int
+) -> None:
     partial_output = data.draw(st.integers(min_value=1, max_value=max(1, (limit // 2 - 20))))
     budget = _budget(limit, partial_output)
     cap = budget.partial_tokens_max

@@ -1,0 +1,169 @@
+"""Planning on real corpus documents and on generated ones, with windows from the model table."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+import extractors
+from kimidocs import tokens
+from kimidocs.models import get_model
+from kimidocs.planning import (
+    MAP_REDUCE,
+    PAGE_OVERHEAD_TOKENS,
+    SINGLE,
+    PageTokens,
+    PlanningError,
+    budget_for,
+    iter_chunks,
+    iter_pieces,
+    plan_document,
+)
+from prompts import load_profile
+
+PROFILE = load_profile("summary")
+
+
+def _page_tokens(path: Path) -> list[PageTokens]:
+    doc = extractors.extract(path)
+    counts = tokens.count_many([p.text for p in doc.pages])
+    return [PageTokens(p.number, p.text, n) for p, n in zip(doc.pages, counts, strict=True)]
+
+
+@pytest.fixture(scope="module")
+def handbook(corpus: Path) -> list[PageTokens]:
+    return _page_tokens(corpus / "docx/handbook-872p.docx")
+
+
+def _check_page_aligned(plan, pages: list[PageTokens]) -> None:
+    """Chunks follow each other page by page; a page spans two chunks only when it was split."""
+    pieces = [p for c in plan.chunks for p in c.pieces]
+    assert [p.page for p in pieces] == sorted(p.page for p in pieces)
+    assert {p.page for p in pieces} == {p.number for p in pages}
+    for a, b in zip(plan.chunks, plan.chunks[1:], strict=False):
+        assert a.last_page <= b.first_page
+        if a.last_page == b.first_page:
+            assert a.pieces[-1].part and b.pieces[0].part  # the shared page was cut into parts
+    assert all(c.tokens_est <= plan.budget.chunk_tokens for c in plan.chunks)
+
+
+def test_budget_comes_from_the_model_table_and_leaves_the_margin() -> None:
+    for model_id in ("kimi-k2.5", "kimi-k3", "kimidocs-test-8k"):
+        model = get_model(model_id)
+        b = budget_for(model, PROFILE)
+        assert b.window == model.window
+        assert b.max_output_tokens == min(PROFILE.max_output_tokens, model.max_output)
+        assert b.chunk_tokens == b.window - b.fixed_prompt_tokens - b.max_output_tokens - b.margin
+        # a full chunk, underestimated by the whole safety margin, plus max_tokens still fits the window
+        assert (b.fixed_prompt_tokens + b.chunk_tokens) * (
+            1 + tokens.SAFETY_MARGIN
+        ) + b.max_output_tokens <= b.window
+        assert 2 * b.partial_tokens_max <= b.chunk_tokens  # a reduce call always holds two partials
+        assert b.fixed_prompt_tokens > tokens.count(PROFILE.system)
+
+
+def test_window_too_small_is_a_clear_error() -> None:
+    with pytest.raises(PlanningError, match="window 3,000 leaves"):
+        budget_for(get_model("kimidocs-test-8k"), PROFILE, window=3_000)
+
+
+def test_short_document_is_one_call_on_kimi_k25(corpus: Path) -> None:
+    pages = _page_tokens(corpus / "pdf/multi_page.pdf")
+    plan = plan_document(pages, budget_for(get_model("kimi-k2.5"), PROFILE))
+    assert plan.strategy == SINGLE
+    assert (len(plan.chunks), plan.calls, plan.reduce_levels, plan.coverage) == (1, 1, 0, 1.0)
+    assert plan.chunks[0].pages == (1, 2, 3, 4, 5)
+    assert plan.tokens_est == sum(p.tokens for p in pages)
+
+
+def test_handbook_on_8k_window_is_many_chunks_and_several_reduce_levels(handbook: list[PageTokens]) -> None:
+    plan = plan_document(handbook, budget_for(get_model("kimidocs-test-8k"), PROFILE))
+    assert plan.strategy == MAP_REDUCE
+    assert len(plan.chunks) >= 30
+    assert plan.reduce_levels >= 2
+    assert plan.calls == len(plan.chunks) + sum(plan.reduce_groups)
+    assert plan.coverage == 1.0
+    _check_page_aligned(plan, handbook)
+
+
+def test_handbook_fits_one_call_on_kimi_k25(handbook: list[PageTokens]) -> None:
+    plan = plan_document(handbook, budget_for(get_model("kimi-k2.5"), PROFILE))
+    assert plan.strategy == SINGLE and plan.calls == 1
+    assert plan.chunks[0].tokens_est == plan.tokens_est + PAGE_OVERHEAD_TOKENS * len(handbook)
+
+
+@pytest.mark.slow
+def test_art_of_public_speaking_near_the_256k_window(corpus: Path) -> None:
+    """~1M characters: whether it is one call or two depends on its token count against the budget."""
+    pages = _page_tokens(corpus / "pdf/The-Art-of-Public-Speaking.pdf")
+    budget = budget_for(get_model("kimi-k2.5"), PROFILE)
+    plan = plan_document(pages, budget)
+    rendered = plan.tokens_est + PAGE_OVERHEAD_TOKENS * len(pages)
+    assert plan.tokens_est > 200_000
+    if rendered <= budget.chunk_tokens:
+        assert plan.strategy == SINGLE
+    else:  # over the budget by less than a window: two chunks and one reduce
+        assert plan.strategy == MAP_REDUCE
+        assert (len(plan.chunks), plan.reduce_levels, plan.calls) == (2, 1, 3)
+    _check_page_aligned(plan, pages)
+
+
+def test_three_million_tokens_still_map_reduce_on_a_1m_window() -> None:
+    text = (
+        "The parties agree that the supplier delivers the goods described in annex A by 1 March 2025. "
+        "Payment of EUR 12,500.00 is due within 30 days of the invoice.\n\n"
+    ) * 40
+    per_page = tokens.count(text)
+    n = 3_000_000 // per_page + 1
+    pages = [PageTokens(i, text, per_page) for i in range(1, n + 1)]
+    budget = budget_for(get_model("kimi-k3"), PROFILE)
+    plan = plan_document(pages, budget)
+    assert sum(p.tokens for p in pages) >= 3_000_000
+    assert plan.strategy == MAP_REDUCE
+    assert len(plan.chunks) == 4  # 3M + markup over ~948k per chunk
+    assert plan.reduce_levels == 1 and plan.calls == 5
+    assert all(c.tokens_est <= budget.chunk_tokens for c in plan.chunks)
+    _check_page_aligned(plan, pages)
+
+
+def test_unreadable_pages_are_listed_not_lost() -> None:
+    pages = [
+        PageTokens(1, "Intro.", 2),
+        PageTokens(2, "", 0, unreadable="no text layer"),
+        PageTokens(3, "", 0),  # empty but readable: a blank page is still covered
+        PageTokens(4, "End.", 2),
+    ]
+    plan = plan_document(pages, budget_for(get_model("kimi-k2.5"), PROFILE))
+    assert plan.coverage == 0.75
+    assert [(s.page, s.reason) for s in plan.skipped_pages] == [(2, "no text layer")]
+    assert plan.chunks[0].pages == (1, 3, 4)
+    with pytest.raises(PlanningError, match="nothing to read"):
+        plan_document([PageTokens(1, "", 0, unreadable="no text layer")], plan.budget)
+
+
+def test_an_oversized_page_is_split_into_numbered_parts_of_the_same_page() -> None:
+    paragraph = "Public speaking is a skill. It improves with practice and with feedback.\n\n"
+    big = paragraph * 400
+    pages = [
+        PageTokens(1, "Short first page.", 4),
+        PageTokens(2, big, tokens.count(big)),
+        PageTokens(3, "Last.", 2),
+    ]
+    budget = budget_for(get_model("kimidocs-test-8k"), PROFILE)
+    plan = plan_document(pages, budget)
+    parts = [p for c in plan.chunks for p in c.pieces if p.page == 2]
+    assert len(parts) >= 2
+    assert [p.part for p in parts] == [(k,) for k in range(1, len(parts) + 1)]
+    assert "".join(p.text for p in parts) == big
+    assert all(p.text.endswith("\n\n") for p in parts)  # cut at paragraph boundaries
+    _check_page_aligned(plan, pages)
+
+
+def test_chunking_steps_are_lazy_iterators() -> None:
+    pages = (PageTokens(i, "word " * 10, 10) for i in range(1, 1_000_000))  # never materialised
+    chunks = iter_chunks(iter_pieces(pages, 100), 100)
+    assert inspect.isgenerator(chunks)
+    first = next(chunks)
+    assert first.index == 0 and first.first_page == 1
