@@ -46,12 +46,12 @@ CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
 }
-READER_GRACE_S = 0.15  # how long a writer steps aside for a waiting process
+READER_GRACE_S = 0.06  # how long a writer steps aside for a waiting process (> _POLL_MAX_S)
 MARKER_FRESH_S = 3.0  # a marker older than this belongs to a process that died
 IDLE_S = 0.2  # a lease is released after this long without use
 MAX_HOLD_S = 2.0  # ... and after this long in any case
 CHECK_S = 0.02  # how often the closer looks
-_POLL_MAX_S = 0.05  # longest pause between two open attempts
+_POLL_MAX_S = 0.02  # longest pause between two open attempts
 
 # duckdb's Python binding tries `import pandas` for every bound parameter to recognise DataFrames.
 # When pandas is not installed, each failed import rescans sys.path (~0.1 ms; 30 per logged call).
