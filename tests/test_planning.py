@@ -167,3 +167,29 @@ def test_chunking_steps_are_lazy_iterators() -> None:
     assert inspect.isgenerator(chunks)
     first = next(chunks)
     assert first.index == 0 and first.first_page == 1
+
+
+def test_plan_command_json_contract_and_typed_error(corpus: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from kimidocs.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(
+        app, ["plan", str(corpus / "pdf/redp5110_sampled.pdf"), "--model", "kimidocs-test-8k", "--json"]
+    )
+    assert ok.exit_code == 0, ok.output
+    rec = json.loads(ok.stdout)
+    assert list(rec) == [
+        "path", "model", "window", "tokens_est", "strategy", "chunks", "reduce_levels", "calls", "coverage",
+        "cost_usd_est",
+    ]  # fmt: skip
+    assert (rec["model"], rec["window"], rec["strategy"]) == ("kimidocs-test-8k", 8_192, "map_reduce")
+    assert [c["index"] for c in rec["chunks"]] == list(range(len(rec["chunks"])))
+    assert rec["chunks"][0]["first_page"] == 1 and rec["chunks"][-1]["last_page"] == 18
+    assert rec["calls"] > len(rec["chunks"]) and rec["coverage"] == 1.0 and rec["cost_usd_est"] > 0
+    bad = runner.invoke(app, ["plan", str(corpus / "bad/libreoffice-writer-password.pdf")])
+    assert bad.exit_code == 1
+    assert bad.stderr.startswith("error: EncryptedDocument: ") and bad.stderr.count("\n") == 1

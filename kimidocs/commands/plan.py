@@ -1,7 +1,134 @@
-"""`kimidocs plan` (being built)."""
+"""`kimidocs plan FILE`: how a document would be sent to Kimi and what it would cost, calling nothing.
+
+With `--json`, one object:
+    {"path", "model", "window", "tokens_est", "strategy": "single"|"map_reduce",
+     "chunks": [{"index", "first_page", "last_page", "tokens_est"}], "reduce_levels", "calls",
+     "coverage", "cost_usd_est"}
+Exit code 1 with one `error: <Type>: <message>` line when the file cannot be extracted or planned.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+import extractors
+from extractors import ExtractionError
+from kimidocs import tokens
+from kimidocs.costs import estimate_plan_cost, lower_bound
+from kimidocs.models import ModelInfo, UnknownModel, get_model
+from kimidocs.planning import PageTokens, Plan, PlanningError, budget_for, plan_document
+from prompts import ProfileError, load_profile
+
+
+def page_tokens(doc: Any, model: ModelInfo) -> list[PageTokens]:
+    """Pages with their token counts; a scanned page is read as images, or skipped if the model cannot."""
+    counts = tokens.count_many([p.text for p in doc.pages])
+    out = []
+    for page, n in zip(doc.pages, counts, strict=True):
+        if page.needs_ocr and not model.images:
+            out.append(
+                PageTokens(
+                    page.number, page.text, n, unreadable=f"no text layer and {model.id} reads no images"
+                )
+            )
+        else:
+            out.append(
+                PageTokens(page.number, page.text, n, images=page.image_count if page.needs_ocr else 0)
+            )
+    return out
+
+
+def plan_record(path: str, model: ModelInfo, plan: Plan, cost_usd: float) -> dict[str, Any]:
+    """The `--json` object (the command's contract; keep the keys stable)."""
+    return {
+        "path": path,
+        "model": model.id,
+        "window": model.window,
+        "tokens_est": plan.tokens_est,
+        "strategy": plan.strategy,
+        "chunks": [
+            {
+                "index": c.index,
+                "first_page": c.first_page,
+                "last_page": c.last_page,
+                "tokens_est": c.tokens_est,
+            }
+            for c in plan.chunks
+        ],
+        "reduce_levels": plan.reduce_levels,
+        "calls": plan.calls,
+        "coverage": plan.coverage,
+        "cost_usd_est": round(cost_usd, 6),
+    }
+
+
+def _table(rec: dict[str, Any], plan: Plan) -> Table:
+    title = (
+        f"{Path(rec['path']).name}: {rec['strategy']}, {len(rec['chunks'])} chunk(s), "
+        f"{rec['reduce_levels']} reduce level(s), {rec['calls']} call(s)"
+    )
+    table = Table(title=title)
+    for col in ("chunk", "pages", "tokens_est"):
+        table.add_column(col, justify="right")
+    for c in rec["chunks"]:
+        pages = (
+            str(c["first_page"])
+            if c["first_page"] == c["last_page"]
+            else f"{c['first_page']}-{c['last_page']}"
+        )
+        table.add_row(str(c["index"]), pages, f"{c['tokens_est']:,}")
+    for s in plan.skipped_pages:
+        table.add_row("skipped", str(s.page), s.reason)
+    return table
+
+
+def _notes(rec: dict[str, Any], plan: Plan, floor_usd: float) -> list[str]:
+    b = plan.budget
+    return [
+        f"{rec['model']}: window {b.window:,} = text {b.chunk_tokens:,} + fixed prompt "
+        f"{b.fixed_prompt_tokens:,} + output {b.max_output_tokens:,} + margin {b.margin:,}",
+        f"document {rec['tokens_est']:,} tokens (o200k estimate), coverage {rec['coverage']:.0%}",
+        f"estimated cost ${rec['cost_usd_est']:.4f} (output counted at max_tokens); "
+        f"floor ${floor_usd:.4f} (every token once at the miss price + final output)",
+    ]
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing registered yet."""
+    @app.command("plan")
+    def plan_cmd(
+        file: Annotated[Path, typer.Argument(help="A PDF, DOCX or text file.")],
+        model: Annotated[
+            str | None, typer.Option("--model", "-m", help="Model id (default: KIMI_MODEL).")
+        ] = None,
+        profile: Annotated[str, typer.Option("--profile", "-p", help="Prompt profile.")] = "summary",
+        as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON object.")] = False,
+    ) -> None:
+        """Plan FILE for a model (chunks, reduce levels, calls, estimated cost) without calling anything."""
+        try:
+            if model is None:
+                from kimidocs.settings import load_settings
+
+                model = load_settings().kimi_model
+            info = get_model(model)
+            prof = load_profile(profile)
+            doc = extractors.extract(file, keep_images=info.images)
+            plan = plan_document(page_tokens(doc, info), budget_for(info, prof))
+        except (ExtractionError, PlanningError, UnknownModel, ProfileError) as exc:
+            typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        estimate = estimate_plan_cost(plan, prof, info)
+        rec = plan_record(str(file), info, plan, estimate.usd)
+        if as_json:
+            typer.echo(json.dumps(rec))
+            return
+        floor = lower_bound(plan.tokens_est, plan.budget.max_output_tokens, info)
+        console = Console()
+        console.print(_table(rec, plan))
+        for line in _notes(rec, plan, floor):
+            console.print(line, markup=False, highlight=False)
