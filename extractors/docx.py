@@ -55,6 +55,7 @@ _PARSER = etree.XMLParser(
     resolve_entities=False, no_network=True, huge_tree=True, remove_comments=True, remove_pis=True
 )
 _HEADING_NAME = re.compile(r"^heading\s*(\d)$")
+_HEADING_ID = re.compile(r"^[Hh]eading(\d)$")
 _W_TAG_NAMES = """p tbl tr tc tcPr vMerge sdt sdtContent sdtPr r t tab br cr noBreakHyphen
 lastRenderedPageBreak
 txbxContent pPr rPr pStyle numPr ilvl outlineLvl customXml ins moveTo del moveFrom instrText delText
@@ -177,7 +178,9 @@ class _Walker:
         style = ppr.find(t.pStyle)
         style_id = style.get(t.val) if style is not None else None
         outline = ppr.find(t.outlineLvl)
-        level = self.headings.get(style_id) if style_id else None
+        level = None
+        if style_id:  # the styles part names the level; built-in ids still count without it
+            level = self.headings.get(style_id) or _builtin_heading(style_id)
         if level is None and outline is not None and (v := outline.get(t.val, "")).isdigit() and int(v) < 9:
             level = int(v) + 1
         if level:
@@ -209,6 +212,13 @@ class _Walker:
             if any(cells):
                 lines.append(" / ".join(cells) if nested else "| " + " | ".join(cells) + " |")
         return lines
+
+
+def _builtin_heading(style_id: str) -> int | None:
+    m = _HEADING_ID.match(style_id)
+    if m and m.group(1) != "0":
+        return int(m.group(1))
+    return 1 if style_id.lower() == "title" else None
 
 
 def _unwrap(parent: Any, tag: str, t: _Tags) -> list[Any]:
