@@ -21,6 +21,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from kimidocs import tokens
 from kimidocs.models import ModelInfo
@@ -139,6 +140,23 @@ class PageTokens:
 
 # Kimi does not publish its image token cost; an estimate on the high side keeps a chunk within the window.
 IMAGE_TOKENS_EST = 1_500
+
+
+def page_tokens_of(document: Any, model: ModelInfo, counts: Sequence[int] | None = None) -> list[PageTokens]:
+    """Planning's view of an extracted Document: counts (given or computed), and scanned pages either
+    read as images (multimodal model) or listed as unreadable, so coverage says they were not read."""
+    if counts is None:
+        counts = tokens.count_many([p.text for p in document.pages])
+    out = []
+    for page, n in zip(document.pages, counts, strict=True):
+        if page.needs_ocr and not model.images:
+            reason = f"no text layer and {model.id} reads no images"
+            out.append(PageTokens(page.number, page.text, n, unreadable=reason))
+        else:
+            out.append(
+                PageTokens(page.number, page.text, n, images=page.image_count if page.needs_ocr else 0)
+            )
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,13 +135,13 @@ def document_content(
     An image goes right after its page's opening marker, so the model (and the emulator) know which
     page it shows.
     """
-    if not images or not any(images.get(p.page) for p in pieces if not p.part or p.part[0] == 1):
+    if not images or not any(images.get(p.page) for p in pieces if _starts_page(p)):
         return render_pieces(pieces)
     parts: list[dict[str, Any]] = []
     text: list[str] = []
     for i, p in enumerate(pieces):
         sep = "\n" if i else ""
-        page_images = images.get(p.page, ()) if (not p.part or p.part[0] == 1) else ()
+        page_images = images.get(p.page, ()) if _starts_page(p) else ()
         if not page_images:
             text.append(sep + render_page(p.page, p.text))
             continue
@@ -155,6 +155,11 @@ def document_content(
     if text:
         parts.append({"type": "text", "text": "".join(text)})
     return parts
+
+
+def _starts_page(piece: Piece) -> bool:
+    """True for a whole page or the first part of a split one (where the page's images go)."""
+    return all(k == 1 for k in piece.part)
 
 
 # ---------------------------------------------------------------------------------------------- builders

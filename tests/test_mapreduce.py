@@ -262,3 +262,16 @@ def test_errors_from_the_call_propagate() -> None:
 
     with pytest.raises(Boom):
         run_plan("doc", plan, PROFILE, SMALL, call)
+
+
+def test_scanned_page_images_reach_the_request(corpus: Path) -> None:
+    from kimidocs.planning import page_tokens_of
+
+    doc = extractors.extract(corpus / "pdf/testOCR.pdf", keep_images=True)
+    plan = plan_document(page_tokens_of(doc, K25), budget_for(K25, PROFILE))
+    model = FakeModel(lambda r, n: CallOutcome('{"summary": "a scanned page"}'))
+    result = run_plan(doc.sha256, plan, PROFILE, K25, model, document=doc)
+    content = model.requests[0].body["messages"][1]["content"]
+    assert [p["type"] for p in content] == ["text", "image_url", "text"]
+    assert content[0]["text"] == '<page number="1">\n'
+    assert result.summary.summary == "a scanned page" and result.coverage == 1.0

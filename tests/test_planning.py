@@ -193,3 +193,17 @@ def test_plan_command_json_contract_and_typed_error(corpus: Path) -> None:
     bad = runner.invoke(app, ["plan", str(corpus / "bad/libreoffice-writer-password.pdf")])
     assert bad.exit_code == 1
     assert bad.stderr.startswith("error: EncryptedDocument: ") and bad.stderr.count("\n") == 1
+
+
+def test_scanned_pages_are_images_for_multimodal_models_and_skipped_otherwise(corpus: Path) -> None:
+    from kimidocs.planning import IMAGE_TOKENS_EST, page_tokens_of
+
+    doc = extractors.extract(corpus / "pdf/testOCR.pdf", keep_images=True)
+    k25 = get_model("kimi-k2.5")
+    plan = plan_document(page_tokens_of(doc, k25), budget_for(k25, PROFILE))
+    assert plan.coverage == 1.0 and plan.chunks[0].tokens_est >= IMAGE_TOKENS_EST
+    text_only = get_model("kimi-k2-0905-preview")
+    pages = page_tokens_of(doc, text_only)
+    assert pages[0].unreadable == "no text layer and kimi-k2-0905-preview reads no images"
+    with pytest.raises(PlanningError, match="nothing to read"):
+        plan_document(pages, budget_for(text_only, PROFILE))

@@ -19,29 +19,10 @@ from rich.table import Table
 
 import extractors
 from extractors import ExtractionError
-from kimidocs import tokens
 from kimidocs.costs import estimate_plan_cost, lower_bound
 from kimidocs.models import ModelInfo, UnknownModel, get_model
-from kimidocs.planning import PageTokens, Plan, PlanningError, budget_for, plan_document
+from kimidocs.planning import Plan, PlanningError, budget_for, page_tokens_of, plan_document
 from prompts import ProfileError, load_profile
-
-
-def page_tokens(doc: Any, model: ModelInfo) -> list[PageTokens]:
-    """Pages with their token counts; a scanned page is read as images, or skipped if the model cannot."""
-    counts = tokens.count_many([p.text for p in doc.pages])
-    out = []
-    for page, n in zip(doc.pages, counts, strict=True):
-        if page.needs_ocr and not model.images:
-            out.append(
-                PageTokens(
-                    page.number, page.text, n, unreadable=f"no text layer and {model.id} reads no images"
-                )
-            )
-        else:
-            out.append(
-                PageTokens(page.number, page.text, n, images=page.image_count if page.needs_ocr else 0)
-            )
-    return out
 
 
 def plan_record(path: str, model: ModelInfo, plan: Plan, cost_usd: float) -> dict[str, Any]:
@@ -118,7 +99,7 @@ def register(app: typer.Typer) -> None:
             info = get_model(model)
             prof = load_profile(profile)
             doc = extractors.extract(file, keep_images=info.images)
-            plan = plan_document(page_tokens(doc, info), budget_for(info, prof))
+            plan = plan_document(page_tokens_of(doc, info), budget_for(info, prof))
         except (ExtractionError, PlanningError, UnknownModel, ProfileError) as exc:
             typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
             raise typer.Exit(1) from None
