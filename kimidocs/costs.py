@@ -19,6 +19,7 @@ from kimidocs import tokens
 from kimidocs.models import ModelInfo
 from kimidocs.planning import MAP_REDUCE, PRIMING_TOKENS, Plan, plan_reduce
 from kimidocs.records import Usage
+from prompts import Profile
 
 CACHE_BLOCK_TOKENS = 256
 
@@ -62,7 +63,7 @@ def _cached_blocks(prefix_tokens: int) -> int:
 
 
 def estimate_plan_cost(
-    plan: Plan, profile: object, model: ModelInfo, *, tasks: int = 1, system_cached: bool = False
+    plan: Plan, profile: Profile, model: ModelInfo, *, tasks: int = 1, system_cached: bool = False
 ) -> CostEstimate:
     """The expected calls, tokens and dollars of `plan` (see the module docstring for the cache model).
 
@@ -70,10 +71,10 @@ def estimate_plan_cost(
     `system_cached`: an earlier document of the run already put the system message in the cache.
     """
     budget = plan.budget
-    system = tokens.count(profile.system) + tokens.MESSAGE_OVERHEAD  # type: ignore[attr-defined]
+    system = tokens.count(profile.system) + tokens.MESSAGE_OVERHEAD
     system_hit = _cached_blocks(system)
     task_tokens = {
-        stage: tokens.count(profile.task(stage)) + 2 * tokens.MESSAGE_OVERHEAD + PRIMING_TOKENS  # type: ignore[attr-defined]
+        stage: tokens.count(profile.task(stage)) + 2 * tokens.MESSAGE_OVERHEAD + PRIMING_TOKENS
         for stage in ("task", "map", "reduce")
     }
     calls = prompt = cached = output = 0

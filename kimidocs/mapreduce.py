@@ -38,6 +38,7 @@ from kimidocs.results import (
     repair_request,
     summary_json,
 )
+from prompts import Profile
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -157,7 +158,7 @@ class _Runner:
     def __init__(
         self,
         plan: Plan,
-        profile: Any,
+        profile: Profile,
         model: ModelInfo,
         call: Call,
         concurrency: int,
@@ -345,7 +346,7 @@ def _images(document: Any | None) -> dict[int, list[ImageData]] | None:
 def run_plan(
     doc_id: str,
     plan: Plan,
-    profile: Any,
+    profile: Profile,
     model: ModelInfo,
     call: Call,
     *,

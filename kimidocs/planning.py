@@ -25,6 +25,7 @@ from typing import Any
 
 from kimidocs import tokens
 from kimidocs.models import ModelInfo
+from prompts import Profile
 
 Counter = Callable[[str], int]
 
@@ -83,31 +84,25 @@ class Budget:
 
 def budget_for(
     model: ModelInfo,
-    profile: object,
+    profile: Profile,
     *,
     counter: Counter = tokens.count,
     safety_margin: float = tokens.SAFETY_MARGIN,
     window: int | None = None,
 ) -> Budget:
-    """The budget for `profile` (a `prompts.Profile`) on `model`; `window` overrides for tests/benchmarks.
+    """The budget for `profile` on `model`; `window` overrides for tests/benchmarks.
 
     Raises `PlanningError` when the window cannot hold a minimal chunk or two partials in a reduce.
     """
     window = window or model.window
-    max_out = min(profile.max_output_tokens, model.max_output)  # type: ignore[attr-defined]
+    max_out = min(profile.max_output_tokens, model.max_output)
     big = 10**6  # placeholders filled with wide numbers so the estimate is an upper bound
     task_tokens = max(
-        counter(profile.task(stage, part=big, parts=big, first_page=big, last_page=big, total_pages=big))  # type: ignore[attr-defined]
+        counter(profile.task(stage, part=big, parts=big, first_page=big, last_page=big, total_pages=big))
         for stage in ("task", "map", "reduce")
     )
-    repair = counter(profile.task("repair", error="")) + REPAIR_RAW_TOKENS + REPAIR_ERROR_TOKENS  # type: ignore[attr-defined]
-    fixed = (
-        counter(profile.system)  # type: ignore[attr-defined]
-        + task_tokens
-        + repair
-        + 5 * tokens.MESSAGE_OVERHEAD
-        + PRIMING_TOKENS
-    )
+    repair = counter(profile.task("repair", error="")) + REPAIR_RAW_TOKENS + REPAIR_ERROR_TOKENS
+    fixed = counter(profile.system) + task_tokens + repair + 5 * tokens.MESSAGE_OVERHEAD + PRIMING_TOKENS
     room = window - max_out
     margin = math.ceil(room * safety_margin / (1 + safety_margin))
     chunk = room - margin - fixed
@@ -118,7 +113,7 @@ def budget_for(
         )
     # A reduce call must hold two partials, each at most its max_tokens (plus our estimate's error).
     fit_two = math.floor((chunk / 2 - PARTIAL_OVERHEAD_TOKENS) / (1 + safety_margin))
-    partial = min(profile.partial_output_tokens, max_out, fit_two)  # type: ignore[attr-defined]
+    partial = min(profile.partial_output_tokens, max_out, fit_two)
     if partial < MIN_PARTIAL_OUTPUT_TOKENS:
         raise PlanningError(
             f"{model.id}: a reduce call of {chunk:,} text tokens cannot hold two partials of "

@@ -38,6 +38,7 @@ from kimidocs.planning import (
     Chunk,
     Piece,
 )
+from prompts import Profile
 
 Counter = Callable[[str], int]
 # An image as (mime type, bytes); scanned pages are sent as image_url parts beside their page marker.
@@ -166,7 +167,7 @@ def _starts_page(piece: Piece) -> bool:
 
 
 def build_request(
-    profile: Any,
+    profile: Profile,
     model: ModelInfo,
     content: str | list[dict[str, Any]],
     task: str,
@@ -215,7 +216,7 @@ def prefix_key_of(body: Mapping[str, Any]) -> str:
 
 
 def chunk_request(
-    profile: Any,
+    profile: Profile,
     model: ModelInfo,
     chunk: Chunk,
     budget: Budget,
@@ -255,7 +256,7 @@ def chunk_request(
 
 
 def task_requests(
-    profile: Any,
+    profile: Profile,
     model: ModelInfo,
     chunk: Chunk,
     budget: Budget,
@@ -283,7 +284,7 @@ def task_requests(
 
 
 def reduce_request(
-    profile: Any,
+    profile: Profile,
     model: ModelInfo,
     partials: Sequence[Partial],
     budget: Budget,
@@ -324,7 +325,7 @@ class PackedDocument:
 
 
 def pack_request(
-    profile: Any,
+    profile: Profile,
     model: ModelInfo,
     documents: Sequence[PackedDocument],
     budget: Budget,
