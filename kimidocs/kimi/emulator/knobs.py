@@ -1,0 +1,105 @@
+"""Emulator configuration: every knob in one pydantic model (it is also set at runtime from JSON).
+
+Durations of rate-limit windows and the cache TTL are *emulated* seconds: they are multiplied by
+`time_scale`, so `time_scale=0.01` makes a "minute" last 0.6 s and RPM windows can be exercised in tests.
+Latencies are real milliseconds (not scaled).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_API_KEY = "sk-emulator"
+
+# Moonshot's published tiers (kimi-api.md §8, international, early 2026). None = unlimited.
+TIERS: dict[str, dict[str, int | None]] = {
+    "tier0": {"concurrency": 1, "rpm": 3, "tpm": 500_000, "tpd": 1_500_000},
+    "tier1": {"concurrency": 50, "rpm": 200, "tpm": 2_000_000, "tpd": None},
+    "tier2": {"concurrency": 100, "rpm": 500, "tpm": 3_000_000, "tpd": None},
+    "tier3": {"concurrency": 200, "rpm": 5_000, "tpm": 3_000_000, "tpd": None},
+    "tier4": {"concurrency": 400, "rpm": 5_000, "tpm": 4_000_000, "tpd": None},
+    "tier5": {"concurrency": 1_000, "rpm": 10_000, "tpm": 5_000_000, "tpd": None},
+}
+
+FAULT_RATES = (
+    "error_5xx_rate",
+    "overloaded_rate",
+    "drop_connection_rate",
+    "truncate_stream_rate",
+    "length_rate",
+    "invalid_json_rate",
+    "timeout_rate",
+)
+
+
+class EmulatorConfig(BaseModel):
+    """All knobs. Defaults: no limits, no faults, no latency, key `sk-emulator`."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # identity
+    api_key: str = DEFAULT_API_KEY
+    org_id: str = "org-emulator"
+    ak_id: str = "ak-emulator"
+    # model ids the "account" has; None = every non-retired model of the table
+    models: list[str] | None = None
+    balance_usd: float = 1_000.0  # starting balance shown by /users/me/balance (spent is subtracted)
+    quota_exceeded: bool = False  # every chat call -> 429 exceeded_current_quota_error
+
+    # rate limits: a tier name sets all four, explicit values override it; None everywhere = unlimited
+    tier: str | None = None
+    concurrency: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    tpd: int | None = None
+    time_scale: float = Field(1.0, gt=0)
+
+    # token counting and the prefix cache
+    token_ratio: float = Field(1.04, gt=0)  # Kimi's count / our o200k count (deterministic, rounded up)
+    image_tokens: int = Field(1_000, ge=0)  # per image part
+    message_overhead: int = Field(4, ge=0)  # per message (role markers)
+    cache_block: int = Field(256, ge=1)
+    cache_ttl_s: float | None = None  # emulated seconds; renewed on hit; None = never expires
+    cache_max_blocks: int = Field(2_000_000, ge=1)
+
+    # answers
+    reasoning: str = "auto"  # "auto": reasoning_content when thinking is on; "off": never
+
+    # latency (real milliseconds)
+    latency_ms: float = Field(0.0, ge=0)  # before the first byte of an answer
+    latency_per_token_ms: float = Field(0.0, ge=0)  # per output token (spread over stream chunks)
+
+    # random faults (probabilities, seeded), decided per chat request
+    seed: int = 0
+    error_5xx_rate: float = Field(0.0, ge=0, le=1)
+    overloaded_rate: float = Field(0.0, ge=0, le=1)
+    drop_connection_rate: float = Field(0.0, ge=0, le=1)
+    truncate_stream_rate: float = Field(0.0, ge=0, le=1)
+    length_rate: float = Field(0.0, ge=0, le=1)
+    invalid_json_rate: float = Field(0.0, ge=0, le=1)
+    timeout_rate: float = Field(0.0, ge=0, le=1)
+    # how long a "timeout" fault stalls (it stops early when the client disconnects)
+    timeout_sleep_s: float = Field(600.0, ge=0)
+
+    # request log
+    log_file: str | None = None  # JSON Lines, appended (shared by processes)
+    log_max_entries: int = Field(100_000, ge=1)  # in memory
+
+    @model_validator(mode="after")
+    def _known_tier(self) -> EmulatorConfig:
+        if self.tier is not None and self.tier not in TIERS:
+            raise ValueError(f"unknown tier {self.tier!r}; known: {', '.join(TIERS)}")
+        return self
+
+    def limit(self, name: str) -> int | None:
+        """The effective concurrency / rpm / tpm / tpd: explicit value, else the tier's, else None."""
+        explicit = getattr(self, name)
+        if explicit is not None:
+            return int(explicit) if explicit > 0 else None
+        return TIERS[self.tier][name] if self.tier else None
+
+    def updated(self, **changes: Any) -> EmulatorConfig:
+        """A validated copy with `changes` applied (unknown knobs are an error)."""
+        return EmulatorConfig.model_validate({**self.model_dump(), **changes})
