@@ -47,11 +47,20 @@ MODELS: dict[str, ModelInfo] = {
         ModelInfo("kimi-k3", 1_048_576, 0.30, 3.00, 15.00, images=True, max_output=65_536),
         ModelInfo("kimi-k2-0905-preview", 262_144, 0.15, 0.60, 2.50, thinking_switch=False, retired=True),
         ModelInfo(
-            "moonshot-v1-128k", 131_072, 2.00, 2.00, 5.00, fixed_sampling=False, thinking_switch=False, retired=True
+            "moonshot-v1-128k",
+            131_072,
+            2.00,
+            2.00,
+            5.00,
+            fixed_sampling=False,
+            thinking_switch=False,
+            retired=True,
         ),
         # Emulator-only models with small windows, so tests force map-reduce on real documents.
         ModelInfo("kimidocs-test-8k", 8_192, 0.10, 0.60, 3.00, images=True, max_output=2_048, test_only=True),
-        ModelInfo("kimidocs-test-32k", 32_768, 0.10, 0.60, 3.00, images=True, max_output=4_096, test_only=True),
+        ModelInfo(
+            "kimidocs-test-32k", 32_768, 0.10, 0.60, 3.00, images=True, max_output=4_096, test_only=True
+        ),
     )
 }
 

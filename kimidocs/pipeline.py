@@ -33,7 +33,7 @@ from kimidocs.kimi.limits import RateLimiter
 from kimidocs.kimi.policy import apply_policy
 from kimidocs.mapreduce import CallOutcome, run_plan
 from kimidocs.models import ModelInfo, get_model
-from kimidocs.planning import PageTokens, Plan, budget_for, plan_document
+from kimidocs.planning import Plan, budget_for, page_tokens_of, plan_document
 from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals
 from kimidocs.requests import ChatRequest
 from kimidocs.results import check_citations
@@ -142,9 +142,13 @@ def open_run(
             flow_run_id=options.flow_run_id,
         )
     )
-    ctx = RunContext(options, settings, store, backend, model, profile, run_id, CostGuard(options.max_cost_usd))
+    ctx = RunContext(
+        options, settings, store, backend, model, profile, run_id, CostGuard(options.max_cost_usd)
+    )
     ctx.observer = observer
-    observer("run_started", {"run_id": run_id, "backend": backend.name, "model": model.id, "db": str(settings.db)})
+    observer(
+        "run_started", {"run_id": run_id, "backend": backend.name, "model": model.id, "db": str(settings.db)}
+    )
     return ctx
 
 
@@ -166,8 +170,15 @@ def analyze_file(ctx: RunContext, found: FoundFile) -> DocumentOutcome:
     return outcome
 
 
-def _fail(ctx: RunContext, found: FoundFile, stage: str, error_type: str, message: str, doc_id: str | None = None,
-          status: str = "failed") -> DocumentOutcome:
+def _fail(
+    ctx: RunContext,
+    found: FoundFile,
+    stage: str,
+    error_type: str,
+    message: str,
+    doc_id: str | None = None,
+    status: str = "failed",
+) -> DocumentOutcome:
     ctx.store.record_failure(
         FailureRecord(ctx.run_id, found.path, stage, error_type, message, doc_id=doc_id, at=datetime.now(UTC))
     )
@@ -188,35 +199,56 @@ def _analyze(ctx: RunContext, found: FoundFile) -> DocumentOutcome:
         ctx.store.touch_file(file)
         return DocumentOutcome(found.path, "unchanged", doc_id=doc_id)
     limits = extractors.Limits(
-        max_bytes=ctx.settings.max_file_bytes, max_pages=ctx.settings.max_pages, timeout_s=ctx.settings.extract_timeout_s
+        max_bytes=ctx.settings.max_file_bytes,
+        max_pages=ctx.settings.max_pages,
+        timeout_s=ctx.settings.extract_timeout_s,
     )
     try:
         doc = extractors.extract(found.path, limits=limits, keep_images=ctx.model.images)
     except ExtractionError as err:
-        ctx.store.save_failed_file(ctx.run_id, found.path, doc_id, found.size, found.mtime, err.error_type, str(err))
-        return DocumentOutcome(found.path, "failed", doc_id=doc_id, error_type=err.error_type, message=str(err))
+        ctx.store.save_failed_file(
+            ctx.run_id, found.path, doc_id, found.size, found.mtime, err.error_type, str(err)
+        )
+        return DocumentOutcome(
+            found.path, "failed", doc_id=doc_id, error_type=err.error_type, message=str(err)
+        )
     page_tokens = tokens.count_many([p.text for p in doc.pages])
     ctx.store.save_document(doc, file, tokens_est=sum(page_tokens), page_tokens=page_tokens)
     gate = extractors.quality(doc)
     if not gate.ok:
-        return _fail(ctx, found, "extract", "LowTextQuality", f"{found.path}: {'; '.join(gate.reasons)}", doc_id)
-    plan = plan_document(
-        [PageTokens(p.number, p.text, t) for p, t in zip(doc.pages, page_tokens, strict=True)],
-        budget_for(ctx.model, ctx.profile),
-    )
+        return _fail(
+            ctx, found, "extract", "LowTextQuality", f"{found.path}: {'; '.join(gate.reasons)}", doc_id
+        )
+    plan = plan_document(page_tokens_of(doc, ctx.model, page_tokens), budget_for(ctx.model, ctx.profile))
     estimate = estimate_plan_cost(plan, ctx.profile, ctx.model)
-    base = DocumentOutcome(found.path, "planned", doc_id=doc_id, pages=len(doc.pages), strategy=plan.strategy,
-                           coverage=plan.coverage, cost_usd_est=estimate.usd)
+    base = DocumentOutcome(
+        found.path,
+        "planned",
+        doc_id=doc_id,
+        pages=len(doc.pages),
+        strategy=plan.strategy,
+        coverage=plan.coverage,
+        cost_usd_est=estimate.usd,
+    )
     if ctx.options.dry_run:
         return base
     return _summarise(ctx, found, doc, plan, base)
 
 
-def _summarise(ctx: RunContext, found: FoundFile, doc: Document, plan: Plan, base: DocumentOutcome) -> DocumentOutcome:
+def _summarise(
+    ctx: RunContext, found: FoundFile, doc: Document, plan: Plan, base: DocumentOutcome
+) -> DocumentOutcome:
     caller = KimiCaller(ctx, doc.sha256)
     try:
-        result = run_plan(doc.sha256, plan, ctx.profile, ctx.model, caller, concurrency=ctx.options.concurrency,
-                          document=doc)
+        result = run_plan(
+            doc.sha256,
+            plan,
+            ctx.profile,
+            ctx.model,
+            caller,
+            concurrency=ctx.options.concurrency,
+            document=doc,
+        )
     except BudgetExceeded as err:
         out = _fail(ctx, found, "call", "BudgetExceeded", str(err), doc.sha256, status="skipped")
         return replace(out, status="skipped", **caller.totals())
@@ -226,15 +258,23 @@ def _summarise(ctx: RunContext, found: FoundFile, doc: Document, plan: Plan, bas
         return replace(_fail(ctx, found, "call", type(err).__name__, str(err), doc.sha256), **caller.totals())
     if result.summary is None:
         reason = "; ".join(result.errors) or "no summary produced"
-        return replace(_fail(ctx, found, "validate", "OutputInvalid", f"{found.path}: {reason}", doc.sha256),
-                       **caller.totals())
+        return replace(
+            _fail(ctx, found, "validate", "OutputInvalid", f"{found.path}: {reason}", doc.sha256),
+            **caller.totals(),
+        )
     pages = {p.number: p.text for p in doc.pages}
     summary, report = check_citations(result.summary, pages, set(pages))
     for chunk in result.failed_chunks:
         ctx.store.record_failure(
-            FailureRecord(ctx.run_id, found.path, "call", "ChunkFailed",
-                          f"{found.path}: pages {chunk.first_page}-{chunk.last_page}: {chunk.reason}",
-                          doc_id=doc.sha256, at=datetime.now(UTC))
+            FailureRecord(
+                ctx.run_id,
+                found.path,
+                "call",
+                "ChunkFailed",
+                f"{found.path}: pages {chunk.first_page}-{chunk.last_page}: {chunk.reason}",
+                doc_id=doc.sha256,
+                at=datetime.now(UTC),
+            )
         )
     ctx.store.save_summary(
         SummaryRow(
@@ -253,8 +293,14 @@ def _summarise(ctx: RunContext, found: FoundFile, doc: Document, plan: Plan, bas
         )
     )
     ctx.store.set_document_status(doc.sha256, "ok" if not result.failed_chunks else "partial")
-    return replace(base, status="ok", coverage=result.coverage, title=summary.title or None, **caller.totals(),
-                   message=report.describe() if report.dropped else None)
+    return replace(
+        base,
+        status="ok",
+        coverage=result.coverage,
+        title=summary.title or None,
+        **caller.totals(),
+        message=report.describe() if report.dropped else None,
+    )
 
 
 class KimiCaller:
@@ -313,8 +359,13 @@ class KimiCaller:
         except KimiError as err:
             ctx.guard.settle(estimate, 0.0)
             ctx.store.save_call(
-                replace(record, status="error", error=str(err), http_status=getattr(err, "status", None),
-                        attempts=getattr(err, "attempts", 1) or 1)
+                replace(
+                    record,
+                    status="error",
+                    error=str(err),
+                    http_status=getattr(err, "status", None),
+                    attempts=getattr(err, "attempts", 1) or 1,
+                )
             )
             if getattr(err, "fatal_for_run", False):
                 ctx.abort(str(err))
@@ -395,8 +446,16 @@ def close_run(ctx: RunContext, outcomes: Iterable[DocumentOutcome]) -> RunReport
     """Write the run's totals, refresh the search index, close the backend."""
     outs = tuple(outcomes)
     status = "dry_run" if ctx.options.dry_run else ("stopped" if ctx.aborted.is_set() else "completed")
-    report = RunReport(ctx.run_id, ctx.backend.name, ctx.model.id, str(ctx.settings.db), outs, status,
-                       ctx.abort_reason, time.perf_counter() - ctx.started)
+    report = RunReport(
+        ctx.run_id,
+        ctx.backend.name,
+        ctx.model.id,
+        str(ctx.settings.db),
+        outs,
+        status,
+        ctx.abort_reason,
+        time.perf_counter() - ctx.started,
+    )
     ctx.store.finish_run(
         ctx.run_id,
         RunTotals(

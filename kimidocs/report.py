@@ -12,19 +12,22 @@ def _name(outcome: DocumentOutcome) -> str:
 
 
 def report_markdown(report: RunReport, *, top: int = 5) -> str:
-    """Documents ok / unchanged / skipped / failed, tokens, cache-hit share, cost, slowest, costliest, failures."""
+    """Counts per status, tokens, cache-hit share, cost, the slowest and costliest documents, failures."""
     lines = [
         f"# kimidocs run `{report.run_id[:12]}`",
         "",
         f"- status: **{report.status}**" + (f" ({report.message})" if report.message else ""),
-        f"- backend: `{report.backend}`" + (" (emulated: not real Kimi output)" if report.backend == "emulator" else ""),
+        f"- backend: `{report.backend}`"
+        + (" (emulated: not real Kimi output)" if report.backend == "emulator" else ""),
         f"- model: `{report.model}`; database: `{report.db}`",
         f"- documents: {report.count('ok')} ok, {report.count('unchanged')} unchanged, "
-        f"{report.count('skipped')} skipped, {report.count('failed')} failed, {report.count('planned')} planned",
+        f"{report.count('skipped')} skipped, {report.count('failed')} failed, "
+        f"{report.count('planned')} planned",
         f"- tokens: {report.prompt_tokens:,} prompt ({report.cached_tokens:,} cached, "
         f"{report.cache_hit_share:.1%} cache hits), "
         f"{sum(o.completion_tokens for o in report.outcomes):,} output",
-        f"- cost: ${report.cost_usd:.4f}" + (f" (estimated ${report.cost_usd_est:.4f})" if report.cost_usd_est else ""),
+        f"- cost: ${report.cost_usd:.4f}"
+        + (f" (estimated ${report.cost_usd_est:.4f})" if report.cost_usd_est else ""),
         f"- wall time: {report.seconds:.1f} s",
         "",
     ]
@@ -33,8 +36,13 @@ def report_markdown(report: RunReport, *, top: int = 5) -> str:
         lines += ["## Slowest documents", "", "| document | seconds | pages | calls |", "|---|---|---|---|"]
         for o in sorted(done, key=lambda o: -o.seconds)[:top]:
             lines.append(f"| {_name(o)} | {o.seconds:.2f} | {o.pages} | {o.calls} |")
-        lines += ["", "## Most expensive documents", "", "| document | cost $ | prompt tokens | cached |",
-                  "|---|---|---|---|"]
+        lines += [
+            "",
+            "## Most expensive documents",
+            "",
+            "| document | cost $ | prompt tokens | cached |",
+            "|---|---|---|---|",
+        ]
         for o in sorted(done, key=lambda o: -o.cost_usd)[:top]:
             lines.append(f"| {_name(o)} | {o.cost_usd:.5f} | {o.prompt_tokens:,} | {o.cached_tokens:,} |")
         lines.append("")

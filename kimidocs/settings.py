@@ -24,10 +24,16 @@ class Settings(BaseSettings):
     kimi_model: str = Field(default="kimi-k2.5", validation_alias=AliasChoices("KIMI_MODEL"))
     db: Path = Field(default=Path("data/kimidocs.duckdb"), validation_alias=AliasChoices("KIMIDOCS_DB"))
     tier: str = Field(default="tier1", validation_alias=AliasChoices("KIMIDOCS_TIER"))
-    max_file_bytes: int = Field(default=200 * 1024 * 1024, validation_alias=AliasChoices("KIMIDOCS_MAX_FILE_BYTES"))
+    max_file_bytes: int = Field(
+        default=200 * 1024 * 1024, validation_alias=AliasChoices("KIMIDOCS_MAX_FILE_BYTES")
+    )
     max_pages: int = Field(default=5_000, validation_alias=AliasChoices("KIMIDOCS_MAX_PAGES"))
-    extract_timeout_s: float = Field(default=300.0, validation_alias=AliasChoices("KIMIDOCS_EXTRACT_TIMEOUT_S"))
-    request_timeout_s: float = Field(default=300.0, validation_alias=AliasChoices("KIMIDOCS_REQUEST_TIMEOUT_S"))
+    extract_timeout_s: float = Field(
+        default=300.0, validation_alias=AliasChoices("KIMIDOCS_EXTRACT_TIMEOUT_S")
+    )
+    request_timeout_s: float = Field(
+        default=300.0, validation_alias=AliasChoices("KIMIDOCS_REQUEST_TIMEOUT_S")
+    )
     max_retries: int = Field(default=6, validation_alias=AliasChoices("KIMIDOCS_MAX_RETRIES"))
     prefect_secret_block: str | None = Field(
         default=None, validation_alias=AliasChoices("KIMIDOCS_PREFECT_SECRET_BLOCK")

@@ -35,8 +35,9 @@ def test_shipped_file_is_the_one_tiktoken_expects() -> None:
 
 def _run_probe(prefix: list[str], tmp_path) -> subprocess.CompletedProcess:
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path / "empty-cache"), "TMPDIR": str(tmp_path)}
-    return subprocess.run([*prefix, sys.executable, "-c", PROBE], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [*prefix, sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_counts_with_sockets_disabled_and_an_empty_tiktoken_cache(tmp_path) -> None:

@@ -92,10 +92,16 @@ def analyze(
     db: Annotated[Path | None, typer.Option(help="DuckDB file (default: KIMIDOCS_DB).")] = None,
     include: Annotated[list[str] | None, typer.Option(help="Glob to include (repeatable).")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Glob to exclude (repeatable).")] = None,
-    max_cost_usd: Annotated[float | None, typer.Option(help="Stop starting calls past this many dollars.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Extract and plan only; print the cost estimate.")] = False,
+    max_cost_usd: Annotated[
+        float | None, typer.Option(help="Stop starting calls past this many dollars.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Extract and plan only; print the cost estimate.")
+    ] = False,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Documents in parallel.")] = 4,
-    force: Annotated[bool, typer.Option("--force", help="Re-analyse documents that already have a result.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Re-analyse documents that already have a result.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress; for cron.")] = False,
 ) -> None:
     """Analyse every PDF/DOCX/text file under PATH and store structured summaries in DuckDB."""
@@ -125,7 +131,8 @@ def analyze(
             console.print(f"estimated cost: [bold]${report.cost_usd_est:.4f}[/bold] (nothing was sent)")
         else:
             console.print(
-                f"{report.count('ok')} ok, {report.count('unchanged')} unchanged, {report.count('skipped')} skipped, "
+                f"{report.count('ok')} ok, {report.count('unchanged')} unchanged, "
+                f"{report.count('skipped')} skipped, "
                 f"{report.count('failed')} failed; {report.prompt_tokens:,} prompt tokens "
                 f"({report.cache_hit_share:.0%} cached), ${report.cost_usd:.4f}; results in {report.db}"
             )
