@@ -473,6 +473,7 @@ def close_run(ctx: RunContext, outcomes: Iterable[DocumentOutcome]) -> RunReport
     )
     if any(o.status == "ok" for o in outs):
         ctx.store.refresh_search_index()
+    ctx.store.close()  # release the file now so analysts and the next run get in at once
     ctx.backend.close()
     ctx.observer("run_finished", {"report": report})
     return report
