@@ -66,10 +66,20 @@ class _Screen:
                 )
 
 
+def _reason(o: pipeline.DocumentOutcome) -> str:
+    if o.status in ("ok", "planned"):
+        return o.title or ""
+    if o.status == "unchanged":
+        return "already analysed (same content, profile, prompt, model)"
+    return f"{o.error_type or ''}: {o.message or ''}"
+
+
 def _summary_table(report: pipeline.RunReport) -> Table:
     table = Table(title=f"kimidocs run {report.run_id[:12]} ({report.backend})", show_lines=False)
-    for col in ("document", "status", "pages", "strategy", "coverage", "calls", "cost $", "title / reason"):
-        table.add_column(col, overflow="fold")
+    table.add_column("document", no_wrap=True, max_width=36, overflow="ellipsis")
+    for col in ("status", "pages", "strategy", "coverage", "calls", "cost $"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("title / reason", no_wrap=True, max_width=60, overflow="ellipsis")
     for o in report.outcomes:
         cost = o.cost_usd_est if o.status == "planned" else o.cost_usd
         table.add_row(
@@ -80,7 +90,7 @@ def _summary_table(report: pipeline.RunReport) -> Table:
             f"{o.coverage:.0%}" if o.coverage is not None else "",
             str(o.calls),
             f"{cost or 0:.5f}",
-            (o.title or "") if o.status in ("ok", "planned") else f"{o.error_type or ''}: {o.message or ''}",
+            _reason(o),
         )
     return table
 
