@@ -217,7 +217,8 @@ def facts_of(pages: list[Page], text: str) -> Facts:
     found = extract.dates(flat)
     return Facts(
         sentence=next(iter(extract.sentences(flat)), flat[:80]) or "emulated",
-        title=extract.first_line(extract.strip_images(text)) or "emulated",
+        title=extract.first_line("\n".join(p.raw for p in pages) if pages else extract.strip_images(text))
+        or "emulated",
         language=extract.language(flat) or "en",
         first_page=pages[0].number if pages else None,
         date=found[0][0] if found else None,
