@@ -44,6 +44,7 @@ def limiter(**kw) -> tuple[RateLimiter, FakeClock]:
         tpm=kw.pop("tpm", None),
         tpd=kw.pop("tpd", None),
     )
+    kw.setdefault("window_margin_s", 0.0)  # exact 60 s / 24 h windows keep the arithmetic readable
     return RateLimiter(limits, clock=clock, **kw), clock
 
 
@@ -80,6 +81,13 @@ def test_rpm_sliding_window():
     assert lim.try_acquire(0) == pytest.approx(30.0)  # the first leaves the window at t0+60
     clock.advance(30)
     assert not isinstance(lim.try_acquire(0), float)
+
+
+def test_window_margin_waits_a_little_past_the_servers_window():
+    lim, _ = limiter(rpm=1, window_margin_s=2.0)
+    with lim.acquire(0):
+        pass
+    assert lim.try_acquire(0) == pytest.approx(62.0)
 
 
 def test_tpm_counts_tokens_until_old_ones_leave_the_window():

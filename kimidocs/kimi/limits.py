@@ -188,6 +188,7 @@ class RateLimiter:
         max_wait_s: float = 900.0,
         recover_s: float = 10.0,
         default_pause_s: float = 1.0,
+        window_margin_s: float = 1.0,
     ) -> None:
         if limits.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -198,8 +199,10 @@ class RateLimiter:
         self._clock = clock or SystemClock()
         self._cond = threading.Condition()
         self._in_flight = 0
-        self._minute = _Window(MINUTE)
-        self._day = _Window(DAY)
+        # The server stamps a request a little after we admit it, so our windows last a little longer
+        # than its own: at the edge of a window we wait a moment instead of drawing a 429.
+        self._minute = _Window(MINUTE + window_margin_s)
+        self._day = _Window(DAY + window_margin_s)
         self._paused_until = -math.inf
         self._reduced_to: int | None = None
         self._reduced_at = 0.0
@@ -328,7 +331,7 @@ class RateLimiter:
             waits["concurrency"] = self._next_regain(now) - now  # or earlier, when a slot is released
         recent = self._minute.entries
         if limits.rpm is not None and len(recent) >= limits.rpm:
-            waits["rpm"] = recent[len(recent) - limits.rpm].at + MINUTE - now
+            waits["rpm"] = recent[len(recent) - limits.rpm].at + self._minute.span - now
         if limits.tpm is not None:
             waits["tpm"] = self._minute.wait_for(tokens, limits.tpm, now)
         if limits.tpd is not None:
