@@ -7,6 +7,7 @@ Prefect task retries stay at 0 and never stack on top of them.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from prefect import flow, get_run_logger, runtime, task
@@ -60,6 +61,24 @@ def require_backend(settings: Settings) -> None:
     )
 
 
+def _analyze_all(run_id: str, files: list[FoundFile], limit: int) -> list[pipeline.DocumentOutcome]:
+    """At most `limit` documents in flight, like `run_folder`'s pool, so `concurrency` means the same.
+
+    Without this the task runner's 4 threads would start 4 documents even at concurrency 1, and a wrong
+    key would be sent 4 times before the first 401 stops the run.
+    """
+    slots = threading.BoundedSemaphore(limit)
+    futures = []
+    for found in files:
+        slots.acquire()
+        future = analyze_document.with_options(task_run_name=f"analyze {Path(found.path).name}").submit(
+            run_id, found
+        )
+        future.add_done_callback(lambda _: slots.release())
+        futures.append(future)
+    return [future.result() for future in futures]
+
+
 def _observer(event: str, data: dict) -> None:
     if event == "run_started":
         get_run_logger().info(
@@ -109,11 +128,7 @@ def analyze_folder(
     try:
         files = pipeline.list_files(ctx)
         logger.info("found %d files in %s", len(files), folder)
-        futures = [
-            analyze_document.with_options(task_run_name=f"analyze {Path(f.path).name}").submit(ctx.run_id, f)
-            for f in files
-        ]
-        outcomes = [fut.result() for fut in futures]
+        outcomes = _analyze_all(ctx.run_id, files, max(1, concurrency))
     except BaseException:
         ctx.backend.close()
         raise

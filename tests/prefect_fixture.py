@@ -17,11 +17,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from kimidocs.kimi.emulator import EmulatorProcess
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -186,3 +190,31 @@ def prefect_api(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
 
     with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
         yield prefect_server
+
+
+@pytest.fixture
+def emulator_process(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]:
+    """Factory: `start(**knobs)` runs the Kimi emulator as its own process (logged to a JSON Lines file)."""
+    from kimidocs.kimi.emulator import EmulatorConfig, start_emulator_process
+
+    started: list[EmulatorProcess] = []
+
+    def start(**knobs: Any) -> EmulatorProcess:
+        work = tmp_path / f"emulator-{len(started)}"
+        knobs.setdefault("log_file", str(work / "requests.jsonl"))
+        proc = start_emulator_process(EmulatorConfig(**knobs), workdir=work, env=clean_env())
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Entries of an emulator log file (complete lines only)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
