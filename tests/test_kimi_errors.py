@@ -106,6 +106,8 @@ ROWS = [
     ("quota_429", 429, err("exceeded_current_quota_error", NOT_ACTIVE),
      {}, QuotaExceeded, False, True, None),
     ("untyped_429", 429, "", {}, RateLimited, True, False, None),
+    ("untyped_quota_429", 429, {"error": {"message": "You exceeded your current token quota"}},
+     {}, QuotaExceeded, False, True, None),
     ("server_error", 500, err("server_error", "Failed to extract file"), {}, ServerError, True, False, None),
     ("unexpected_output", 500, err("unexpected_output", "invalid state transition"),
      {}, ServerError, True, False, None),

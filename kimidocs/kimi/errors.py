@@ -381,21 +381,19 @@ def _str_or_none(value: object) -> str | None:
 
 
 def _class_for(status: int, type_: str | None, message: str) -> type[APIError]:
+    """`error.type` decides; the status only when the type is missing or unknown."""
     if type_ in _TYPE_TO_CLASS:
         cls = _TYPE_TO_CLASS[type_]
-        if cls is InvalidRequest and _is_context(message):
-            return ContextLengthExceeded
-        if cls is ServerError and status < 500:
-            return ServerError
-        return cls
+        return ContextLengthExceeded if cls is InvalidRequest and _is_context(message) else cls
+    about_quota = any(w in message.lower() for w in _QUOTA_WORDS)
     if status == 401:
         return AuthenticationError
     if status == 403:
-        return QuotaExceeded if any(w in message.lower() for w in _QUOTA_WORDS) else PermissionDenied
+        return QuotaExceeded if about_quota else PermissionDenied
     if status == 404:
         return ModelNotFound if "model" in message.lower() else NotFound
     if status == 429:
-        return RateLimited
+        return QuotaExceeded if about_quota else RateLimited
     if status >= 500:
         return ServerError
     return ContextLengthExceeded if _is_context(message) else InvalidRequest
