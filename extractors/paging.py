@@ -8,6 +8,8 @@ paragraph range it holds, which is what a reader can find again in the source.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -15,6 +17,18 @@ from extractors.document import Page
 
 TARGET_CHARS = 3000
 REPLACEMENT = "\ufffd"
+
+
+_HSPACE_RUN = re.compile(r"[ \t\u00a0]*\t[ \t\u00a0]*| {2,}")
+
+
+def fold_spaces(text: str) -> str:
+    """Tabs and runs of spaces become one space.
+
+    Some PDFs position every word with a tab (The Art of Public Speaking: a tab between most
+    words); they carry no meaning in extracted text but cost a third more tokens.
+    """
+    return _HSPACE_RUN.sub(" ", text)
 
 
 def clean(text: str) -> str:

@@ -21,7 +21,7 @@ from pypdf.generic import IndirectObject
 from extractors.document import Page, PageImage
 from extractors.errors import CorruptDocument, EmptyDocument, EncryptedDocument, NoTextLayer
 from extractors.limits import Limits
-from extractors.paging import Extracted, clean
+from extractors.paging import Extracted, clean, fold_spaces
 
 PAGE_IMAGE_BUDGET = 4 * 1024 * 1024  # bytes of images kept per page (base64 adds a third)
 MAX_IMAGE_SIDE = 2048  # pixels; larger scans are downscaled before sending to a model
@@ -91,7 +91,7 @@ def _read_page(reader: PdfReader, i: int) -> tuple[str, int, str | None]:
         return "", 0, f"{type(exc).__name__}: {_short(exc)}"
     images = _count_images(page)
     try:
-        return clean(page.extract_text() or ""), images, None
+        return clean(fold_spaces(page.extract_text() or "")), images, None
     except Exception as exc:  # pypdf's content parser raises many types on damaged streams
         return "", images, f"{type(exc).__name__}: {_short(exc)}"
 
