@@ -297,6 +297,20 @@ def test_dropped_connection_gets_no_response(kimi_emulator) -> None:
         assert c.post("/chat/completions", json=chat_body()).status_code == 200
 
 
+def test_timeout_fault_stalls_until_the_client_gives_up(make_emulator) -> None:
+    emu = make_emulator(timeout_sleep_s=30)
+    emu.fail_next("timeout")
+    with httpx.Client(base_url=emu.base_url, headers={"Authorization": f"Bearer {emu.api_key}"}) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            c.post("/chat/completions", json=chat_body(), timeout=0.3)
+        assert c.post("/chat/completions", json=chat_body(), timeout=5).status_code == 200
+    deadline = time.monotonic() + 5
+    while len(emu.requests()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    statuses = sorted((e["status"], e["fault"]) for e in emu.requests())
+    assert statuses == [(200, None), (499, "timeout")]
+
+
 def test_max_tokens_cuts_the_content_with_finish_reason_length(kimi_emulator) -> None:
     with client(kimi_emulator) as c:
         full = c.post("/chat/completions", json=chat_body()).json()["choices"][0]["message"]["content"]
@@ -444,7 +458,7 @@ def test_request_log_and_runtime_config(kimi_emulator) -> None:
     body = chat_body()
     assert ok["model"] == "kimi-k2.5" and ok["status"] == 200 and ok["stream"] is False
     assert ok["prompt_tokens"] > 0 and ok["cached_tokens"] == 0 and ok["completion_tokens"] > 0
-    assert ok["max_tokens"] == 2048 and ok["finish_reason"] == "stop"
+    assert ok["max_tokens"] == 2048 and ok["finish_reason"] == "stop" and ok["thinking"] is False
     assert (ok["first_page"], ok["last_page"]) == (1, 4)
     assert ok["first_message_sha"] == missing["first_message_sha"]
     assert len(ok["request_hash"]) == 64 and ok["request_hash"] != missing["request_hash"]

@@ -66,27 +66,14 @@ def _covers(first: int | None, last: int | None) -> str:
 # ---------------------------------------------------------------------------------------------- summaries
 
 
-def summarize_pages(pages: list[Page], size: Size) -> dict[str, Any]:
-    """A Summary-shaped object for page blocks (a single call or a map chunk)."""
-    full = "\n".join(p.raw for p in pages)
+def summarizer(pages: list[Page]) -> Callable[[Size], dict[str, Any]]:
+    """Summary-shaped objects for page blocks (a single call or a map chunk), at any size.
+
+    The scans over the text (dates, amounts, names) run once; each size only renders.
+    """
     flat = " ".join(p.text for p in pages if p.text)
     numbers = [p.number for p in pages]
     first, last = (min(numbers), max(numbers)) if numbers else (None, None)
-    key_points = []
-    for page in spread([p for p in pages if p.text or p.images], size.points):
-        cited = [page.number] if numbers else []
-        if page.text:
-            sentence = next(iter(extract.sentences(page.text)), page.text)
-            point = {"point": extract.shorten(sentence, size.point_chars), "pages": cited}
-            evidence = extract.evidence_on(page.raw)
-            if evidence:
-                point["evidence"] = evidence
-        else:
-            point = {
-                "point": f"Scanned page {page.number}: image of {sum(page.images)} bytes",
-                "pages": cited,
-            }
-        key_points.append(point)
     dates: dict[str, dict[str, Any]] = {}
     amounts: dict[tuple[str, str], dict[str, Any]] = {}
     for page in pages:
@@ -95,26 +82,50 @@ def summarize_pages(pages: list[Page], size: Size) -> dict[str, Any]:
             if page.number not in item["pages"] and numbers:
                 item["pages"].append(page.number)
         for value, currency, _written, what in extract.amounts(page.text):
-            item = amounts.setdefault(
-                (str(value), currency), {"value": value, "currency": currency, "what": what, "pages": []}
-            )
+            key = (str(value), currency)
+            item = amounts.setdefault(key, {"value": value, "currency": currency, "what": what, "pages": []})
             if page.number not in item["pages"] and numbers:
                 item["pages"].append(page.number)
-    opening = extract.sentences(flat)[:2]
+    names = extract.entities(flat, max(s[1] for s in MAP_SIZES))
+    opening = extract.sentences(flat[:4_000])[:2]
     scanned = sum(len(p.images) for p in pages)
     summary = (
         " ".join(opening) if opening else (f"{scanned} scanned page image(s)." if scanned else "No text.")
     )
-    return {
-        "title": extract.first_line(extract.strip_images(full)),
+    head = {
+        "title": extract.first_line(next((p.raw for p in pages if p.text), "")),
         "document_type": extract.document_type(flat),
         "language": extract.language(flat),
-        "summary": extract.shorten(summary, size.summary_chars) + _covers(first, last),
-        "key_points": key_points,
-        "entities": extract.entities(flat, size.entities),
-        "dates": list(dates.values())[: size.dates],
-        "amounts": list(amounts.values())[: size.amounts],
     }
+    candidates = [p for p in pages if p.text or p.images]
+
+    def key_point(page: Page, size: Size) -> dict[str, Any]:
+        cited = [page.number] if numbers else []
+        if not page.text:
+            return {"point": f"Scanned page {page.number}: image of {sum(page.images)} bytes", "pages": cited}
+        sentence = next(iter(extract.sentences(page.text[:2_000])), page.text)
+        point: dict[str, Any] = {"point": extract.shorten(sentence, size.point_chars), "pages": cited}
+        evidence = extract.evidence_on(page.raw)
+        if evidence:
+            point["evidence"] = evidence
+        return point
+
+    def render(size: Size) -> dict[str, Any]:
+        return {
+            **head,
+            "summary": extract.shorten(summary, size.summary_chars) + _covers(first, last),
+            "key_points": [key_point(p, size) for p in spread(candidates, size.points)],
+            "entities": names[: size.entities],
+            "dates": list(dates.values())[: size.dates],
+            "amounts": list(amounts.values())[: size.amounts],
+        }
+
+    return render
+
+
+def summarize_pages(pages: list[Page], size: Size) -> dict[str, Any]:
+    """One Summary-shaped object for page blocks."""
+    return summarizer(pages)(size)
 
 
 def _strip_covers(text: str) -> str:
@@ -326,8 +337,10 @@ def json_answer(
             (doc_id, extract.parse_pages(body) or [extract.Page(1, body)]) for doc_id, body in documents
         ]
 
+        renders = {doc_id: summarizer(ps) for doc_id, ps in parsed}
+
         def packed(size: Size) -> str:
-            return _dump({"documents": {doc_id: summarize_pages(ps, size) for doc_id, ps in parsed}})
+            return _dump({"documents": {doc_id: render(size) for doc_id, render in renders.items()}})
 
         return Answer(fit(packed, MAP_SIZES, budget), "packed", **span)
     partials = extract.parse_partials(user_text)
@@ -336,17 +349,18 @@ def json_answer(
         content = fit(lambda size: _dump(reduce_partials(partials, size)), REDUCE_SIZES, budget)
         return Answer(content, "reduce", first, last, last - first + 1)
     if not pages:  # no markers: the whole user text, uncited
-        pages_or_text = [extract.Page(0, extract.strip_images(user_text))]
+        render_plain = summarizer([extract.Page(0, extract.strip_images(user_text))])
 
         def plain(size: Size) -> str:
-            obj = summarize_pages(pages_or_text, size)
+            obj = render_plain(size)
             for item in obj["key_points"] + obj["dates"] + obj["amounts"]:
                 item["pages"] = []
             obj["summary"] = obj["summary"].replace(" Covers page 0.", "")
             return _dump(obj)
 
         return Answer(fit(plain, MAP_SIZES, budget), "summary")
-    return Answer(fit(lambda size: _dump(summarize_pages(pages, size)), MAP_SIZES, budget), "summary", **span)
+    render = summarizer(pages)
+    return Answer(fit(lambda size: _dump(render(size)), MAP_SIZES, budget), "summary", **span)
 
 
 def text_answer(user_text: str, last_user: str) -> Answer:

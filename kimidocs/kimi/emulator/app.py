@@ -202,6 +202,7 @@ class Emulator:
             "cached_tokens": None,
             "completion_tokens": None,
             "max_tokens": None,
+            "thinking": None,
             "finish_reason": None,
             "answer_kind": None,
             "first_page": None,
@@ -251,7 +252,7 @@ class Emulator:
         body = turn.body = self.validate_body(data, turn)
         model = turn.model = self.model_of(body.model)
         cfg = self.config
-        turn.thinking = self.check_params(body, model)
+        turn.thinking = turn.entry["thinking"] = self.check_params(body, model)
         max_tokens = body.max_tokens if body.max_tokens is not None else body.max_completion_tokens
         turn.entry["max_tokens"] = max_tokens
         try:

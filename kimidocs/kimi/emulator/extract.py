@@ -29,10 +29,10 @@ class Page:
     number: int
     raw: str  # the page text as sent (image marks removed)
     images: list[int] = field(default_factory=list)  # sizes of the images sent with it
+    text: str = ""  # `raw` with whitespace collapsed
 
-    @property
-    def text(self) -> str:
-        return _SPACE.sub(" ", self.raw).strip()
+    def __post_init__(self) -> None:
+        self.text = _SPACE.sub(" ", self.raw).strip()
 
 
 def parse_pages(text: str) -> list[Page]:
@@ -48,6 +48,7 @@ def parse_pages(text: str) -> list[Page]:
         else:
             page.raw += "\n" + body
             page.images += images
+            page.text = _SPACE.sub(" ", page.raw).strip()
     return list(pages.values())
 
 
