@@ -6,28 +6,17 @@ says so on screen, and every row the run writes carries `backend = 'emulator'`.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
-from kimidocs.kimi.client import KimiClient
+from kimidocs.kimi.client import KimiClient, is_loopback
 from kimidocs.kimi.limits import RateLimiter
 from kimidocs.settings import Settings
 
+is_loopback_url = is_loopback  # True when a URL points at this machine (an emulator, never the service)
+
 EMULATOR = "emulator"
 KIMI = "kimi"
-
-
-def is_loopback_url(url: str) -> bool:
-    """True when `url` points at this machine (an emulator; the real service never is)."""
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass
@@ -54,7 +43,7 @@ def open_backend(settings: Settings, *, limiter: RateLimiter | None = None) -> B
         "limiter": limiter,
     }
     if key:
-        name = EMULATOR if is_loopback_url(settings.kimi_base_url) else KIMI
+        name = EMULATOR if is_loopback(settings.kimi_base_url) else KIMI
         client = KimiClient(settings.kimi_base_url, key, **common)
         return Backend(client=client, name=name, base_url=settings.kimi_base_url)
     from kimidocs.kimi.emulator import EmulatorConfig, run_emulator_in_thread

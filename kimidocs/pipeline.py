@@ -30,7 +30,7 @@ from kimidocs.costs import call_cost, estimate_plan_cost
 from kimidocs.discover import FoundFile, discover
 from kimidocs.kimi.errors import KimiError
 from kimidocs.kimi.limits import RateLimiter
-from kimidocs.kimi.policy import apply_policy
+from kimidocs.kimi.policy import apply_policy, should_stream
 from kimidocs.mapreduce import CallOutcome, run_plan
 from kimidocs.models import ModelInfo, get_model
 from kimidocs.planning import Plan, budget_for, page_tokens_of, plan_document
@@ -336,9 +336,8 @@ class KimiCaller:
         estimate = ctx.model.price_cache_miss * request.prompt_tokens_est / 1e6 + ctx.model.price_output * (
             max_tokens / 1e6
         )
-        ctx.guard.reserve(estimate)
         started = datetime.now(UTC)
-        body = apply_policy(request.body, ctx.model)
+        body = self._policy_body(request, max_tokens)
         record = CallRecord(
             call_id=uuid.uuid4().hex,
             run_id=ctx.run_id,
@@ -352,9 +351,12 @@ class KimiCaller:
             prompt_tokens_est=request.prompt_tokens_est,
             started_at=started,
         )
+        ctx.guard.reserve(estimate)
         try:
             result = ctx.backend.client.chat(
-                body, stream=_should_stream(request), tokens_est=request.prompt_tokens_est + max_tokens
+                body,
+                stream=should_stream(request.prompt_tokens_est, max_tokens),
+                tokens_est=request.prompt_tokens_est + max_tokens,
             )
         except KimiError as err:
             ctx.guard.settle(estimate, 0.0)
@@ -395,10 +397,18 @@ class KimiCaller:
         ctx.observer("call_finished", {"usage": result.usage, "cost_usd": cost, "stage": request.stage})
         return CallOutcome(content=result.content, finish_reason=result.finish_reason)
 
+    def _policy_body(self, request: ChatRequest, max_tokens: int) -> dict:
+        """The body as the model wants it; near the window, Kimi's exact count decides.
 
-def _should_stream(request: ChatRequest) -> bool:
-    """Stream big calls: the platform cuts a request at 5 minutes, a stream keeps it alive."""
-    return request.prompt_tokens_est > 32_000 or int(request.body.get("max_tokens") or 0) > 4_096
+        Our o200k count is an estimate: when it is within the safety margin of the window, ask
+        `estimate-token-count` and refuse (ContextLengthExceeded, typed) instead of paying for a 400.
+        """
+        model = self.ctx.model
+        if tokens.with_margin(request.prompt_tokens_est) + max_tokens <= model.window:
+            return apply_policy(request.body, model)
+        exact = self.ctx.backend.client.estimate_tokens(model.id, request.body["messages"])
+        self.ctx.observer("exact_count", {"estimate": request.prompt_tokens_est, "exact": exact})
+        return apply_policy(request.body, model, prompt_tokens=exact)
 
 
 @dataclass(frozen=True, slots=True)
