@@ -257,6 +257,17 @@ def release(path: Path) -> None:
         _lease(path).close()
 
 
+def _forget_after_fork() -> None:
+    """A forked child must not touch the parent's connections: start with no leases and fresh locks."""
+    global _locks_guard
+    _leases.clear()
+    _locks.clear()
+    _locks_guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 @atexit.register
 def _close_all() -> None:
     for lease in list(_leases.values()):

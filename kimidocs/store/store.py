@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,13 +75,13 @@ class Store:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _write(self):  # type: ignore[no-untyped-def]
+    def _write(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         if self.read_only:
             raise PermissionError(f"{self.path}: this Store was opened read-only")
         self._ensure_schema()
         return transaction(self.path, timeout_s=self.lock_timeout_s)
 
-    def _read(self):  # type: ignore[no-untyped-def]
+    def _read(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         if not self.read_only:
             self._ensure_schema()
         if self.read_only:
