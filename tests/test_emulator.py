@@ -482,3 +482,46 @@ def test_separate_process_with_jsonl_log(tmp_path: Path) -> None:
     assert proc.proc.returncode is not None
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(e["path"], e["status"]) for e in lines] == [("/v1/chat/completions", 200)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "error_type", "retry_after"),
+    [
+        ("502", 502, "server_error", False),
+        ("overloaded", 429, "engine_overloaded_error", False),
+        ("quota", 429, "exceeded_current_quota_error", False),
+        ("429", 429, "rate_limit_reached_error", True),
+    ],
+)
+def test_fail_next_kinds_have_moonshot_bodies(
+    kimi_emulator, kind: str, status: int, error_type: str, retry_after: bool
+) -> None:
+    kimi_emulator.fail_next(kind)
+    with client(kimi_emulator) as c:
+        response = c.post("/chat/completions", json=chat_body())
+    assert response.status_code == status
+    assert response.json()["error"]["type"] == error_type
+    assert ("retry-after" in response.headers) is retry_after
+    assert kimi_emulator.requests()[-1]["fault"] == kind
+
+
+def test_random_faults_are_reproducible_with_a_seed(make_emulator) -> None:
+    def statuses(seed: int) -> list[int]:
+        emu = make_emulator(seed=seed, error_5xx_rate=0.5)
+        with client(emu) as c:
+            return [c.post("/chat/completions", json=chat_body(max_tokens=50)).status_code for _ in range(12)]
+
+    first, again = statuses(7), statuses(7)
+    assert first == again
+    assert 200 in first and any(s >= 500 for s in first)
+
+
+def test_cache_entries_expire_after_the_ttl(make_emulator) -> None:
+    emu = make_emulator(cache_ttl_s=2, time_scale=0.01)  # 2 emulated seconds = 20 ms
+    with client(emu) as c:
+        c.post("/chat/completions", json=chat_body("one"))
+        time.sleep(0.1)
+        late = c.post("/chat/completions", json=chat_body("two")).json()["usage"]
+        soon = c.post("/chat/completions", json=chat_body("three")).json()["usage"]
+    assert late["cached_tokens"] == 0
+    assert soon["cached_tokens"] > 0

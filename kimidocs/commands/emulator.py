@@ -54,7 +54,10 @@ def register(app: typer.Typer) -> None:
         set_: Annotated[
             list[str] | None, Opt("--set", help="Any other knob as NAME=JSON_VALUE (repeatable).")
         ] = None,
-        config_json: Annotated[str | None, Opt(hidden=True, help="Full EmulatorConfig as JSON.")] = None,
+        config_json: Annotated[
+            str | None,
+            Opt(hidden=True, envvar="KIMIDOCS_EMULATOR_CONFIG", help="Full EmulatorConfig as JSON."),
+        ] = None,
         ready_file: Annotated[
             Path | None, Opt(hidden=True, help="Write {base_url} here once listening.")
         ] = None,

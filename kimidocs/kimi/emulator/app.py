@@ -679,7 +679,7 @@ class Emulator:
                 self.state.configure(**changes)
             except (ValueError, ValidationError) as error:
                 return JSONResponse({"error": str(error)}, status_code=400)
-        return JSONResponse(self.config.model_dump())
+        return JSONResponse(self.config.model_dump(exclude={"api_key"}))  # keys stay out of outputs
 
     async def control_fail_next(self, request: Request) -> Response:
         try:

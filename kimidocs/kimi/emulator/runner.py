@@ -239,8 +239,6 @@ def start_emulator_process(
         host,
         "--port",
         str(port),
-        "--config-json",
-        config.model_dump_json(),
         "--ready-file",
         str(ready),
         "--quiet",
@@ -251,7 +249,8 @@ def start_emulator_process(
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            # the config (with the key) goes by environment, not argv, which `ps` shows to everyone
+            env={**os.environ, **(env or {}), "KIMIDOCS_EMULATOR_CONFIG": config.model_dump_json()},
         )
     deadline = time.monotonic() + startup_timeout
     while not ready.exists():
