@@ -170,6 +170,12 @@ def test_summary_is_replaced_on_its_natural_key(store: Store) -> None:
     assert store.query("SELECT prompt_version, title FROM latest_summaries").rows == (("v2", "new prompt"),)
 
 
+def test_summary_can_set_the_document_status_in_the_same_transaction(store: Store) -> None:
+    store.save_document(_doc(), _file(_doc()), status="extracted")
+    store.save_summary(_row(), document_status="ok")
+    assert store.query("SELECT status FROM documents").rows == (("ok",),)
+
+
 def test_raw_output_that_is_not_json_is_kept_as_a_json_string(store: Store) -> None:
     warnings = store.save_summary(replace(_row(), raw="Sure! Here is the JSON: {oops"))
     assert warnings == ("raw: not valid JSON, stored as a JSON string",)

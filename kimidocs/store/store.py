@@ -312,8 +312,12 @@ class Store:
             ).fetchone()
         return row is not None
 
-    def save_summary(self, row: SummaryRow) -> tuple[str, ...]:
-        """Replace the result for its natural key; returns the coercion warnings (also stored)."""
+    def save_summary(self, row: SummaryRow, *, document_status: str | None = None) -> tuple[str, ...]:
+        """Replace the result for its natural key; returns the coercion warnings (also stored).
+
+        `document_status` also sets `documents.status` in the same transaction (one commit, ~5 ms
+        of fsync, instead of two).
+        """
         cols = summary_columns(row)
         names = [name.strip() for name in _SUMMARY_COLUMNS.split(",")]
         params = [cols.values[name] for name in names[:-1]] + [cols.values["raw"]] * 3
@@ -328,6 +332,12 @@ class Store:
                 [row.doc_id, row.profile, row.prompt_version, row.model],
             )
             con.execute(sql, params)
+            if document_status is not None:
+                con.execute(
+                    "UPDATE documents SET status = ?, error_type = NULL, error_message = NULL "
+                    "WHERE doc_id = ?",
+                    [document_status, row.doc_id],
+                )
         return cols.warnings
 
     # ------------------------------------------------------------------ reports
