@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
+import duckdb
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect_fixture import PrefectServer
+from prefect_fixture import REPO, PrefectServer, stop_process
 
 from flows.limits import (
     CONCURRENCY,
@@ -87,3 +92,73 @@ def test_acquire_fails_loudly_when_a_limit_was_deleted(clean_limits: PrefectServ
     delete_our_limits()
     with pytest.raises(Exception, match="kimi-"), limiter.acquire(10):
         pass
+
+
+TWO_PROCESS_DOCS = ("pdf/normal_4pages.pdf", "pdf/redp5110_sampled.pdf", "pdf/multi_page.pdf")
+FLOW_SCRIPT = (
+    "import sys, json; from flows.analyze import analyze_folder; "
+    "print(json.dumps(analyze_folder(folder=sys.argv[1], db=sys.argv[2], model='kimidocs-test-8k', "
+    "concurrency=4)))"
+)
+
+
+@pytest.mark.prefect_server
+@pytest.mark.slow
+def test_two_flow_runs_at_once_share_one_accounts_limits(
+    clean_limits: PrefectServer, emulator_process, corpus: Path, tmp_path: Path
+) -> None:
+    """Two processes, each a flow run with 4 documents in parallel, against one emulated account.
+
+    Shared limits: 2 concurrent requests; a bucket of 2 starts refilled at 1/s (at most 2 + 6 = 8 starts in
+    any 6 s). The emulator enforces the same with a 6 s "minute" (time_scale 0.1), 9 requests in it (one of
+    slack for network jitter) and 2 concurrent, answering 429 otherwise; its log is the evidence.
+    """
+    burst, decay, window_s = 2, 1.0, 6.0
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=CONCURRENCY, limit=2))
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=RPM, limit=burst, slot_decay_per_second=decay)
+        )
+    emulator = emulator_process(concurrency=2, rpm=9, time_scale=window_s / 60, latency_ms=300)
+    procs = []
+    for n in (1, 2):
+        folder = tmp_path / f"in{n}"
+        folder.mkdir()
+        for name in TWO_PROCESS_DOCS:
+            shutil.copy2(corpus / name, folder / Path(name).name)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", FLOW_SCRIPT, str(folder), str(tmp_path / f"out{n}.duckdb")],
+                cwd=REPO,
+                env=clean_limits.env(emulator.worker_env()),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+        )
+    outputs = []
+    for proc in procs:
+        try:
+            outputs.append(proc.communicate(timeout=240)[0])
+        finally:
+            stop_process(proc)
+    for proc, out in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, out[-4000:]
+        assert "Kimi limits shared through Prefect" in out
+
+    chats = emulator.requests("/chat/completions")
+    recorded = 0
+    for n in (1, 2):
+        with duckdb.connect(str(tmp_path / f"out{n}.duckdb"), read_only=True) as con:
+            assert con.execute("select count(*) from summaries").fetchone()[0] == len(TWO_PROCESS_DOCS)
+            recorded += con.execute("select count(*) from calls where status = 'ok'").fetchone()[0]
+    assert len(chats) == recorded >= 2 * len(TWO_PROCESS_DOCS) + 8  # map calls: enough to queue on the limits
+    assert {e["status"] for e in chats} == {200}, "the emulator refused requests: a limit was exceeded"
+    assert max(e["concurrency_at_arrival"] for e in chats) + 1 <= 2
+    assert emulator.stats()["max_concurrency"] <= 2
+    starts = sorted(e["time"] for e in chats)
+    for i in range(len(starts)):
+        for j in range(i + 1, len(starts)):
+            # j - i + 1 starts within (t_j - t_i) seconds: never more than the bucket allows (+1 for jitter).
+            assert j - i + 1 <= burst + decay * (starts[j] - starts[i]) + 1, (i, j, starts[j] - starts[i])
