@@ -389,6 +389,20 @@ def test_image_part_is_accepted_for_kimi_k25(kimi_emulator) -> None:
     assert 1040 <= extra <= 1045  # 1000 tokens per image x token_ratio (+ the text split in two parts)
 
 
+def test_image_part_is_refused_by_a_model_without_image_input(make_emulator) -> None:
+    emu = make_emulator(models=["moonshot-v1-128k"])  # an account that still has the old text model
+    body = chat_body(model="moonshot-v1-128k")
+    del body["thinking"]
+    body["messages"][1] = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}
+    with client(emu) as c:
+        response = c.post("/chat/completions", json=body)
+        listed = [m["id"] for m in c.get("/models").json()["data"]]
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert "image" in response.json()["error"]["message"]
+    assert listed == ["moonshot-v1-128k"]
+
+
 def test_reduce_merges_partials_keeping_their_pages(kimi_emulator) -> None:
     parts = [
         (

@@ -94,7 +94,7 @@ def evidence_on(raw: str, limit: int = 80) -> str | None:
     """A short exact substring of the page: the start of its first substantial line."""
     for line in raw.splitlines():
         line = line.strip()
-        if sum(ch.isalnum() for ch in line) < 10:
+        if sum(ch.isalnum() for ch in line) < 4:
             continue
         if len(line) > limit:
             line = line[:limit]

@@ -7,7 +7,7 @@ Latencies are real milliseconds (not scaled).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -65,7 +65,7 @@ class EmulatorConfig(BaseModel):
     cache_max_blocks: int = Field(2_000_000, ge=1)
 
     # answers
-    reasoning: str = "auto"  # "auto": reasoning_content when thinking is on; "off": never
+    reasoning: Literal["auto", "off"] = "auto"  # "auto": reasoning_content when thinking is on
 
     # latency (real milliseconds)
     latency_ms: float = Field(0.0, ge=0)  # before the first byte of an answer
