@@ -33,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 from kimidocs import tokens
 from kimidocs.kimi.emulator import answers
 from kimidocs.kimi.emulator.cache import block_chain
-from kimidocs.kimi.emulator.knobs import EmulatorConfig
+from kimidocs.kimi.emulator.knobs import TIERS, EmulatorConfig
 from kimidocs.kimi.emulator.limits import format_seconds
 from kimidocs.kimi.emulator.prompt import BadRequest, Prompt, parse_prompt
 from kimidocs.kimi.emulator.state import EmulatorState
@@ -301,7 +301,7 @@ class Emulator:
                 429,
                 "rate_limit_reached_error",
                 f"Your account {cfg.org_id}<{cfg.ak_id}> request reached organization max RPM: "
-                f"{cfg.limit('rpm') or 0}, please try again after {after} seconds",
+                f"{cfg.limit('rpm') or TIERS['tier1']['rpm']}, please try again after {after} seconds",
                 after,
             )
         rejection = self.state.limits.admit(cfg, prompt.prompt_tokens + budget)
