@@ -10,7 +10,10 @@ When the server still answers 429, the client calls `penalize(retry_after, kind)
 pause until then, and a concurrency 429 (someone else uses the account too) halves the effective
 concurrency, which then grows back by one slot every `recover_s` (AIMD).
 
-Time is injected (`Clock`), so the arithmetic is tested without sleeping.
+Time is injected (`Clock`), so the arithmetic is tested without sleeping. `time_scale` shrinks every
+duration the limiter owns (the minute and day windows, their margin, pauses, recovery, the longest wait)
+the way the emulator's `time_scale` shrinks its own, so benchmarks and tests run an RPM-bound tier in
+seconds; a server's Retry-After is real seconds already and is taken as is.
 """
 
 from __future__ import annotations
@@ -189,20 +192,24 @@ class RateLimiter:
         recover_s: float = 10.0,
         default_pause_s: float = 1.0,
         window_margin_s: float = 1.0,
+        time_scale: float = 1.0,
     ) -> None:
         if limits.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if time_scale <= 0:
+            raise ValueError("time_scale must be positive")
         self.limits = limits
-        self.max_wait_s = max_wait_s
-        self.recover_s = recover_s
-        self.default_pause_s = default_pause_s
+        self.time_scale = time_scale
+        self.max_wait_s = max_wait_s * time_scale
+        self.recover_s = recover_s * time_scale
+        self.default_pause_s = default_pause_s * time_scale
         self._clock = clock or SystemClock()
         self._cond = threading.Condition()
         self._in_flight = 0
         # The server stamps a request a little after we admit it, so our windows last a little longer
         # than its own: at the edge of a window we wait a moment instead of drawing a 429.
-        self._minute = _Window(MINUTE + window_margin_s)
-        self._day = _Window(DAY + window_margin_s)
+        self._minute = _Window((MINUTE + window_margin_s) * time_scale)
+        self._day = _Window((DAY + window_margin_s) * time_scale)
         self._paused_until = -math.inf
         self._reduced_to: int | None = None
         self._reduced_at = 0.0
