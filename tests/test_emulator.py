@@ -280,6 +280,21 @@ def test_fail_next_then_success_and_the_project_client_retries(kimi_emulator) ->
     assert [e["status"] for e in kimi_emulator.requests("/chat/completions")] == [500, 500, 200, 503, 200]
 
 
+def test_fail_next_can_target_requests_by_content(kimi_emulator) -> None:
+    kimi_emulator.fail_next("length", match="<partial ")
+    with client(kimi_emulator) as c:
+        plain = c.post("/chat/completions", json=chat_body())
+        body = chat_body()
+        body["messages"][1] = {
+            "role": "user",
+            "content": '<partial first_page="1" last_page="2">{}</partial>',
+        }
+        reduce = c.post("/chat/completions", json=body)
+    assert plain.json()["choices"][0]["finish_reason"] == "stop"
+    assert reduce.json()["choices"][0]["finish_reason"] == "length"
+    assert [e["fault"] for e in kimi_emulator.requests()] == [None, "length"]
+
+
 def test_truncated_stream_has_no_done(kimi_emulator) -> None:
     kimi_emulator.fail_next("truncate")
     with client(kimi_emulator) as c, c.stream("POST", "/chat/completions", json=chat_body(stream=True)) as r:

@@ -94,6 +94,7 @@ class Turn:
     chain: list[bytes] = field(default_factory=list)
     thinking: bool = False
     admitted: bool = False
+    body_text: str = ""  # the raw body, for `fail_next(match=...)`
 
 
 def _sha(data: bytes | str) -> str:
@@ -223,6 +224,7 @@ class Emulator:
     async def read_json(self, request: Request, turn: Turn) -> dict[str, Any]:
         raw = await request.body()
         turn.entry["request_hash"] = _sha(raw)
+        turn.body_text = raw.decode("utf-8", "replace")
         try:
             data = json.loads(raw)
         except ValueError:
@@ -280,7 +282,7 @@ class Emulator:
             else min(model.max_output, model.window - prompt.prompt_tokens)
         )
 
-        fault = self.state.draw_fault()
+        fault = self.state.draw_fault(turn.body_text)
         turn.entry["fault"] = fault
         if fault in _SERVER_ERRORS:
             raise ApiError(int(fault), *_SERVER_ERRORS[fault])
@@ -684,10 +686,13 @@ class Emulator:
     async def control_fail_next(self, request: Request) -> Response:
         try:
             data = await request.json()
-            self.state.fail_next(str(data.get("kind")), int(data.get("count", 1)))
+            match = data.get("match")
+            self.state.fail_next(
+                str(data.get("kind")), int(data.get("count", 1)), None if match is None else str(match)
+            )
         except (ValueError, TypeError, AttributeError) as error:
             return JSONResponse({"error": str(error)}, status_code=400)
-        return JSONResponse({"queued": list(self.state.fail_queue)})
+        return JSONResponse({"queued": [{"kind": k, "match": m} for k, m in self.state.fail_queue]})
 
     async def control_requests(self, request: Request) -> Response:
         return JSONResponse(self.state.requests())

@@ -83,8 +83,9 @@ class EmulatorHandle:
     def configure(self, **knobs: Any) -> EmulatorConfig:
         return self.state.configure(**knobs)
 
-    def fail_next(self, kind: str, count: int = 1) -> None:
-        self.state.fail_next(kind, count)
+    def fail_next(self, kind: str, count: int = 1, match: str | None = None) -> None:
+        """Fail the next `count` chat requests (whose raw body contains `match`, when given) with `kind`."""
+        self.state.fail_next(kind, count, match)
 
     def reset(self) -> None:
         self.state.reset()
@@ -185,8 +186,8 @@ class EmulatorProcess:
     def configure(self, **knobs: Any) -> dict[str, Any]:
         return self._call("POST", "/_emulator/config", knobs)
 
-    def fail_next(self, kind: str, count: int = 1) -> None:
-        self._call("POST", "/_emulator/fail_next", {"kind": kind, "count": count})
+    def fail_next(self, kind: str, count: int = 1, match: str | None = None) -> None:
+        self._call("POST", "/_emulator/fail_next", {"kind": kind, "count": count, "match": match})
 
     def reset(self) -> None:
         self._call("POST", "/_emulator/reset", {})

@@ -51,7 +51,7 @@ class EmulatorState:
         self.cache = PrefixCache(self.clock)
         self.limits = AccountLimits(self.clock)
         self.rng = random.Random(config.seed)
-        self.fail_queue: deque[str] = deque()
+        self.fail_queue: deque[tuple[str, str | None]] = deque()  # (kind, substring the body must hold)
         self.log: deque[dict[str, Any]] = deque(maxlen=config.log_max_entries)
         self.spent_usd = 0.0
         self.counter = 0
@@ -86,17 +86,22 @@ class EmulatorState:
 
     # --- faults ------------------------------------------------------------------------------------------
 
-    def fail_next(self, kind: str, count: int = 1) -> None:
+    def fail_next(self, kind: str, count: int = 1, match: str | None = None) -> None:
+        """Fail the next `count` chat requests with `kind` (only requests whose body contains `match`)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(FAULT_KINDS)}")
+        if count < 1:
+            raise ValueError("count must be at least 1")
         with self.lock:
-            self.fail_queue.extend([kind] * count)
+            self.fail_queue.extend([(kind, match)] * count)
 
-    def draw_fault(self) -> str | None:
-        """The fault for the next chat request: a queued one first, else one random draw per knob."""
+    def draw_fault(self, body: str = "") -> str | None:
+        """The fault for a chat request: the first queued one that matches, else one random draw per knob."""
         with self.lock:
-            if self.fail_queue:
-                return self.fail_queue.popleft()
+            for i, (kind, match) in enumerate(self.fail_queue):
+                if match is None or match in body:
+                    del self.fail_queue[i]
+                    return kind
             cfg = self.config
             if not any(getattr(cfg, rate) for rate in FAULT_RATES):
                 return None
