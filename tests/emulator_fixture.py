@@ -5,7 +5,7 @@
     kimi_emulator_process   an emulator in its own process (for Prefect workers and other subprocesses)
 
 Every handle is stopped at teardown. Handles expose base_url, api_key, requests(), chat_requests(),
-configure(**knobs), fail_next(kind, count), reset(), stats(), worker_env().
+configure(**knobs), fail_next(kind, count, match=None), reset(), stats(), worker_env().
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
     GET  /v1/models                           the account's models
     GET  /v1/users/me/balance                 starting balance minus what completed calls cost
     GET|POST /_emulator/config                read / change knobs (JSON object of EmulatorConfig fields)
-    POST /_emulator/fail_next                 {"kind": "500", "count": 2}: fail the next chat requests
+    POST /_emulator/fail_next                 {"kind": "500", "count": 2, "match": null}: fail the next
+                                              chat requests (only those whose body contains `match`)
     GET  /_emulator/requests                  the request log (JSON list); POST /_emulator/reset clears it
     GET  /_emulator/stats                     max concurrency seen, RPM/TPM now and max, statuses, spend
 
