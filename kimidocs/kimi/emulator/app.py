@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -315,8 +316,10 @@ class Emulator:
         released = False
         try:
             turn.chain = await anyio.to_thread.run_sync(block_chain, prompt.seq, chain_scope, cfg.cache_block)
-            cached = self.state.cache.lookup(turn.chain, self._ttl()) * cfg.cache_block
-            cached = min(cached, prompt.prompt_tokens)
+            # Blocks are hashed over our o200k ids, but usage counts Kimi tokens (ours x token_ratio):
+            # the cached prefix is reported in Kimi tokens, whole blocks only, like prompt_tokens.
+            hits = self.state.cache.lookup(turn.chain, self._ttl())
+            cached = min(math.floor(hits * cfg.token_ratio) * cfg.cache_block, prompt.prompt_tokens)
             turn.entry["cached_tokens"] = cached
             result = await anyio.to_thread.run_sync(self.compose, body, prompt, turn.thinking, budget, fault)
             turn.entry.update(result.log_fields())
