@@ -13,7 +13,7 @@ import unicodedata
 from collections import Counter
 
 import pytest
-from conftest import CORPUS, manifest_rows
+from conftest import CORPUS, extracted, manifest_rows
 
 import extractors
 from extractors import (
@@ -86,24 +86,6 @@ MIN_CHARS = {
     "pdf/issue-336-example.pdf": 1_000,
     "pdf/Seige_of_Vicksburg_Sample_OCR.pdf": 10_000,
 }
-
-LONG_PDFS = ("pdf/public-speaking-x2.pdf", "pdf/The-Art-of-Public-Speaking.pdf")
-_cache: dict[str, Document | ExtractionError] = {}
-
-
-def extracted(rel: str) -> Document | ExtractionError:
-    """Extract each corpus file at most once per test session. The long PDFs (about 40 s and
-    20 s with pypdf) are extracted together on both cores with `extract_many`."""
-    if rel in LONG_PDFS and rel not in _cache:
-        paths = {str(CORPUS / r): r for r in LONG_PDFS}
-        for path, result in extractors.extract_many(list(paths), workers=2):
-            _cache[paths[path]] = result
-    if rel not in _cache:
-        try:
-            _cache[rel] = extractors.extract(CORPUS / rel)
-        except ExtractionError as exc:
-            _cache[rel] = exc
-    return _cache[rel]
 
 
 def squash(text: str) -> str:

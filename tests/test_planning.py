@@ -6,6 +6,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS, extracted
 
 import extractors
 from kimidocs import tokens
@@ -27,7 +28,7 @@ PROFILE = load_profile("summary")
 
 
 def _page_tokens(path: Path) -> list[PageTokens]:
-    doc = extractors.extract(path)
+    doc = extracted(str(path.relative_to(CORPUS)))  # shared with the manifest test: long PDFs once
     counts = tokens.count_many([p.text for p in doc.pages])
     return [PageTokens(p.number, p.text, n) for p, n in zip(doc.pages, counts, strict=True)]
 
