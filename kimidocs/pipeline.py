@@ -4,7 +4,9 @@
       -> plan -> map/reduce calls (each logged the moment it returns) -> citations -> store summary
 
 `flows/` wraps `open_run` / `analyze_file` / `close_run` in Prefect tasks; `run_folder` is the
-same thing with a thread pool, for `kimidocs analyze` without Prefect and for benchmarks.
+same thing with a thread pool, for `kimidocs analyze` without Prefect and for benchmarks. When
+requests per minute bind (Tier0), `run_folder` also packs small documents several to a request
+(`packing.py`); each is still validated and stored on its own, as if it had been read alone.
 State is written after success, never before: a call row exists only for a call that returned,
 a summary only for a document that finished, so a crashed run resumes without re-paying.
 """
@@ -29,14 +31,15 @@ from kimidocs.budget import BudgetExceeded, CostGuard
 from kimidocs.costs import call_cost, estimate_plan_cost
 from kimidocs.discover import FoundFile, discover
 from kimidocs.kimi.errors import KimiError
-from kimidocs.kimi.limits import RateLimiter
+from kimidocs.kimi.limits import RateLimiter, RateLimits
 from kimidocs.kimi.policy import apply_policy, should_stream
-from kimidocs.mapreduce import CallOutcome, run_plan
+from kimidocs.mapreduce import CallOutcome, MapReduceResult, run_plan
 from kimidocs.models import ModelInfo, get_model
-from kimidocs.planning import Plan, budget_for, page_tokens_of, plan_document
-from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals
-from kimidocs.requests import ChatRequest
-from kimidocs.results import check_citations
+from kimidocs.packing import PackBuilder, is_small, pack_output_tokens, packing_pays, split_usage
+from kimidocs.planning import SINGLE, Plan, budget_for, page_tokens_of, plan_document
+from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals, Usage
+from kimidocs.requests import ChatRequest, PackedDocument, pack_request
+from kimidocs.results import OutputInvalid, Summary, check_citations, parse_packed, summary_json
 from kimidocs.settings import Settings, load_settings
 from kimidocs.store import Store, SummaryRow
 from prompts import Profile, load_profile
@@ -50,6 +53,27 @@ def _quiet(event: str, data: dict) -> None:
 
 class RunAborted(Exception):
     """A problem that would fail every remaining document (wrong key, no quota): stop the run."""
+
+
+@dataclass
+class PackStats:
+    """What packing did in a run: documents sent in packs, pack requests, documents re-read alone."""
+
+    documents: int = 0
+    requests: int = 0
+    retried_alone: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def requests_saved(self) -> int:
+        """Requests not made compared with reading every packed document alone (negative if packing
+        cost more: a pack whose answer was unusable is one request more than nothing)."""
+        return self.documents - self.requests - self.retried_alone
+
+    @property
+    def extra_call_rows(self) -> int:
+        """Call rows beyond one per request: a pack is logged once per document it carried."""
+        return self.documents - self.requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +91,7 @@ class RunOptions:
     force: bool = False
     db: str | None = None
     flow_run_id: str | None = None
+    pack: bool | None = None  # small documents several to a request: None = only where RPM binds
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +132,7 @@ class RunContext:
     aborted: threading.Event = field(default_factory=threading.Event)
     abort_reason: str | None = None
     started: float = field(default_factory=time.perf_counter)
+    packs: PackStats = field(default_factory=lambda: PackStats())
 
     def abort(self, reason: str) -> None:
         self.abort_reason = self.abort_reason or reason
@@ -187,7 +213,25 @@ def _fail(
     return DocumentOutcome(found.path, status, doc_id=doc_id, error_type=error_type, message=message)
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A document extracted, stored and planned, about to be sent."""
+
+    found: FoundFile
+    doc: Document
+    plan: Plan
+    base: DocumentOutcome
+
+
 def _analyze(ctx: RunContext, found: FoundFile) -> DocumentOutcome:
+    prepared = _prepare(ctx, found)
+    if isinstance(prepared, DocumentOutcome):
+        return prepared
+    return _summarise(ctx, prepared.found, prepared.doc, prepared.plan, prepared.base)
+
+
+def _prepare(ctx: RunContext, found: FoundFile) -> DocumentOutcome | _Prepared:
+    """Everything before the first call: the outcome when the document ends here, else its plan."""
     if ctx.aborted.is_set():
         return DocumentOutcome(found.path, "skipped", error_type="RunAborted", message=ctx.abort_reason)
     if found.error:
@@ -232,7 +276,7 @@ def _analyze(ctx: RunContext, found: FoundFile) -> DocumentOutcome:
     )
     if ctx.options.dry_run:
         return base
-    return _summarise(ctx, found, doc, plan, base)
+    return _Prepared(found, doc, plan, base)
 
 
 def _summarise(
@@ -256,11 +300,23 @@ def _summarise(
         return replace(_fail(ctx, found, "call", "RunAborted", str(err), doc.sha256), **caller.totals())
     except KimiError as err:
         return replace(_fail(ctx, found, "call", type(err).__name__, str(err), doc.sha256), **caller.totals())
+    return _store_result(ctx, found, doc, result, base, caller.totals())
+
+
+def _store_result(
+    ctx: RunContext,
+    found: FoundFile,
+    doc: Document,
+    result: MapReduceResult,
+    base: DocumentOutcome,
+    totals: dict,
+) -> DocumentOutcome:
+    """Check citations against the document's own pages and store its summary (alone or packed)."""
     if result.summary is None:
         reason = "; ".join(result.errors) or "no summary produced"
         return replace(
             _fail(ctx, found, "validate", "OutputInvalid", f"{found.path}: {reason}", doc.sha256),
-            **caller.totals(),
+            **totals,
         )
     pages = {p.number: p.text for p in doc.pages}
     summary, report = check_citations(result.summary, pages, set(pages))
@@ -298,31 +354,61 @@ def _summarise(
         status="ok",
         coverage=result.coverage,
         title=summary.title or None,
-        **caller.totals(),
+        **totals,
         message=report.describe() if report.dropped else None,
     )
 
 
 class KimiCaller:
-    """The `call` that map-reduce uses: resume by request key, budget, policy, client, call log."""
+    """The `call` that map-reduce uses: resume by request key, budget, policy, client, call log.
 
-    def __init__(self, ctx: RunContext, doc_id: str) -> None:
+    A packed request (`shares`: doc_id -> weight, its rendered tokens) is logged once per document it
+    carried: same request key and response, that document's share of the tokens and the cost, so
+    per-document costs stay right. `totals(doc_id)` is one document's share.
+    """
+
+    def __init__(self, ctx: RunContext, doc_id: str | None, *, shares: dict[str, int] | None = None) -> None:
         self.ctx = ctx
         self.doc_id = doc_id
+        self.shares = shares
         self._lock = threading.Lock()
-        self._calls = 0
-        self._prompt = self._cached = self._completion = 0
-        self._cost = 0.0
+        self._totals: dict[str | None, list] = {}  # doc_id -> [calls, prompt, cached, completion, cost]
 
-    def totals(self) -> dict:
+    def totals(self, doc_id: str | None = None) -> dict:
+        key = doc_id if self.shares else self.doc_id
         with self._lock:
-            return {
-                "calls": self._calls,
-                "prompt_tokens": self._prompt,
-                "cached_tokens": self._cached,
-                "completion_tokens": self._completion,
-                "cost_usd": self._cost,
-            }
+            calls, prompt, cached, completion, cost = self._totals.get(key, [0, 0, 0, 0, 0.0])
+        return {
+            "calls": calls,
+            "prompt_tokens": prompt,
+            "cached_tokens": cached,
+            "completion_tokens": completion,
+            "cost_usd": cost,
+        }
+
+    def _add(self, doc_id: str | None, usage: Usage, cost: float) -> None:
+        with self._lock:
+            t = self._totals.setdefault(doc_id, [0, 0, 0, 0, 0.0])
+            t[0] += 1
+            t[1] += usage.prompt_tokens
+            t[2] += usage.cached_tokens
+            t[3] += usage.completion_tokens
+            t[4] += cost
+
+    def _per_document(self, record: CallRecord, usage: Usage) -> list[tuple[CallRecord, Usage, float]]:
+        """The call's log rows: one, or one per document of a pack with its share of the usage."""
+        if not self.shares:
+            return [(record, usage, call_cost(usage, self.ctx.model))]
+        ids = list(self.shares)
+        parts = split_usage(usage, [self.shares[i] for i in ids])
+        return [
+            (
+                replace(record, call_id=uuid.uuid4().hex, doc_id=doc_id, chunk_index=i),
+                part,
+                call_cost(part, self.ctx.model),
+            )
+            for i, (doc_id, part) in enumerate(zip(ids, parts, strict=True))
+        ]
 
     def __call__(self, request: ChatRequest) -> CallOutcome:
         ctx = self.ctx
@@ -360,40 +446,33 @@ class KimiCaller:
             )
         except KimiError as err:
             ctx.guard.settle(estimate, 0.0)
-            ctx.store.save_call(
-                replace(
-                    record,
-                    status="error",
-                    error=str(err),
-                    http_status=getattr(err, "status", None),
-                    attempts=getattr(err, "attempts", 1) or 1,
-                )
+            failed = replace(
+                record,
+                status="error",
+                error=str(err),
+                http_status=getattr(err, "status", None),
+                attempts=getattr(err, "attempts", 1) or 1,
             )
+            ctx.store.save_calls([row for row, _u, _c in self._per_document(failed, Usage())])
             if getattr(err, "fatal_for_run", False):
                 ctx.abort(str(err))
                 raise RunAborted(str(err)) from err
             raise
         cost = call_cost(result.usage, ctx.model)
         ctx.guard.settle(estimate, cost)
-        ctx.store.save_call(
-            replace(
-                record,
-                usage=result.usage,
-                cost_usd=cost,
-                latency_ms=result.latency_ms,
-                ttft_ms=result.ttft_ms,
-                attempts=result.attempts,
-                finish_reason=result.finish_reason,
-                http_status=result.http_status,
-                response=result.content,
-            )
+        done = replace(
+            record,
+            latency_ms=result.latency_ms,
+            ttft_ms=result.ttft_ms,
+            attempts=result.attempts,
+            finish_reason=result.finish_reason,
+            http_status=result.http_status,
+            response=result.content,
         )
-        with self._lock:
-            self._calls += 1
-            self._prompt += result.usage.prompt_tokens
-            self._cached += result.usage.cached_tokens
-            self._completion += result.usage.completion_tokens
-            self._cost += cost
+        rows = self._per_document(done, result.usage)
+        ctx.store.save_calls([replace(row, usage=usage, cost_usd=c) for row, usage, c in rows])
+        for row, usage, c in rows:
+            self._add(row.doc_id, usage, c)
         ctx.observer("call_finished", {"usage": result.usage, "cost_usd": cost, "stage": request.stage})
         return CallOutcome(content=result.content, finish_reason=result.finish_reason)
 
@@ -423,6 +502,7 @@ class RunReport:
     status: str
     message: str | None = None
     seconds: float = 0.0
+    packed_requests_saved: int = 0
 
     def count(self, *statuses: str) -> int:
         return sum(1 for o in self.outcomes if o.status in statuses)
@@ -465,6 +545,7 @@ def close_run(ctx: RunContext, outcomes: Iterable[DocumentOutcome]) -> RunReport
         status,
         ctx.abort_reason,
         time.perf_counter() - ctx.started,
+        ctx.packs.requests_saved,
     )
     ctx.store.finish_run(
         ctx.run_id,
@@ -473,7 +554,7 @@ def close_run(ctx: RunContext, outcomes: Iterable[DocumentOutcome]) -> RunReport
             documents_ok=report.count("ok", "unchanged"),
             documents_skipped=report.count("skipped"),
             documents_failed=report.count("failed"),
-            calls=sum(o.calls for o in outs),
+            calls=sum(o.calls for o in outs) - ctx.packs.extra_call_rows,
             prompt_tokens=report.prompt_tokens,
             cached_tokens=report.cached_tokens,
             completion_tokens=sum(o.completion_tokens for o in outs),
@@ -502,9 +583,146 @@ def run_folder(
         files = list_files(ctx)
         observer("files_found", {"count": len(files)})
         workers = max(1, min(options.concurrency, len(files) or 1))
+        packer = _Packer(ctx) if _packing_on(ctx) else None
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kimidocs-doc") as pool:
-            outcomes = list(pool.map(lambda f: analyze_file(ctx, f), files))
+            if packer is None:
+                outcomes = list(pool.map(lambda f: analyze_file(ctx, f), files))
+            else:
+                done = {o.path: o for batch in pool.map(packer.analyze, files) for o in batch}
+                done.update((o.path, o) for o in packer.flush())
+                outcomes = [done[f.path] for f in files]
     except BaseException:
         ctx.backend.close()
         raise
     return close_run(ctx, outcomes)
+
+
+# ---------------------------------------------------------------------------------------------- packing
+
+
+def _account_limits(ctx: RunContext) -> RateLimits | None:
+    """The limits the client's limiter enforces, else the configured tier's."""
+    limits = getattr(ctx.backend.client.limiter, "limits", None)
+    if isinstance(limits, RateLimits):
+        return limits
+    try:
+        return RateLimits.for_tier(ctx.settings.tier)
+    except ValueError:
+        return None
+
+
+def _packing_on(ctx: RunContext) -> bool:
+    """`pack` as asked; by default only where RPM binds for a typical small document read alone."""
+    if ctx.options.dry_run or ctx.options.pack is False:
+        return False
+    if ctx.options.pack:
+        return True
+    budget = budget_for(ctx.model, ctx.profile)
+    typical = budget.fixed_prompt_tokens + 2_000 + budget.max_output_tokens  # a ~2,000-token document
+    return packing_pays(_account_limits(ctx), typical)
+
+
+class _Packer:
+    """run_folder's packing: small single-call documents wait in a `PackBuilder`; a full group goes
+    out as one request from the worker that filled it, the rest (large, scanned) are read alone."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.budget = budget_for(ctx.model, ctx.profile)
+        self.builder: PackBuilder[tuple[_Prepared, float]] = PackBuilder(
+            lambda item: _pack_tokens(item[0]), self.budget, ctx.model
+        )
+
+    def analyze(self, found: FoundFile) -> list[DocumentOutcome]:
+        """One file: its outcome now, or (packable) none until its pack is sent."""
+        t0 = time.perf_counter()
+        self.ctx.observer("document_started", {"path": found.path})
+        prepared = _prepare(self.ctx, found)
+        if isinstance(prepared, DocumentOutcome):
+            return [self._finish(prepared, t0)]
+        if not self._packable(prepared):
+            return [self._finish(_summarise(self.ctx, found, prepared.doc, prepared.plan, prepared.base), t0)]
+        group = self.builder.add((prepared, t0))
+        return self._send(group) if group else []
+
+    def flush(self) -> list[DocumentOutcome]:
+        return self._send(self.builder.flush())
+
+    def _finish(self, outcome: DocumentOutcome, t0: float) -> DocumentOutcome:
+        outcome = replace(outcome, seconds=time.perf_counter() - t0)
+        self.ctx.observer("document_finished", {"outcome": outcome})
+        return outcome
+
+    def _packable(self, p: _Prepared) -> bool:
+        plan = p.plan
+        return (
+            plan.strategy == SINGLE
+            and not plan.skipped_pages
+            and not any(piece.images for piece in plan.chunks[0].pieces)
+            and is_small(_pack_tokens(p), self.budget)
+        )
+
+    def _alone(self, p: _Prepared, t0: float) -> DocumentOutcome:
+        return self._finish(_summarise(self.ctx, p.found, p.doc, p.plan, p.base), t0)
+
+    def _send(self, group: tuple[tuple[_Prepared, float], ...]) -> list[DocumentOutcome]:
+        """One pack request; each document's part validated and stored alone, a bad part re-read alone."""
+        if len(group) <= 1:
+            return [self._alone(p, t0) for p, t0 in group]
+        ctx = self.ctx
+        labels = {f"D{i + 1}": p for i, (p, _t0) in enumerate(group)}  # short ids: cheap, hard to garble
+        docs = [PackedDocument(label, p.plan.chunks[0].pieces) for label, p in labels.items()]
+        request = pack_request(
+            ctx.profile,
+            ctx.model,
+            docs,
+            self.budget,
+            max_tokens=pack_output_tokens(len(docs), self.budget, ctx.model),
+        )
+        caller = KimiCaller(ctx, None, shares={p.doc.sha256: _pack_tokens(p) for p in labels.values()})
+        with ctx.packs.lock:
+            ctx.packs.documents += len(group)
+            ctx.packs.requests += 1
+        parts: dict[str, Summary | Exception]
+        try:
+            outcome = caller(request)
+            if outcome.finish_reason == "length":
+                cut = OutputInvalid("the packed answer was cut at max_tokens", outcome.content)
+                parts = dict.fromkeys(labels, cut)
+            else:
+                parts = dict(parse_packed(outcome.content, list(labels)))
+        except (BudgetExceeded, RunAborted, KimiError) as err:
+            parts = dict.fromkeys(labels, err)  # read alone: each then ends as it would have alone
+        out = []
+        for (label, p), (_p, t0) in zip(labels.items(), group, strict=True):
+            part, share = parts[label], caller.totals(p.doc.sha256)
+            if isinstance(part, Summary):
+                result = _packed_result(p, part)
+                out.append(self._finish(_store_result(ctx, p.found, p.doc, result, p.base, share), t0))
+                continue
+            ctx.observer("pack_part_failed", {"path": p.found.path, "reason": str(part)})
+            with ctx.packs.lock:
+                ctx.packs.retried_alone += 1
+            alone = self._alone(p, t0)
+            out.append(
+                replace(alone, **{k: getattr(alone, k) + v for k, v in share.items()}),
+            )
+        return out
+
+
+def _pack_tokens(p: _Prepared) -> int:
+    return PackedDocument(p.doc.sha256, p.plan.chunks[0].pieces).cost
+
+
+def _packed_result(p: _Prepared, summary: Summary) -> MapReduceResult:
+    """A pack's part as if the document had been read alone in one call."""
+    chunk = p.plan.chunks[0]
+    return MapReduceResult(
+        p.doc.sha256,
+        summary,
+        coverage=p.plan.coverage,
+        pages_read=len(chunk.pages),
+        pages_total=p.plan.pages_total,
+        raw=summary_json(summary),
+        calls=1,
+    )

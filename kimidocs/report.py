@@ -29,8 +29,13 @@ def report_markdown(report: RunReport, *, top: int = 5) -> str:
         f"- cost: ${report.cost_usd:.4f}"
         + (f" (estimated ${report.cost_usd_est:.4f})" if report.cost_usd_est else ""),
         f"- wall time: {report.seconds:.1f} s",
-        "",
     ]
+    if report.packed_requests_saved:
+        lines.append(
+            f"- packing: {report.packed_requests_saved:,} requests saved "
+            "(small documents sent several to a request)"
+        )
+    lines.append("")
     done = [o for o in report.outcomes if o.status == "ok"]
     if done:
         lines += ["## Slowest documents", "", "| document | seconds | pages | calls |", "|---|---|---|---|"]
