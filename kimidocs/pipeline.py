@@ -414,7 +414,9 @@ class KimiCaller:
         ctx = self.ctx
         if ctx.aborted.is_set():
             raise RunAborted(ctx.abort_reason or "run aborted")
-        prior = ctx.store.find_completed_call(request.request_key)
+        # Resume: a call that already returned (same request key) is not paid again -- unless
+        # the user asked for a fresh analysis with --force.
+        prior = None if ctx.options.force else ctx.store.find_completed_call(request.request_key)
         if prior is not None and prior.response is not None:
             ctx.observer("call_reused", {"request_key": request.request_key})
             return CallOutcome(content=prior.response, finish_reason=prior.finish_reason, reused=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -76,10 +77,17 @@ def _reason(o: pipeline.DocumentOutcome) -> str:
 
 def _summary_table(report: pipeline.RunReport) -> Table:
     table = Table(title=f"kimidocs run {report.run_id[:12]} ({report.backend})", show_lines=False)
-    table.add_column("document", no_wrap=True, max_width=36, overflow="ellipsis")
-    for col in ("status", "pages", "strategy", "coverage", "calls", "cost $"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("title / reason", no_wrap=True, max_width=60, overflow="ellipsis")
+    table.add_column("document", no_wrap=True, min_width=12, max_width=36, overflow="ellipsis")
+    for col, width in (
+        ("status", 9),
+        ("pages", 5),
+        ("strategy", 10),
+        ("coverage", 8),
+        ("calls", 5),
+        ("cost $", 7),
+    ):
+        table.add_column(col, no_wrap=True, min_width=width)
+    table.add_column("title / reason", no_wrap=True, min_width=10, max_width=60, overflow="ellipsis")
     for o in report.outcomes:
         cost = o.cost_usd_est if o.status == "planned" else o.cost_usd
         table.add_row(
@@ -115,7 +123,8 @@ def analyze(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress; for cron.")] = False,
 ) -> None:
     """Analyse every PDF/DOCX/text file under PATH and store structured summaries in DuckDB."""
-    console = Console(stderr=False)
+    # A pipe or a CI log has no width of its own: give the tables room instead of squeezing them.
+    console = Console(width=None if sys.stdout.isatty() else 150)
     screen = _Screen(console, quiet)
     options = pipeline.RunOptions(
         folder=str(path),
