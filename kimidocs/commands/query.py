@@ -133,7 +133,16 @@ def register(app: typer.Typer) -> None:
         result = QueryResult(
             ("path", "page_no", "score", "snippet", "doc_id"),
             ("VARCHAR", "INTEGER", "DOUBLE", "VARCHAR", "VARCHAR"),
-            tuple((h.path, h.page_no, round(h.score, 4), h.snippet, h.doc_id) for h in hits),
+            tuple(
+                (
+                    h.path,
+                    h.page_no,
+                    round(h.score, 4),
+                    h.snippet,
+                    h.doc_id[:12] if fmt is Format.table else h.doc_id,
+                )
+                for h in hits
+            ),
         )
         render(result, fmt)
 
