@@ -21,15 +21,15 @@ class FakeClock:
         self.t += timeout
 
 
-def test_scaled_minute_and_margin():
+def test_scaled_minute_real_margin():
     clock = FakeClock()
-    lim = RateLimiter(RateLimits(concurrency=1, rpm=3), clock=clock, time_scale=0.01, window_margin_s=2.0)
+    lim = RateLimiter(RateLimits(concurrency=1, rpm=3), clock=clock, time_scale=0.01, window_margin_s=0.05)
     start = clock.t
     for _ in range(4):
         with lim.acquire(0):
             pass
-    # the 4th request waits one scaled minute plus the scaled margin: (60 + 2) * 0.01 s
-    assert clock.t - start == pytest.approx(0.62)
+    # the 4th request waits one scaled minute (60 * 0.01 s) plus the margin, which stays real seconds
+    assert clock.t - start == pytest.approx(0.65)
 
 
 def test_server_retry_after_is_real_seconds_and_pauses_are_scaled():

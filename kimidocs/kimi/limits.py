@@ -10,10 +10,11 @@ When the server still answers 429, the client calls `penalize(retry_after, kind)
 pause until then, and a concurrency 429 (someone else uses the account too) halves the effective
 concurrency, which then grows back by one slot every `recover_s` (AIMD).
 
-Time is injected (`Clock`), so the arithmetic is tested without sleeping. `time_scale` shrinks every
-duration the limiter owns (the minute and day windows, their margin, pauses, recovery, the longest wait)
-the way the emulator's `time_scale` shrinks its own, so benchmarks and tests run an RPM-bound tier in
-seconds; a server's Retry-After is real seconds already and is taken as is.
+Time is injected (`Clock`), so the arithmetic is tested without sleeping. `time_scale` shrinks the
+durations the limiter owns (the minute and day windows, pauses, recovery, the longest wait) the way the
+emulator's `time_scale` shrinks its own, so benchmarks and tests run an RPM-bound tier in seconds. Two
+things stay real seconds: a server's Retry-After, and `window_margin_s`, which covers the delay between
+our admission and the server's time stamp (network, parsing), a delay no clock setting shortens.
 """
 
 from __future__ import annotations
@@ -208,8 +209,8 @@ class RateLimiter:
         self._in_flight = 0
         # The server stamps a request a little after we admit it, so our windows last a little longer
         # than its own: at the edge of a window we wait a moment instead of drawing a 429.
-        self._minute = _Window((MINUTE + window_margin_s) * time_scale)
-        self._day = _Window((DAY + window_margin_s) * time_scale)
+        self._minute = _Window(MINUTE * time_scale + window_margin_s)
+        self._day = _Window(DAY * time_scale + window_margin_s)
         self._paused_until = -math.inf
         self._reduced_to: int | None = None
         self._reduced_at = 0.0
