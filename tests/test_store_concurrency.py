@@ -29,12 +29,13 @@ WRITER = textwrap.dedent(
     store.migrate()
     print("ready", flush=True)
     end = time.monotonic() + float(sys.argv[2])
+    prefix = sys.argv[3] if len(sys.argv) > 3 else ""
     n = 0
     while time.monotonic() < end:
-        doc_id = f"doc{n:06d}"
+        doc_id = f"{prefix}doc{n:06d}"
         doc = Document(f"in/{n}.pdf", doc_id, "pdf", 100, (Page(1, f"page one of {n}"), Page(2, "two")), "1")
         store.save_document(doc, FileRecord(doc.path, doc_id, 100, datetime.now(UTC)))
-        store.save_call(CallRecord(f"c{n}", "r1", doc_id, "single", f"k{n}", "kimi-k2.5", "emulator",
+        store.save_call(CallRecord(f"{prefix}c{n}", "r1", doc_id, "single", f"k{n}", "kimi-k2.5", "emulator",
                                    usage=Usage(100, 50, 10), started_at=datetime.now(UTC)))
         n += 1
     store.close()
@@ -98,3 +99,25 @@ def test_a_file_held_by_another_process_gives_a_clear_error(tmp_path: Path) -> N
         holder.kill()
         holder.wait()
     assert Store(db, read_only=True, lock_timeout_s=5).query("SELECT count(*) FROM documents").rows == ((0,),)
+
+
+def test_two_writing_processes_take_turns(tmp_path: Path) -> None:
+    """Two runs on one database (say the nightly and an ad-hoc run): both finish, every row kept."""
+    db = tmp_path / "k.duckdb"
+    Store(db).migrate()
+    Store(db).close()
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(db), "4", f"w{i}-"], stdout=subprocess.PIPE, text=True
+        )
+        for i in range(2)
+    ]
+    written = []
+    for w in writers:
+        out, _ = w.communicate(timeout=120)
+        assert w.returncode == 0
+        written.append(int(out.split()[-1]))
+    assert all(n > 0 for n in written)
+    reader = Store(db, read_only=True)
+    assert reader.query("SELECT count(*) FROM documents").rows == ((sum(written),),)
+    assert reader.query("SELECT count(*) FROM calls").rows == ((sum(written),),)
