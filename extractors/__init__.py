@@ -32,7 +32,7 @@ from extractors.sniff import sniff
 
 # Bump when the text produced for the same bytes changes: stored documents record it, so a
 # re-extraction can be scheduled for files extracted by an older version.
-EXTRACTOR_VERSION = "1.1.0"  # 1.1: PDF tabs and space runs folded
+EXTRACTOR_VERSION = "1.2.0"  # 1.1: PDF tabs and space runs folded; 1.2: NFKC
 
 __all__ = [
     "EXTRACTOR_VERSION",

@@ -9,7 +9,7 @@ paragraph range it holds, which is what a reader can find again in the source.
 from __future__ import annotations
 
 import re
-
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -32,7 +32,13 @@ def fold_spaces(text: str) -> str:
 
 
 def clean(text: str) -> str:
-    """Drop NUL bytes and lone surrogates: both break UTF-8 storage downstream."""
+    """NFKC-normalise; drop NUL bytes and lone surrogates (both break UTF-8 storage downstream).
+
+    NFKC folds ligatures and presentation forms ("misﬁts" -> "misfits"), so full-text search and
+    the evidence check find the words people type.
+    """
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
     if "\x00" in text:
         text = text.replace("\x00", "")
     try:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
-from test_store_fill import fill
 
+from kimidocs import pipeline
+from kimidocs.backend import Backend
+from kimidocs.kimi.client import KimiClient
+from kimidocs.kimi.emulator import run_emulator_in_thread
+from kimidocs.settings import Settings
 from kimidocs.store import Store
 
 SCHEMA_MD = Path(__file__).resolve().parent.parent / "docs" / "SCHEMA.md"
@@ -19,10 +24,26 @@ def _examples() -> list[tuple[str, str]]:
     return [(m["before"], m["sql"]) for m in _BLOCK.finditer(text)]
 
 
+SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+
+
 @pytest.fixture(scope="module")
 def filled_db(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Store:
-    db = tmp_path_factory.mktemp("schema") / "k.duckdb"
-    fill(db, corpus)
+    """A database written by a real pipeline run: the samples, a filing with dates and amounts,
+    and an encrypted file that fails -- so every example has rows to show."""
+    tmp = tmp_path_factory.mktemp("schema")
+    folder = tmp / "inbox"
+    shutil.copytree(SAMPLES, folder)
+    for rel in ("pdf/federal-register-2020-17221.pdf", "bad/libreoffice-writer-password.pdf"):
+        shutil.copy(corpus / rel, folder)
+    db = tmp / "k.duckdb"
+    with run_emulator_in_thread() as emu:
+        settings = Settings(KIMI_API_KEY=emu.api_key, KIMI_BASE_URL=emu.base_url, KIMIDOCS_DB=str(db))
+        backend = Backend(KimiClient(emu.base_url, emu.api_key), "emulator", emu.base_url)
+        report = pipeline.run_folder(
+            pipeline.RunOptions(folder=str(folder), db=str(db)), settings, backend=backend
+        )
+    assert report.count("ok") == 6 and report.count("failed") == 1
     return Store(db, read_only=True)
 
 
