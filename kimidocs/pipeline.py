@@ -682,19 +682,26 @@ class _Packer:
             max_tokens=pack_output_tokens(len(docs), self.budget, ctx.model),
         )
         caller = KimiCaller(ctx, None, shares={p.doc.sha256: _pack_tokens(p) for p in labels.values()})
-        with ctx.packs.lock:
-            ctx.packs.documents += len(group)
-            ctx.packs.requests += 1
         parts: dict[str, Summary | Exception]
+        sent = True  # a request went out now (not refused before sending, not reused from the log)
         try:
             outcome = caller(request)
+            sent = not outcome.reused
             if outcome.finish_reason == "length":
                 cut = OutputInvalid("the packed answer was cut at max_tokens", outcome.content)
                 parts = dict.fromkeys(labels, cut)
             else:
                 parts = dict(parse_packed(outcome.content, list(labels)))
-        except (BudgetExceeded, RunAborted, KimiError) as err:
-            parts = dict.fromkeys(labels, err)  # read alone: each then ends as it would have alone
+        except (BudgetExceeded, RunAborted) as err:
+            sent, parts = False, dict.fromkeys(labels, err)  # alone, each then ends as it would have
+        except KimiError as err:
+            parts = dict.fromkeys(labels, err)
+        bad = [label for label, part in parts.items() if not isinstance(part, Summary)]
+        if sent:
+            with ctx.packs.lock:
+                ctx.packs.documents += len(group)
+                ctx.packs.requests += 1
+                ctx.packs.retried_alone += len(bad)
         out = []
         for (label, p), (_p, t0) in zip(labels.items(), group, strict=True):
             part, share = parts[label], caller.totals(p.doc.sha256)
@@ -703,12 +710,8 @@ class _Packer:
                 out.append(self._finish(_store_result(ctx, p.found, p.doc, result, p.base, share), t0))
                 continue
             ctx.observer("pack_part_failed", {"path": p.found.path, "reason": str(part)})
-            with ctx.packs.lock:
-                ctx.packs.retried_alone += 1
             alone = self._alone(p, t0)
-            out.append(
-                replace(alone, **{k: getattr(alone, k) + v for k, v in share.items()}),
-            )
+            out.append(replace(alone, **{k: getattr(alone, k) + v for k, v in share.items()}))
         return out
 
 
