@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
-from prefect_fixture import REPO, PrefectServer, clean_env
+from prefect_fixture import BIN, REPO, PrefectServer, clean_env
 
 from flows.deployments import ADHOC, FLOW_NAME, INBOX, NIGHTLY, NIGHTLY_CRON, TIMEZONE, WORK_POOL
 from kimidocs.kimi.emulator import EmulatorProcess
@@ -231,3 +232,34 @@ def test_wrong_key_stops_the_run_at_the_first_401(batch: Batch) -> None:
     assert summaries == 0
     assert ("RunAborted",) in reasons
     assert "sk-wrong" not in state["message"]
+
+
+def test_serve_setup_only_creates_limits_and_zombie_automation(deployed: PrefectServer) -> None:
+    proc = subprocess.run(
+        [str(BIN / "kimidocs"), "serve", "--setup-only"],
+        cwd=REPO,
+        env=deployed.env({"KIMIDOCS_TIER": "tier2"}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    names = {gcl["name"]: gcl for gcl in deployed.api("POST", "/v2/concurrency_limits/filter", {})}
+    assert {"kimi-concurrency", "kimi-rpm", "kimi-tpm"} <= set(names)
+    autos = deployed.api("POST", "/automations/filter", {})
+    zombie = [a for a in autos if a["name"] == "kimidocs-crash-zombie-flow-runs"]  # type: ignore[union-attr]
+    assert len(zombie) == 1
+    assert zombie[0]["actions"][0]["type"] == "change-flow-run-state"
+    assert zombie[0]["actions"][0]["state"] == "CRASHED"
+    # Idempotent: a second setup creates nothing new.
+    again = subprocess.run(
+        [str(BIN / "kimidocs"), "serve", "--setup-only"],
+        cwd=REPO,
+        env=deployed.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0 and "created" not in again.stdout
+    autos = deployed.api("POST", "/automations/filter", {})
+    assert sum(a["name"] == "kimidocs-crash-zombie-flow-runs" for a in autos) == 1  # type: ignore[union-attr]
