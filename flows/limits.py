@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 from prefect.client.orchestration import get_client
@@ -114,8 +114,8 @@ def existing_limits() -> dict[str, LimitSpec]:
 class PrefectLimiter:
     """`kimidocs.kimi.limits.Limiter` backed by Prefect global limits, shared by every worker.
 
-    `acquire` first takes the in-process limiter (cheap, and it honours 429 pauses), then the
-    account-wide rate limits, then holds an account-wide concurrency slot around the request.
+    `acquire` first takes the in-process limiter (cheap, and it honours 429 pauses), then holds an
+    account-wide concurrency slot around the request, and takes the account-wide rate slots last.
     """
 
     def __init__(self, limits: RateLimits, *, local: RateLimiter | None = None) -> None:
@@ -138,17 +138,20 @@ class PrefectLimiter:
 
     @contextmanager
     def acquire(self, tokens: int) -> Iterator[Permit]:
-        with self.local.acquire(tokens) as permit:
+        with self.local.acquire(tokens) as permit, self._concurrency_slot():
+            # Rate slots last, right before the request goes out: taken before a slow concurrency
+            # acquisition, several of them would bunch up behind it and arrive together.
             if RPM in self._rate_names:
                 rate_limit(RPM, occupy=1, strict=True)
             if TPM in self._rate_names and tokens > 0:
                 # A request bigger than the bucket takes the whole bucket (it could never fit otherwise).
                 rate_limit(TPM, occupy=max(1, min(math.ceil(tokens), self._tpm_burst)), strict=True)
-            if self._has_concurrency:
-                with concurrency(CONCURRENCY, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
-                    yield permit
-            else:
-                yield permit
+            yield permit
+
+    def _concurrency_slot(self) -> AbstractContextManager[None]:
+        if not self._has_concurrency:
+            return nullcontext()
+        return concurrency(CONCURRENCY, occupy=1, strict=True, raise_on_lease_renewal_failure=False)
 
     def penalize(self, retry_after: float | None, kind: str | None = None) -> None:
         self.local.penalize(retry_after, kind)

@@ -120,11 +120,6 @@ def test_new_model_reanalyses_everything_and_keeps_both_results(runner: Runner) 
     assert set(runner.statuses(again).values()) == {"unchanged"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline.KimiCaller reuses stored answers by request_key even with force=True, so --force "
-    "re-runs extraction and storage but sends no call; remove this marker once force bypasses the reuse",
-)
 def test_force_reanalyses_everything_without_duplicating_rows(runner: Runner) -> None:
     runner.run()
     paid = runner.calls()
