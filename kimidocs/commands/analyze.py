@@ -121,6 +121,12 @@ def analyze(
         bool, typer.Option("--force", help="Re-analyse documents that already have a result.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress; for cron.")] = False,
+    pack: Annotated[
+        bool | None,
+        typer.Option(
+            "--pack/--no-pack", help="Several small documents per request (default: only where RPM binds)."
+        ),
+    ] = None,
 ) -> None:
     """Analyse every PDF/DOCX/text file under PATH and store structured summaries in DuckDB."""
     # A pipe or a CI log has no width of its own: give the tables room instead of squeezing them.
@@ -137,6 +143,7 @@ def analyze(
         concurrency=concurrency,
         force=force,
         db=str(db) if db else None,
+        pack=pack,
     )
     try:
         with screen.progress:
