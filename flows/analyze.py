@@ -6,7 +6,6 @@ Prefect task retries stay at 0 and never stack on top of them.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def require_backend(settings: Settings) -> None:
     """
     if settings.api_key_value() or is_loopback_url(settings.kimi_base_url):
         return
-    if os.environ.get("KIMIDOCS_ALLOW_EMULATOR", "").strip().lower() in ("1", "true", "yes"):
+    if settings.allow_emulator:
         return
     raise EmulatorNotAllowed(
         "KIMI_API_KEY is not set in this worker's environment. Set KIMI_API_KEY (e.g. in the worker's "
@@ -106,7 +105,7 @@ def analyze_folder(
     settings = load_settings()
     require_backend(settings)
     # With a Prefect server every worker shares the account's limits through global limits.
-    limiter = limiter_for_run(settings.tier)
+    limiter = limiter_for_run(settings.tier, shared=settings.shared_limits)
     if limiter is not None:
         logger.info("Kimi limits shared through Prefect: %r", limiter)
     flow_run_id = runtime.flow_run.id

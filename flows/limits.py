@@ -24,7 +24,6 @@ Prefect has no notion of.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -157,13 +156,13 @@ class PrefectLimiter:
         self.local.penalize(retry_after, kind)
 
 
-def limiter_for_run(tier: str) -> PrefectLimiter | None:
+def limiter_for_run(tier: str, *, shared: bool = True) -> PrefectLimiter | None:
     """The shared limiter when a Prefect server is configured, else None (the pipeline's own applies).
 
     KIMIDOCS_SHARED_LIMITS=0 turns it off (one worker per account does not need it, and each call then
     saves three round trips to the Prefect API).
     """
-    if os.environ.get("KIMIDOCS_SHARED_LIMITS", "1").strip().lower() in ("0", "false", "no"):
+    if not shared:
         return None
     if not prefect_server_configured():
         return None

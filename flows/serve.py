@@ -51,3 +51,10 @@ def ensure_zombie_automation(within_s: float = 540.0) -> bool:
         ],
     ).create()
     return True
+
+
+def serve_deployments(deployments: list, *, limit: int | None = None) -> None:
+    """Serve the given deployments from this process until SIGTERM (Prefect's `serve`)."""
+    from prefect import serve
+
+    serve(*deployments, limit=limit)

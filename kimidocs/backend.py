@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kimidocs.kimi.client import KimiClient, is_loopback
-from kimidocs.kimi.limits import RateLimiter
+from kimidocs.kimi.limits import Limiter
 from kimidocs.settings import Settings
 
 is_loopback_url = is_loopback  # True when a URL points at this machine (an emulator, never the service)
@@ -34,7 +34,7 @@ class Backend:
             self.started_emulator.stop()
 
 
-def open_backend(settings: Settings, *, limiter: RateLimiter | None = None) -> Backend:
+def open_backend(settings: Settings, *, limiter: Limiter | None = None) -> Backend:
     """A client for the configured service, or an in-process emulator when no key is set."""
     key = settings.api_key_value()
     common = {

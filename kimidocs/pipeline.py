@@ -31,7 +31,7 @@ from kimidocs.budget import BudgetExceeded, CostGuard
 from kimidocs.costs import call_cost, estimate_plan_cost
 from kimidocs.discover import FoundFile, discover
 from kimidocs.kimi.errors import KimiError
-from kimidocs.kimi.limits import RateLimiter, RateLimits
+from kimidocs.kimi.limits import Limiter, RateLimiter, RateLimits
 from kimidocs.kimi.policy import apply_policy, should_stream
 from kimidocs.mapreduce import CallOutcome, MapReduceResult, run_plan
 from kimidocs.models import ModelInfo, get_model
@@ -144,7 +144,7 @@ def open_run(
     settings: Settings | None = None,
     *,
     observer: Observer = _quiet,
-    limiter: RateLimiter | None = None,
+    limiter: Limiter | None = None,
     backend: Backend | None = None,
 ) -> RunContext:
     """Open the store (migrated), the backend and a `runs` row for a new run."""

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
         default=300.0, validation_alias=AliasChoices("KIMIDOCS_REQUEST_TIMEOUT_S")
     )
     max_retries: int = Field(default=6, validation_alias=AliasChoices("KIMIDOCS_MAX_RETRIES"))
+    allow_emulator: bool = Field(default=False, validation_alias=AliasChoices("KIMIDOCS_ALLOW_EMULATOR"))
+    shared_limits: bool = Field(default=True, validation_alias=AliasChoices("KIMIDOCS_SHARED_LIMITS"))
     prefect_secret_block: str | None = Field(
         default=None, validation_alias=AliasChoices("KIMIDOCS_PREFECT_SECRET_BLOCK")
     )

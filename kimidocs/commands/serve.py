@@ -26,12 +26,10 @@ def serve(
     ] = False,
 ) -> None:
     """Serve analyze-folder/nightly and analyze-folder/adhoc until stopped (SIGTERM pauses the schedule)."""
-    from prefect import serve as prefect_serve
-
     from flows.analyze import EmulatorNotAllowed, require_backend
     from flows.deployments import build_deployments
     from flows.limits import ensure_limits, prefect_server_configured
-    from flows.serve import ensure_zombie_automation
+    from flows.serve import ensure_zombie_automation, serve_deployments
     from kimidocs.kimi.limits import RateLimits
     from kimidocs.settings import load_settings
 
@@ -62,7 +60,7 @@ def serve(
         return
     parameters = {"profile": profile, **({"db": db} if db else {})}
     deployments = build_deployments(folder=folder, cron=cron, parameters=parameters)
-    prefect_serve(*deployments, limit=limit)
+    serve_deployments(deployments, limit=limit)
 
 
 def register(app: typer.Typer) -> None:
