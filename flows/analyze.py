@@ -38,6 +38,18 @@ def analyze_document(run_id: str, found: FoundFile) -> pipeline.DocumentOutcome:
     return outcome
 
 
+def with_secret_block_key(settings: Settings) -> Settings:
+    """KIMI_API_KEY from the environment or `.env`, else from the Prefect Secret block named by
+    KIMIDOCS_PREFECT_SECRET_BLOCK (so a work pool's workers need no key in their environment)."""
+    if settings.api_key_value() or not settings.prefect_secret_block:
+        return settings
+    from prefect.blocks.system import Secret
+    from pydantic import SecretStr
+
+    value = Secret.load(settings.prefect_secret_block).get()
+    return settings.model_copy(update={"kimi_api_key": SecretStr(str(value))})
+
+
 class EmulatorNotAllowed(RuntimeError):
     """A deployment run without KIMI_API_KEY: fail fast instead of quietly summarising with the emulator."""
 
@@ -102,7 +114,7 @@ def analyze_folder(
     logger = get_run_logger()
     if not Path(folder).exists():
         raise FileNotFoundError(f"folder does not exist: {folder} (resolved: {Path(folder).resolve()})")
-    settings = load_settings()
+    settings = with_secret_block_key(load_settings())
     require_backend(settings)
     # With a Prefect server every worker shares the account's limits through global limits.
     limiter = limiter_for_run(settings.tier, shared=settings.shared_limits)
