@@ -45,6 +45,28 @@ def extracted(rel: str):  # -> Document | ExtractionError
     return _extracted[rel]
 
 
+def run_pipeline(folder: Path, db: Path, emulator, **options):  # -> pipeline.RunReport
+    """`kimidocs analyze` as a function: settings -> open_backend -> the emulator over a socket.
+
+    A loopback base URL with its key gives a real KimiClient labelled backend='emulator'.
+    """
+    from kimidocs import pipeline
+    from kimidocs.settings import Settings
+
+    settings = Settings(
+        KIMI_API_KEY=emulator.api_key, KIMI_BASE_URL=emulator.base_url, KIMIDOCS_DB=str(db), _env_file=None
+    )
+    return pipeline.run_folder(pipeline.RunOptions(folder=str(folder), db=str(db), **options), settings)
+
+
+def db_rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
+    """Read a finished run's DuckDB file as an analyst would (read-only)."""
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     if not (CORPUS / "MANIFEST.tsv").is_file():

@@ -10,31 +10,20 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import duckdb
 import pytest
+from conftest import db_rows, run_pipeline
 
 from kimidocs import pipeline
-from kimidocs.backend import Backend
-from kimidocs.kimi.client import KimiClient
-from kimidocs.settings import Settings
 
 LONG = ("pdf/The-Art-of-Public-Speaking.pdf", "docx/handbook-872p.docx")
 
 
 def _run(folder: Path, db: Path, handle, model: str) -> pipeline.RunReport:
-    settings = Settings(KIMI_API_KEY=handle.api_key, KIMI_BASE_URL=handle.base_url, KIMIDOCS_DB=str(db))
-    backend = Backend(
-        client=KimiClient(handle.base_url, handle.api_key, max_retries=2),
-        name="emulator",
-        base_url=handle.base_url,
-    )
-    options = pipeline.RunOptions(folder=str(folder), db=str(db), model=model, concurrency=2)
-    return pipeline.run_folder(options, settings, backend=backend)
+    return run_pipeline(folder, db, handle, model=model, concurrency=2)
 
 
 def _query(db: Path, sql: str) -> list[tuple]:
-    with duckdb.connect(str(db), read_only=True) as con:
-        return con.execute(sql).fetchall()
+    return db_rows(db, sql)
 
 
 def _check_citations(db: Path, model: str) -> None:

@@ -5,38 +5,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import duckdb
 import pytest
+from conftest import db_rows, run_pipeline
 
 from kimidocs import pipeline
-from kimidocs.backend import Backend
-from kimidocs.kimi.client import KimiClient
-from kimidocs.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "data" / "samples"
 
 
-def _backend(handle) -> Backend:
-    return Backend(
-        client=KimiClient(handle.base_url, handle.api_key, max_retries=2),
-        name="emulator",
-        base_url=handle.base_url,
-    )
-
-
 def _run(folder: Path, db: Path, handle, **options) -> pipeline.RunReport:
-    settings = Settings(KIMI_API_KEY=handle.api_key, KIMI_BASE_URL=handle.base_url, KIMIDOCS_DB=str(db))
-    opts = pipeline.RunOptions(folder=str(folder), db=str(db), **options)
-    return pipeline.run_folder(opts, settings, backend=_backend(handle))
+    return run_pipeline(folder, db, handle, **options)
 
 
 def _rows(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
+    return db_rows(db, sql)
 
 
 @pytest.fixture()

@@ -7,12 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import run_pipeline
 
-from kimidocs import pipeline
-from kimidocs.backend import Backend
-from kimidocs.kimi.client import KimiClient
 from kimidocs.kimi.emulator import run_emulator_in_thread
-from kimidocs.settings import Settings
 from kimidocs.store import Store
 
 SCHEMA_MD = Path(__file__).resolve().parent.parent / "docs" / "SCHEMA.md"
@@ -38,11 +35,7 @@ def filled_db(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Store:
         shutil.copy(corpus / rel, folder)
     db = tmp / "k.duckdb"
     with run_emulator_in_thread() as emu:
-        settings = Settings(KIMI_API_KEY=emu.api_key, KIMI_BASE_URL=emu.base_url, KIMIDOCS_DB=str(db))
-        backend = Backend(KimiClient(emu.base_url, emu.api_key), "emulator", emu.base_url)
-        report = pipeline.run_folder(
-            pipeline.RunOptions(folder=str(folder), db=str(db)), settings, backend=backend
-        )
+        report = run_pipeline(folder, db, emu)
     assert report.count("ok") == 6 and report.count("failed") == 1
     return Store(db, read_only=True)
 
