@@ -13,6 +13,7 @@ a summary only for a document that finished, so a crashed run resumes without re
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -41,8 +42,10 @@ from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, R
 from kimidocs.requests import ChatRequest, PackedDocument, pack_request
 from kimidocs.results import OutputInvalid, Summary, check_citations, parse_packed, summary_json
 from kimidocs.settings import Settings, load_settings
-from kimidocs.store import Store, SummaryRow
+from kimidocs.store import Store, StoreError, SummaryRow
 from prompts import Profile, load_profile
+
+log = logging.getLogger(__name__)
 
 Observer = Callable[[str, dict], None]
 
@@ -190,7 +193,13 @@ def analyze_file(ctx: RunContext, found: FoundFile) -> DocumentOutcome:
     """One file end to end. Never raises for a bad file: the outcome says what happened."""
     t0 = time.perf_counter()
     ctx.observer("document_started", {"path": found.path})
-    outcome = _analyze(ctx, found)
+    try:
+        outcome = _analyze(ctx, found)
+    except StoreError:
+        raise  # the database itself is unusable (locked, migration failed): every document would fail
+    except Exception as err:  # a bug or an unforeseen file: record it, never stop the batch for one file
+        log.exception("unexpected error on %s", found.path)
+        outcome = _fail(ctx, found, "pipeline", type(err).__name__, f"{found.path}: {err}")
     outcome = replace(outcome, seconds=time.perf_counter() - t0)
     ctx.observer("document_finished", {"outcome": outcome})
     return outcome

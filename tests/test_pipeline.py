@@ -138,3 +138,31 @@ def test_budget_cap_skips_documents_cleanly(tmp_path: Path, kimi_emulator) -> No
     assert {o.error_type for o in report.outcomes} == {"BudgetExceeded"}
     assert _rows(db, "SELECT count(*) FROM failures WHERE error_type = 'BudgetExceeded'")[0][0] == 5
     assert not [r for r in kimi_emulator.requests() if r["path"].endswith("/chat/completions")]
+
+
+def test_a_file_that_vanishes_mid_run_is_recorded_and_the_batch_goes_on(
+    tmp_path: Path, kimi_emulator
+) -> None:
+    """Discovery saw it, then it was moved away before analysis: a recorded failure, not a crash."""
+    from datetime import UTC, datetime
+
+    from kimidocs.discover import FoundFile
+    from kimidocs.settings import Settings
+
+    db = tmp_path / "k.duckdb"
+    settings = Settings(
+        KIMI_API_KEY=kimi_emulator.api_key,
+        KIMI_BASE_URL=kimi_emulator.base_url,
+        KIMIDOCS_DB=str(db),
+        _env_file=None,
+    )
+    ctx = pipeline.open_run(pipeline.RunOptions(folder=str(SAMPLES), db=str(db)), settings)
+    gone = FoundFile(str(tmp_path / "moved-away.pdf"), 1234, datetime.now(UTC))
+    real = pipeline.list_files(ctx)[0]
+    outcomes = [pipeline.analyze_file(ctx, gone), pipeline.analyze_file(ctx, real)]
+    report = pipeline.close_run(ctx, outcomes)
+    assert outcomes[0].status == "failed" and outcomes[0].error_type == "FileNotFoundError"
+    assert "moved-away.pdf" in (outcomes[0].message or "")
+    assert outcomes[1].status == "ok"
+    assert _rows(db, "SELECT stage, error_type FROM failures") == [("pipeline", "FileNotFoundError")]
+    assert report.count("ok") == 1 and report.count("failed") == 1
