@@ -260,19 +260,25 @@ def child_run(folder: str, db: str, base_url: str, api_key: str, model: str) -> 
     }
 
 
-def child_extract(folder: str) -> dict:
-    """Inside a fresh process: `extract_here` over the folder, serially; CPU of the loop alone."""
+def child_extract(folder: str, model: str) -> dict:
+    """Inside a fresh process: `extract_here` over the folder, serially; CPU of the loop alone.
+
+    Images are kept when `model` reads them, as the pipeline's own extraction does.
+    """
     import extractors
     import extractors.docx  # imports paid before the clock starts
     import extractors.pdf
     from extractors.errors import ExtractionError
+    from kimidocs.models import get_model
+
+    keep_images = get_model(model).images
 
     paths = sorted(str(p) for p in Path(folder).iterdir())
     ok = 0
     t0, c0 = time.perf_counter(), time.process_time()
     for p in paths:
         try:
-            extractors.extract_here(p)
+            extractors.extract_here(p, keep_images=keep_images)
             ok += 1
         except ExtractionError:
             pass
@@ -518,6 +524,7 @@ def main() -> None:
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--skip-long", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--repeat", type=int, default=2, help="overhead runs per folder (CPU is noisy)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     sizes = [20, 60] if args.quick else [int(s) for s in args.sizes.split(",") if s]
@@ -556,11 +563,13 @@ def main() -> None:
             fixed = measured_run(emulator, tiny, work / "tiny.duckdb", "kimi-k2.5")
             results["fixed"] = fixed
             results["overhead"] = []
-            for with_art in (False,) if args.quick else (False, True):
+            variants = [False] if args.quick else [False, True]
+            for rep, with_art in enumerate(variants * args.repeat):  # alternated: others' load hits both
                 folder = work / ("corpus+art" if with_art else "corpus")
-                corpus_folder(folder, with_art)
-                run = measured_run(emulator, folder, work / f"{folder.name}.duckdb", "kimi-k2.5")
-                ext = in_child("extract", str(folder))
+                if not folder.exists():
+                    corpus_folder(folder, with_art)
+                run = measured_run(emulator, folder, work / f"{folder.name}-{rep}.duckdb", "kimi-k2.5")
+                ext = in_child("extract", str(folder), "kimi-k2.5")
                 row = overhead_summary(run, ext, fixed)
                 row["folder"] = "corpus pdf/ + docx/" + (" + The-Art-of-Public-Speaking" if with_art else "")
                 results["overhead"].append(row)
