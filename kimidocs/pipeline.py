@@ -355,9 +355,9 @@ def _store_result(
             pages_read=result.pages_read,
             raw=result.raw,
             created_at=datetime.now(UTC),
-        )
+        ),
+        document_status="ok" if not result.failed_chunks else "partial",
     )
-    ctx.store.set_document_status(doc.sha256, "ok" if not result.failed_chunks else "partial")
     return replace(
         base,
         status="ok",

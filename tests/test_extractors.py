@@ -153,6 +153,29 @@ def test_timeout_kills_a_long_extraction() -> None:
     assert doc == extractors.extract(CORPUS / "pdf/crazyones.pdf")
 
 
+def test_more_callers_than_cores_reuse_warm_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Callers beyond MAX_WORKERS wait for a worker instead of starting (and then killing) extra ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from extractors import isolation
+
+    isolation.shutdown()
+    started: list[int] = []
+
+    class CountingWorker(isolation._Worker):
+        def __init__(self) -> None:
+            super().__init__()
+            started.append(self.proc.pid)
+
+    monkeypatch.setattr(isolation, "_Worker", CountingWorker)
+    files = [CORPUS / "pdf/crazyones.pdf", CORPUS / "docx/footnotes.docx"] * 8
+    with ThreadPoolExecutor(max_workers=3 * isolation.MAX_WORKERS) as pool:
+        docs = list(pool.map(lambda f: extractors.extract(f, limits=Limits(timeout_s=60)), files))
+    assert [d.sha256 for d in docs] == [extractors.sha256_file(f) for f in files]
+    assert 1 <= len(started) <= isolation.MAX_WORKERS
+    isolation.shutdown()
+
+
 def test_isolated_errors_keep_their_type_and_reason() -> None:
     with pytest.raises(extractors.EncryptedDocument, match="needs a password") as info:
         extractors.extract(CORPUS / "bad/libreoffice-writer-password.pdf", limits=Limits(timeout_s=60))
