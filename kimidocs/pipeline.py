@@ -14,6 +14,8 @@ a summary only for a document that finished, so a crashed run resumes without re
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -160,6 +162,8 @@ def open_run(
     store.migrate()
     backend = backend or open_backend(settings, limiter=limiter or RateLimiter.for_tier(settings.tier))
     run_id = uuid.uuid4().hex
+    host = socket.gethostname()
+    crashed = store.mark_crashed_runs(host, _pid_alive)
     store.start_run(
         RunRecord(
             run_id=run_id,
@@ -169,16 +173,31 @@ def open_run(
             model=model.id,
             backend=backend.name,
             flow_run_id=options.flow_run_id,
+            host=host,
+            pid=os.getpid(),
         )
     )
     ctx = RunContext(
         options, settings, store, backend, model, profile, run_id, CostGuard(options.max_cost_usd)
     )
     ctx.observer = observer
+    if crashed:
+        log.warning("runs whose process died before finishing, now marked crashed: %s", ", ".join(crashed))
     observer(
         "run_started", {"run_id": run_id, "backend": backend.name, "model": model.id, "db": str(settings.db)}
     )
     return ctx
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
 def list_files(ctx: RunContext) -> list[FoundFile]:

@@ -64,6 +64,8 @@ class RunRecord:
     model: str
     backend: str
     flow_run_id: str | None = None
+    host: str | None = None  # the process that owns the run, to tell a crashed run from a live one
+    pid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,6 +127,11 @@ def test_sigkill_mid_run_then_rerun_repays_only_in_flight_calls(
 
     with duckdb.connect(str(db), read_only=True) as con:
         run2_id = con.execute("select run_id from runs where status = 'completed'").fetchone()[0]
+        # the killed run no longer pretends to be running: the rerun on this host saw its process gone
+        assert con.execute("select status, pid from runs where run_id = ?", [run1[0][0]]).fetchone() == (
+            "crashed",
+            first.pid,
+        )
         keys2 = [
             r[0]
             for r in con.execute(

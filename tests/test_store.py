@@ -326,3 +326,26 @@ def test_timestamps_are_stored_in_utc(store: Store) -> None:
     assert store.query("SELECT started_at, status FROM runs").rows == (
         (datetime(2026, 3, 2, 1, 30), "completed"),
     )
+
+
+def test_runs_whose_process_died_on_this_host_are_marked_crashed(store: Store) -> None:
+    alive = {101}
+    store.start_run(RunRecord("dead", T0, "in", "summary", MODEL, "kimi", host="h1", pid=100))
+    store.start_run(RunRecord("live", T0, "in", "summary", MODEL, "kimi", host="h1", pid=101))
+    store.start_run(RunRecord("elsewhere", T0, "in", "summary", MODEL, "kimi", host="h2", pid=100))
+    store.start_run(RunRecord("done", T0, "in", "summary", MODEL, "kimi", host="h1", pid=102))
+    store.finish_run("done", RunTotals("completed"))
+    store.start_run(RunRecord("old", T0, "in", "summary", MODEL, "kimi"))  # before schema 4: no owner
+
+    assert store.mark_crashed_runs("h1", lambda pid: pid in alive) == ["dead"]
+    rows = dict(_table(store, "SELECT run_id, status FROM runs"))
+    assert rows == {
+        "dead": "crashed",
+        "live": "running",
+        "elsewhere": "running",
+        "done": "completed",
+        "old": "running",
+    }
+    ((finished, message),) = _table(store, "SELECT finished_at, message FROM runs WHERE run_id = 'dead'")
+    assert finished is not None and message == "process 100 on h1 ended without finishing the run"
+    assert store.mark_crashed_runs("h1", lambda pid: pid in alive) == []

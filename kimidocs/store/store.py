@@ -10,7 +10,7 @@ one row per event by design (they are the log).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,8 +124,8 @@ class Store:
         with self._write() as con:
             con.execute("DELETE FROM runs WHERE run_id = ?", [run.run_id])
             con.execute(
-                "INSERT INTO runs (run_id, flow_run_id, started_at, folder, profile, model, backend, status) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
+                "INSERT INTO runs (run_id, flow_run_id, started_at, folder, profile, model, backend, status, "
+                "host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
                 [
                     run.run_id,
                     run.flow_run_id,
@@ -134,8 +134,29 @@ class Store:
                     run.profile,
                     run.model,
                     run.backend,
+                    run.host,
+                    run.pid,
                 ],
             )
+
+    def mark_crashed_runs(self, host: str, is_alive: Callable[[int], bool]) -> list[str]:
+        """Runs still 'running' whose process on `host` is gone -> 'crashed'; returns their ids.
+
+        Only this host's runs: a pid means nothing on another machine sharing the file. A pid
+        reused by an unrelated process keeps its run 'running' (wrong the safe way round).
+        """
+        with self._write() as con:
+            rows = con.execute(
+                "SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ? AND pid IS NOT NULL",
+                [host],
+            ).fetchall()
+            dead = [(run_id, pid) for run_id, pid in rows if not is_alive(pid)]
+            for run_id, pid in dead:
+                con.execute(
+                    "UPDATE runs SET status = 'crashed', finished_at = ?, message = ? WHERE run_id = ?",
+                    [utcnow(), f"process {pid} on {host} ended without finishing the run", run_id],
+                )
+        return [run_id for run_id, _ in dead]
 
     def finish_run(self, run_id: str, totals: RunTotals) -> None:
         with self._write() as con:
