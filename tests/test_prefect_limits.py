@@ -94,6 +94,7 @@ def test_acquire_fails_loudly_when_a_limit_was_deleted(clean_limits: PrefectServ
         pass
 
 
+DELIVERY_SLACK_S = 1.0
 TWO_PROCESS_DOCS = ("pdf/normal_4pages.pdf", "pdf/redp5110_sampled.pdf", "pdf/multi_page.pdf")
 FLOW_SCRIPT = (
     "import sys, json; from flows.analyze import analyze_folder; "
@@ -160,5 +161,10 @@ def test_two_flow_runs_at_once_share_one_accounts_limits(
     starts = sorted(e["time"] for e in chats)
     for i in range(len(starts)):
         for j in range(i + 1, len(starts)):
-            # j - i + 1 starts within (t_j - t_i) seconds: never more than the bucket allows (+1 for jitter).
-            assert j - i + 1 <= burst + decay * (starts[j] - starts[i]) + 1, (i, j, starts[j] - starts[i])
+            # j - i + 1 starts within (t_j - t_i) seconds: never more than the bucket allows, +1 for jitter.
+            # The bucket holds for the grant times on the Prefect server; arrival times at the emulator lag
+            # them by the grant's way back and the send, up to ~1 s on this loaded 2-core machine (SQLite
+            # server, two flow processes, their extraction workers): grants 1 s apart can arrive together.
+            # Without the shared limits both processes send 2 x 4 at once and this fails by far.
+            window = starts[j] - starts[i] + DELIVERY_SLACK_S
+            assert j - i + 1 <= burst + decay * window + 1, (i, j, starts[j] - starts[i])
