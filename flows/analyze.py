@@ -23,19 +23,40 @@ from kimidocs.settings import Settings, load_settings
 
 # Open runs of this process by run id: tasks get the id (a string Prefect can record), not the
 # context object with its locks, store and HTTP client.
-_RUNS: dict[str, pipeline.RunContext] = {}
+_RUNS: dict[str, tuple[pipeline.RunContext, pipeline.Packer | None]] = {}
 
 
 @task(name="analyze-document", retries=0, cache_policy=NO_CACHE)
-def analyze_document(run_id: str, found: FoundFile) -> pipeline.DocumentOutcome:
-    """One document end to end (extract, plan, calls, store)."""
-    outcome = pipeline.analyze_file(_RUNS[run_id], found)
+def analyze_document(run_id: str, found: FoundFile) -> list[pipeline.DocumentOutcome]:
+    """One document end to end (extract, plan, calls, store).
+
+    With packing on, a small document may wait for its pack (no outcome yet) or fill one, and then
+    the outcomes of every document in that pack come back from this task.
+    """
+    ctx, packer = _RUNS[run_id]
+    outcomes = packer.analyze(found) if packer else [pipeline.analyze_file(ctx, found)]
+    _log_outcomes(outcomes)
+    return outcomes
+
+
+@task(name="send-remaining-packs", retries=0, cache_policy=NO_CACHE)
+def send_remaining_packs(run_id: str) -> list[pipeline.DocumentOutcome]:
+    """The last, partly filled pack, once every document went through `analyze_document`."""
+    _ctx, packer = _RUNS[run_id]
+    outcomes = packer.flush() if packer else []
+    _log_outcomes(outcomes)
+    return outcomes
+
+
+def _log_outcomes(outcomes: list[pipeline.DocumentOutcome]) -> None:
     logger = get_run_logger()
-    if outcome.status == "failed":
-        logger.warning("%s failed: %s: %s", found.path, outcome.error_type, outcome.message)
-    else:
-        logger.info("%s: %s (%d calls, $%.5f)", found.path, outcome.status, outcome.calls, outcome.cost_usd)
-    return outcome
+    for outcome in outcomes:
+        if outcome.status == "failed":
+            logger.warning("%s failed: %s: %s", outcome.path, outcome.error_type, outcome.message)
+        else:
+            logger.info(
+                "%s: %s (%d calls, $%.5f)", outcome.path, outcome.status, outcome.calls, outcome.cost_usd
+            )
 
 
 def with_secret_block_key(settings: Settings) -> Settings:
@@ -87,7 +108,10 @@ def _analyze_all(run_id: str, files: list[FoundFile], limit: int) -> list[pipeli
         )
         future.add_done_callback(lambda _: slots.release())
         futures.append(future)
-    return [future.result() for future in futures]
+    done = {o.path: o for future in futures for o in future.result()}
+    if _RUNS[run_id][1] is not None:
+        done.update((o.path, o) for o in send_remaining_packs(run_id))
+    return [done[found.path] for found in files]
 
 
 def _observer(event: str, data: dict) -> None:
@@ -109,6 +133,7 @@ def analyze_folder(
     dry_run: bool = False,
     concurrency: int = 4,
     force: bool = False,
+    pack: bool | None = None,
 ) -> dict:
     """Analyse every document under `folder` and write the results to DuckDB."""
     logger = get_run_logger()
@@ -133,9 +158,10 @@ def analyze_folder(
         force=force,
         db=db,
         flow_run_id=str(flow_run_id) if flow_run_id else None,
+        pack=pack,
     )
     ctx = pipeline.open_run(options, settings, observer=_observer, limiter=limiter)
-    _RUNS[ctx.run_id] = ctx
+    _RUNS[ctx.run_id] = (ctx, pipeline.packer_for(ctx))
     try:
         files = pipeline.list_files(ctx)
         logger.info("found %d files in %s", len(files), folder)

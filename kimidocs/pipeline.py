@@ -5,8 +5,8 @@
 
 `flows/` wraps `open_run` / `analyze_file` / `close_run` in Prefect tasks; `run_folder` is the
 same thing with a thread pool, for `kimidocs analyze` without Prefect and for benchmarks. When
-requests per minute bind (Tier0), `run_folder` also packs small documents several to a request
-(`packing.py`); each is still validated and stored on its own, as if it had been read alone.
+requests per minute bind (Tier0), both also pack small documents several to a request (`Packer`,
+`packing.py`); each is still validated and stored on its own, as if it had been read alone.
 State is written after success, never before: a call row exists only for a call that returned,
 a summary only for a document that finished, so a crashed run resumes without re-paying.
 """
@@ -613,7 +613,7 @@ def run_folder(
         files = list_files(ctx)
         observer("files_found", {"count": len(files)})
         workers = max(1, min(options.concurrency, len(files) or 1))
-        packer = _Packer(ctx) if _packing_on(ctx) else None
+        packer = packer_for(ctx)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kimidocs-doc") as pool:
             if packer is None:
                 outcomes = list(pool.map(lambda f: analyze_file(ctx, f), files))
@@ -652,9 +652,16 @@ def _packing_on(ctx: RunContext) -> bool:
     return packing_pays(_account_limits(ctx), typical)
 
 
-class _Packer:
-    """run_folder's packing: small single-call documents wait in a `PackBuilder`; a full group goes
-    out as one request from the worker that filled it, the rest (large, scanned) are read alone."""
+def packer_for(ctx: RunContext) -> Packer | None:
+    """The run's packer when packing is on (`RunOptions.pack`, else where RPM binds), else None."""
+    return Packer(ctx) if _packing_on(ctx) else None
+
+
+class Packer:
+    """Packing for a folder: small single-call documents wait in a `PackBuilder`; a full group goes
+    out as one request from the worker that filled it, the rest (large, scanned) are read alone.
+    `analyze` may return the outcomes of other documents (those of the pack it sent) or none;
+    `flush` sends what still waits, once every file went through `analyze`."""
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
@@ -676,6 +683,7 @@ class _Packer:
         return self._send(group) if group else []
 
     def flush(self) -> list[DocumentOutcome]:
+        """Send the documents still waiting (the last, partly filled pack)."""
         return self._send(self.builder.flush())
 
     def _finish(self, outcome: DocumentOutcome, t0: float) -> DocumentOutcome:

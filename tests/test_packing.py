@@ -216,3 +216,25 @@ def test_one_bad_part_is_read_again_alone(tmp_path: Path, tier0) -> None:
     assert note3.calls == 1 and note3.prompt_tokens == again[0]["prompt_tokens"]
     assert _rows(db, "SELECT count(*) FROM summaries")[0][0] == 6
     assert _rows(db, "SELECT calls FROM runs ORDER BY started_at DESC LIMIT 1")[0][0] == 1
+
+
+@pytest.mark.prefect_server
+def test_prefect_flow_packs_like_run_folder(tmp_path: Path, make_emulator, prefect_api, monkeypatch) -> None:
+    """The deployments' flow packs too (a Tier0 nightly run would otherwise take a request per document):
+    every document ends with its own summary, the packs are logged per document, the last one is flushed."""
+    from flows.analyze import analyze_folder
+
+    emulator = make_emulator()
+    monkeypatch.setenv("KIMI_API_KEY", emulator.api_key)
+    monkeypatch.setenv("KIMI_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("KIMIDOCS_SHARED_LIMITS", "0")
+    n = PackPolicy().max_docs + 4  # a full pack sent by a document's task, the rest by the final flush
+    folder, db = _small_docs(tmp_path / "in", n), tmp_path / "k.duckdb"
+    result = analyze_folder(folder=str(folder), db=str(db), pack=True, concurrency=2)
+    chat = emulator.requests("/chat/completions")
+    assert result["ok"] == n and result["failed"] == 0
+    assert 1 < len(chat) < n and {e["answer_kind"] for e in chat} == {"packed"}
+    assert _rows(db, "SELECT count(*), min(coverage) FROM summaries") == [(n, 1.0)]
+    calls = _rows(db, "SELECT doc_id, stage FROM calls")
+    assert {c[1] for c in calls} == {"pack"} and len({c[0] for c in calls}) == n
+    assert _rows(db, "SELECT calls FROM runs")[0][0] == len(chat)

@@ -78,7 +78,7 @@ def test_prefect_yaml_matches_serve_deployments() -> None:
     for dep in (nightly, adhoc):
         assert dep["entrypoint"] == "flows/analyze.py:analyze_folder"
         assert dep["work_pool"]["name"] == WORK_POOL
-        for param in ("profile", "model", "db", "include", "exclude", "max_cost_usd", "dry_run"):
+        for param in ("profile", "model", "db", "include", "exclude", "max_cost_usd", "dry_run", "pack"):
             assert param in dep["parameters"], param
     assert spec["pull"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $KIMIDOCS_HOME }}"}}
