@@ -24,10 +24,12 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 
 MAX_DECIMAL = Decimal(10) ** 34  # DECIMAL(38,4): 34 digits before the point
 FOUR_PLACES = Decimal("0.0001")
+# Python's default context keeps 28 digits: quantizing 1e24 to 4 places (29 digits) would raise.
+_DECIMAL_38 = Context(prec=38)
 INT32_MAX = 2**31 - 1
 
 
@@ -246,9 +248,12 @@ def _number(token: str) -> Decimal | None:
 
 def _fit(value: Decimal) -> Decimal | None:
     """Round to 4 places; None when it does not fit DECIMAL(38,4)."""
-    if not value.is_finite() or abs(value) >= MAX_DECIMAL:
+    if not value.is_finite() or value.copy_abs() >= MAX_DECIMAL:  # abs() would round to 28 digits
         return None
-    return value.quantize(FOUR_PLACES, rounding=ROUND_HALF_EVEN)
+    try:
+        return value.quantize(FOUR_PLACES, rounding=ROUND_HALF_EVEN, context=_DECIMAL_38)
+    except InvalidOperation:  # rounding carried it to 10**34: 39 digits
+        return None
 
 
 def parse_amount(value: str | float | int, currency: str | None = None) -> ParsedAmount:
