@@ -33,8 +33,7 @@ def analyze_document(run_id: str, found: FoundFile) -> list[pipeline.DocumentOut
     With packing on, a small document may wait for its pack (no outcome yet) or fill one, and then
     the outcomes of every document in that pack come back from this task.
     """
-    ctx, packer = _RUNS[run_id]
-    outcomes = packer.analyze(found) if packer else [pipeline.analyze_file(ctx, found)]
+    outcomes = pipeline.analyze_in_folder(*_RUNS[run_id], found)
     _log_outcomes(outcomes)
     return outcomes
 
@@ -43,7 +42,7 @@ def analyze_document(run_id: str, found: FoundFile) -> list[pipeline.DocumentOut
 def send_remaining_packs(run_id: str) -> list[pipeline.DocumentOutcome]:
     """The last, partly filled pack, once every document went through `analyze_document`."""
     _ctx, packer = _RUNS[run_id]
-    outcomes = packer.flush() if packer else []
+    outcomes = packer.flush() if packer is not None else []
     _log_outcomes(outcomes)
     return outcomes
 
@@ -108,10 +107,10 @@ def _analyze_all(run_id: str, files: list[FoundFile], limit: int) -> list[pipeli
         )
         future.add_done_callback(lambda _: slots.release())
         futures.append(future)
-    done = {o.path: o for future in futures for o in future.result()}
-    if _RUNS[run_id][1] is not None:
-        done.update((o.path, o) for o in send_remaining_packs(run_id))
-    return [done[found.path] for found in files]
+    batches = [future.result() for future in futures]
+    if _RUNS[run_id][1] is not None:  # no empty task run when packing is off
+        batches.append(send_remaining_packs(run_id))
+    return pipeline.in_file_order(files, batches)
 
 
 def _observer(event: str, data: dict) -> None:

@@ -615,12 +615,10 @@ def run_folder(
         workers = max(1, min(options.concurrency, len(files) or 1))
         packer = packer_for(ctx)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kimidocs-doc") as pool:
-            if packer is None:
-                outcomes = list(pool.map(lambda f: analyze_file(ctx, f), files))
-            else:
-                done = {o.path: o for batch in pool.map(packer.analyze, files) for o in batch}
-                done.update((o.path, o) for o in packer.flush())
-                outcomes = [done[f.path] for f in files]
+            batches = list(pool.map(lambda f: analyze_in_folder(ctx, packer, f), files))
+        if packer is not None:
+            batches.append(packer.flush())
+        outcomes = in_file_order(files, batches)
     except BaseException:
         ctx.backend.close()
         raise
@@ -655,6 +653,18 @@ def _packing_on(ctx: RunContext) -> bool:
 def packer_for(ctx: RunContext) -> Packer | None:
     """The run's packer when packing is on (`RunOptions.pack`, else where RPM binds), else None."""
     return Packer(ctx) if _packing_on(ctx) else None
+
+
+def analyze_in_folder(ctx: RunContext, packer: Packer | None, found: FoundFile) -> list[DocumentOutcome]:
+    """One file of a folder run: its outcome, or with packing the outcomes of the pack it
+    completed (none while its pack waits; `Packer.flush` sends the last one)."""
+    return packer.analyze(found) if packer is not None else [analyze_file(ctx, found)]
+
+
+def in_file_order(files: list[FoundFile], batches: Iterable[list[DocumentOutcome]]) -> list[DocumentOutcome]:
+    """The outcomes of `analyze_in_folder` (and the final flush), one per file, in `files`' order."""
+    done = {o.path: o for batch in batches for o in batch}
+    return [done[f.path] for f in files]
 
 
 class Packer:
