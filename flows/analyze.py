@@ -165,8 +165,8 @@ def analyze_folder(
         files = pipeline.list_files(ctx)
         logger.info("found %d files in %s", len(files), folder)
         outcomes = _analyze_all(ctx.run_id, files, max(1, concurrency))
-    except BaseException:
-        ctx.backend.close()
+    except BaseException as err:
+        pipeline.abandon_run(ctx, err)
         raise
     finally:
         _RUNS.pop(ctx.run_id, None)

@@ -1,11 +1,23 @@
 """The `kimidocs` command line. Each command lives in `kimidocs/commands/<name>.py` and
-registers itself through `register(app)`, so this file stays a table of contents."""
+registers itself through `register(app)`, so this file stays a table of contents.
+
+`main` is the console script: a mistake the user can fix (a bad setting, an unknown model or profile,
+a database path that cannot work) ends as one line on stderr and exit status 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import importlib
+import sys
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+
+from kimidocs.discover import FolderError
+from kimidocs.kimi.errors import MissingApiKey, RequestNotSendable
+from kimidocs.settings import ConfigError
+from kimidocs.store import DatabaseUnusable, SchemaTooNew
 
 app = typer.Typer(
     name="kimidocs",
@@ -20,6 +32,25 @@ COMMAND_MODULES = ("analyze", "extract", "plan", "query", "models", "emulator", 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"kimidocs.commands.{_name}").register(app)
 
+#: Errors that mean "change a setting or an argument": one line and exit 2.
+USAGE_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    FolderError,
+    DatabaseUnusable,
+    SchemaTooNew,
+    MissingApiKey,
+    RequestNotSendable,
+)
+
+
+def main() -> None:
+    """The console script."""
+    try:
+        app()
+    except USAGE_ERRORS as err:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {escape(str(err))}")
+        sys.exit(2)
+
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -37,15 +37,15 @@ from kimidocs.kimi.errors import KimiError
 from kimidocs.kimi.limits import Limiter, RateLimiter, RateLimits
 from kimidocs.kimi.policy import apply_policy, should_stream
 from kimidocs.mapreduce import CallOutcome, MapReduceResult, run_plan
-from kimidocs.models import ModelInfo, get_model
+from kimidocs.models import ModelInfo, UnknownModel, get_model
 from kimidocs.packing import PackBuilder, is_small, pack_output_tokens, packing_pays, split_usage
 from kimidocs.planning import SINGLE, Plan, budget_for, page_tokens_of, plan_document
 from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals, Usage
 from kimidocs.requests import ChatRequest, PackedDocument, pack_request
 from kimidocs.results import OutputInvalid, Summary, check_citations, parse_packed, summary_json
-from kimidocs.settings import Settings, load_settings
+from kimidocs.settings import ConfigError, Settings, check_db_path, load_settings
 from kimidocs.store import Store, StoreError, SummaryRow
-from prompts import Profile, load_profile
+from prompts import Profile, ProfileError, load_profile
 
 log = logging.getLogger(__name__)
 
@@ -152,15 +152,30 @@ def open_run(
     limiter: Limiter | None = None,
     backend: Backend | None = None,
 ) -> RunContext:
-    """Open the store (migrated), the backend and a `runs` row for a new run."""
+    """Open the store (migrated), the backend and a `runs` row for a new run.
+
+    Everything a user can get wrong (options, model, profile, database path, a model the account does
+    not offer) is checked first and raised as one `ConfigError` line, before any `runs` row exists.
+    """
     settings = settings or load_settings()
     if options.db:
         settings = settings.model_copy(update={"db": Path(options.db)})
-    model = get_model(options.model or settings.kimi_model)
-    profile = load_profile(options.profile)
+    check_options(options)
+    check_db_path(settings.db)
+    try:
+        model = get_model(options.model or settings.kimi_model)
+        profile = load_profile(options.profile)
+    except (UnknownModel, ProfileError) as err:
+        raise ConfigError(str(err)) from None
     store = Store(settings.db)
     store.migrate()
     backend = backend or open_backend(settings, limiter=limiter or RateLimiter.for_tier(settings.tier))
+    if not options.dry_run:
+        try:
+            check_model_offered(backend, model.id)
+        except BaseException:
+            backend.close()
+            raise
     run_id = uuid.uuid4().hex
     host = socket.gethostname()
     crashed = store.mark_crashed_runs(host, _pid_alive)
@@ -187,6 +202,32 @@ def open_run(
         "run_started", {"run_id": run_id, "backend": backend.name, "model": model.id, "db": str(settings.db)}
     )
     return ctx
+
+
+def check_options(options: RunOptions) -> None:
+    """Refuse options that cannot work, in one line each (a negative budget would skip every file)."""
+    if options.max_cost_usd is not None and not options.max_cost_usd >= 0:
+        raise ConfigError(f"--max-cost-usd (max_cost_usd) must be 0 or more, not {options.max_cost_usd}")
+    if not 1 <= options.concurrency <= 64:
+        raise ConfigError(f"concurrency must be between 1 and 64, not {options.concurrency}")
+    if not Path(options.folder).exists():
+        raise ConfigError(f"{options.folder}: no such folder or file")
+
+
+def check_model_offered(backend: Backend, model_id: str) -> None:
+    """Once per run: is the model on the account's list? A retired id would otherwise fail every
+    document separately. When the list cannot be read, the calls themselves will say why."""
+    try:
+        offered = backend.client.list_models()
+    except KimiError as err:
+        log.debug("could not list the account's models (%s); going on", err)
+        return
+    ids = sorted(str(m.get("id")) for m in offered if m.get("id"))
+    if ids and model_id not in ids:
+        raise ConfigError(
+            f"model {model_id!r} is not offered at {backend.base_url} (retired, or not on this account); "
+            f"the account offers: {', '.join(ids)}. Choose one with --model or KIMI_MODEL"
+        )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -488,10 +529,15 @@ class KimiCaller:
                 ctx.abort(str(err))
                 raise RunAborted(str(err)) from err
             raise
-        cost = call_cost(result.usage, ctx.model)
+        usage, usage_source = result.usage, "reported"
+        if not result.usage_reported:  # never a silent zero: our own count, flagged, for budget and log
+            usage, usage_source = estimated_usage(request, result.content), "estimated"
+            log.warning("%s: the server reported no token usage; storing our estimate", request.request_key)
+        cost = call_cost(usage, ctx.model)
         ctx.guard.settle(estimate, cost)
         done = replace(
             record,
+            usage_source=usage_source,
             latency_ms=result.latency_ms,
             ttft_ms=result.ttft_ms,
             attempts=result.attempts,
@@ -499,11 +545,11 @@ class KimiCaller:
             http_status=result.http_status,
             response=result.content,
         )
-        rows = self._per_document(done, result.usage)
-        ctx.store.save_calls([replace(row, usage=usage, cost_usd=c) for row, usage, c in rows])
-        for row, usage, c in rows:
-            self._add(row.doc_id, usage, c)
-        ctx.observer("call_finished", {"usage": result.usage, "cost_usd": cost, "stage": request.stage})
+        rows = self._per_document(done, usage)
+        ctx.store.save_calls([replace(row, usage=part, cost_usd=c) for row, part, c in rows])
+        for row, part, c in rows:
+            self._add(row.doc_id, part, c)
+        ctx.observer("call_finished", {"usage": usage, "cost_usd": cost, "stage": request.stage})
         return CallOutcome(content=result.content, finish_reason=result.finish_reason)
 
     def _policy_body(self, request: ChatRequest, max_tokens: int) -> dict:
@@ -518,6 +564,11 @@ class KimiCaller:
         exact = self.ctx.backend.client.estimate_tokens(model.id, request.body["messages"])
         self.ctx.observer("exact_count", {"estimate": request.prompt_tokens_est, "exact": exact})
         return apply_policy(request.body, model, prompt_tokens=exact)
+
+
+def estimated_usage(request: ChatRequest, content: str | None) -> Usage:
+    """Usage when the server reported none: the prompt estimate, no cache hit, the answer counted."""
+    return Usage(prompt_tokens=request.prompt_tokens_est, completion_tokens=tokens.count(content or ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,10 +670,23 @@ def run_folder(
         if packer is not None:
             batches.append(packer.flush())
         outcomes = in_file_order(files, batches)
-    except BaseException:
-        ctx.backend.close()
+    except BaseException as err:
+        abandon_run(ctx, err)
         raise
     return close_run(ctx, outcomes)
+
+
+def abandon_run(ctx: RunContext, error: BaseException) -> None:
+    """A run that ends by an exception is closed as `failed` with the reason, never left `running`."""
+    try:
+        ctx.store.finish_run(
+            ctx.run_id, RunTotals(status="failed", message=f"{type(error).__name__}: {error}")
+        )
+    except StoreError as store_error:  # the database itself is what failed: say so, keep the first error
+        log.error("could not mark run %s failed: %s", ctx.run_id, store_error)
+    finally:
+        ctx.store.close()
+        ctx.backend.close()
 
 
 # ---------------------------------------------------------------------------------------------- packing

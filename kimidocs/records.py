@@ -51,6 +51,7 @@ class CallRecord:
     error: str | None = None
     response: str | None = None
     started_at: datetime | None = None
+    usage_source: str | None = None  # reported (by the server) | estimated (it sent none) | None (no answer)
 
 
 @dataclass(frozen=True, slots=True)

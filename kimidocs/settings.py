@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_BASE_URL = "https://api.moonshot.cn/v1"
-INTERNATIONAL_BASE_URL = "https://api.moonshot.ai/v1"
+from kimidocs.kimi.keys import CHINA_BASE_URL, INTERNATIONAL_BASE_URL, InvalidKeyFormat, clean_api_key
+
+DEFAULT_BASE_URL = CHINA_BASE_URL
 
 
 class Settings(BaseSettings):
     """Configuration of a kimidocs process.
 
-    The API key is a `SecretStr`: its repr is masked, so printing settings never leaks it.
+    The API key is a `SecretStr`: its repr is masked, so printing settings never leaks it. Every value is
+    checked here, once, so a bad one is one clear line at start-up rather than every file failing later;
+    `hide_input_in_errors` keeps pydantic from echoing the offending value (it may be the key).
     """
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True
+    )
 
     kimi_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("KIMI_API_KEY"))
     kimi_base_url: str = Field(default=DEFAULT_BASE_URL, validation_alias=AliasChoices("KIMI_BASE_URL"))
@@ -25,28 +32,102 @@ class Settings(BaseSettings):
     db: Path = Field(default=Path("data/kimidocs.duckdb"), validation_alias=AliasChoices("KIMIDOCS_DB"))
     tier: str = Field(default="tier1", validation_alias=AliasChoices("KIMIDOCS_TIER"))
     max_file_bytes: int = Field(
-        default=200 * 1024 * 1024, validation_alias=AliasChoices("KIMIDOCS_MAX_FILE_BYTES")
+        default=200 * 1024 * 1024, gt=0, validation_alias=AliasChoices("KIMIDOCS_MAX_FILE_BYTES")
     )
-    max_pages: int = Field(default=5_000, validation_alias=AliasChoices("KIMIDOCS_MAX_PAGES"))
+    max_pages: int = Field(default=5_000, gt=0, validation_alias=AliasChoices("KIMIDOCS_MAX_PAGES"))
     extract_timeout_s: float = Field(
-        default=300.0, validation_alias=AliasChoices("KIMIDOCS_EXTRACT_TIMEOUT_S")
+        default=300.0, gt=0, validation_alias=AliasChoices("KIMIDOCS_EXTRACT_TIMEOUT_S")
     )
     request_timeout_s: float = Field(
-        default=300.0, validation_alias=AliasChoices("KIMIDOCS_REQUEST_TIMEOUT_S")
+        default=300.0, gt=0, validation_alias=AliasChoices("KIMIDOCS_REQUEST_TIMEOUT_S")
     )
-    max_retries: int = Field(default=6, validation_alias=AliasChoices("KIMIDOCS_MAX_RETRIES"))
+    max_retries: int = Field(default=6, ge=0, le=20, validation_alias=AliasChoices("KIMIDOCS_MAX_RETRIES"))
     allow_emulator: bool = Field(default=False, validation_alias=AliasChoices("KIMIDOCS_ALLOW_EMULATOR"))
     shared_limits: bool = Field(default=True, validation_alias=AliasChoices("KIMIDOCS_SHARED_LIMITS"))
     prefect_secret_block: str | None = Field(
         default=None, validation_alias=AliasChoices("KIMIDOCS_PREFECT_SECRET_BLOCK")
     )
 
+    @field_validator("kimi_api_key", mode="before")
+    @classmethod
+    def _clean_key(cls, value: Any) -> str | None:
+        """Strip the newline a `.env` file or a copy-paste adds; refuse what no header can carry."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value is not None and not isinstance(value, str):
+            raise ValueError("KIMI_API_KEY must be text")
+        return clean_api_key(value)
+
+    @field_validator("kimi_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"KIMI_BASE_URL must be an http(s) URL such as {DEFAULT_BASE_URL}")
+        return value.strip().rstrip("/")
+
+    @field_validator("tier")
+    @classmethod
+    def _check_tier(cls, value: str) -> str:
+        from kimidocs.kimi.limits import TIERS
+
+        key = value.lower().replace(" ", "").replace("_", "")
+        if key not in TIERS:
+            raise ValueError(f"unknown tier {value!r}; known: {', '.join(TIERS)}")
+        return key
+
     def api_key_value(self) -> str | None:
         """The key in clear, for the Authorization header only."""
         return self.kimi_api_key.get_secret_value() if self.kimi_api_key else None
 
 
+class ConfigError(ValueError):
+    """A setting, option or argument that cannot work. One line for the user, naming what to change;
+    the CLI prints it and exits 2, a flow run fails with it. Never contains the API key."""
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Settings from env and `.env`, with explicit overrides (CLI flags, flow parameters) on top."""
+    """Settings from env and `.env`, with explicit overrides (CLI flags, flow parameters) on top.
+
+    Raises `ConfigError` (one line per bad value, the variable named, the value not echoed)."""
     clean = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**clean)  # type: ignore[arg-type]
+    try:
+        return Settings(**clean)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error)) from None
+
+
+def check_db_path(path: Path) -> Path:
+    """The database path a run will write, refused in one line when it cannot be one. Checked when a
+    run opens (not in `Settings`: `kimidocs extract` or `plan` never touch the database)."""
+    if path.is_dir():
+        raise ConfigError(
+            f"KIMIDOCS_DB / --db: {path} is a folder; give a file such as {path}/kimidocs.duckdb"
+        )
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"KIMIDOCS_DB / --db: the folder {path.parent} does not exist; create it or choose another path"
+        )
+    return path
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """`KIMIDOCS_MAX_PAGES: Input should be a valid integer; ...`: the variable, then the reason."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "settings"
+        reason = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(reason if reason.startswith(where) else f"{where}: {reason}")
+    return "invalid settings: " + "; ".join(problems)
+
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "INTERNATIONAL_BASE_URL",
+    "ConfigError",
+    "InvalidKeyFormat",
+    "Settings",
+    "check_db_path",
+    "describe_validation_error",
+    "load_settings",
+]

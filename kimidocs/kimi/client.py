@@ -30,12 +30,14 @@ from kimidocs.kimi.errors import (
     MissingApiKey,
     ModelNotFound,
     RateLimited,
+    RequestNotSendable,
     StreamInterrupted,
     TransportError,
     UnexpectedResponse,
     error_from_response,
     redact,
 )
+from kimidocs.kimi.keys import InvalidKeyFormat, clean_api_key
 from kimidocs.kimi.limits import Limiter, Permit
 from kimidocs.kimi.responses import ChatResult, ParsedAnswer, StreamAccumulator, parse_completion
 from kimidocs.kimi.retry import OnRetry, RetryPolicy, call_with_retries
@@ -46,6 +48,8 @@ __all__ = ["KimiClient", "is_loopback", "rough_prompt_tokens"]
 log = logging.getLogger("kimidocs.kimi")
 
 USER_AGENT = "kimidocs/0.1"
+#: httpx errors raised before anything was sent, by a request that could never be sent as built.
+_NOT_SENDABLE = (httpx.LocalProtocolError, httpx.UnsupportedProtocol)
 CHARS_PER_TOKEN_FALLBACK = 3  # deliberately pessimistic: English runs ~4 chars/token
 IMAGE_TOKENS_FALLBACK = 1_000
 
@@ -103,9 +107,13 @@ class KimiClient:
         max_connections: int = 64,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        try:
+            api_key = clean_api_key(api_key)
+        except InvalidKeyFormat as error:
+            raise RequestNotSendable(str(error)) from None
         if not api_key and not is_loopback(self.base_url):
             raise MissingApiKey(self.base_url)
-        self._key = api_key or None
+        self._key = api_key
         self.limiter = limiter
         self.on_retry = on_retry
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
@@ -150,7 +158,11 @@ class KimiClient:
         After the answer the limiter's charge is corrected to the billed `prompt_tokens + max_tokens`.
         """
         model = str(body.get("model") or "")
-        payload = {**body, "stream": True} if stream else {k: v for k, v in body.items() if k != "stream"}
+        if stream:
+            # OpenAI-standard servers send usage in a stream only when asked; Moonshot accepts the flag too.
+            payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        else:
+            payload = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         max_tokens = int(body.get("max_tokens") or 0)
         if tokens_est is None:
             tokens_est = rough_prompt_tokens(body.get("messages") or []) + max_tokens
@@ -254,8 +266,10 @@ class KimiClient:
     def _url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
-    def _transport_error(self, error: httpx.HTTPError, endpoint: str) -> TransportError:
+    def _transport_error(self, error: httpx.HTTPError, endpoint: str) -> KimiError:
         detail = redact(f"{type(error).__name__}: {error}", self._key)
+        if isinstance(error, _NOT_SENDABLE):
+            return RequestNotSendable(detail, endpoint=endpoint)
         return TransportError(detail, endpoint=endpoint)
 
     def _api_error(self, response: httpx.Response, endpoint: str, model: str | None) -> KimiError:
@@ -337,6 +351,8 @@ class KimiClient:
                         "the stream ended before data: [DONE]", endpoint=endpoint, received_chars=acc.chars
                     )
         except httpx.HTTPError as error:
+            if isinstance(error, _NOT_SENDABLE):
+                raise self._transport_error(error, endpoint) from None
             detail = redact(f"{type(error).__name__}: {error}", self._key)
             if (
                 acc.chars
@@ -383,6 +399,16 @@ class KimiClient:
             raise UnexpectedResponse(
                 "neither SSE nor JSON", endpoint=endpoint, status=response.status_code
             ) from None
+        if not isinstance(data, dict):
+            raise UnexpectedResponse(
+                "JSON body is not an object", endpoint=endpoint, status=response.status_code
+            )
+        if "error" in data and not data.get("choices"):
+            raise self._api_error(response, endpoint, model or None)  # an error envelope with a 2xx status
+        if not isinstance(data.get("choices"), list) or not data["choices"]:
+            raise UnexpectedResponse(
+                "chat answer without choices", endpoint=endpoint, status=response.status_code
+            )
         latency_ms = (time.perf_counter() - started) * 1000
         return parse_completion(data), response.status_code, latency_ms, None, _request_id(response)
 

@@ -21,6 +21,7 @@ The tree (branch on the class, never on the status: three different meanings sha
     ├── StreamInterrupted                      yes     no        SSE ended before `data: [DONE]`
     ├── UnexpectedResponse                     no      no        a 2xx answer we cannot read
     ├── LimitUnreachable                       no      no        one request > the TPM or TPD limit
+    ├── RequestNotSendable                     no      YES       httpx refused to build it (bad header, URL)
     └── MissingApiKey                          no      YES       no key for a non-loopback base URL
 
     (1) not when the wait is longer than the retry policy's `max_wait_s` (a spent TPD budget): then it is
@@ -43,6 +44,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
+from kimidocs.kimi.keys import CHINA_BASE_URL, INTERNATIONAL_BASE_URL, key_forms
+
 __all__ = [
     "RETRYABLE_ERRORS",
     "RETRYABLE_STATUSES",
@@ -61,6 +64,7 @@ __all__ = [
     "PermissionDenied",
     "QuotaExceeded",
     "RateLimited",
+    "RequestNotSendable",
     "ServerError",
     "StreamInterrupted",
     "TransportError",
@@ -75,10 +79,13 @@ _MAX_BODY_CHARS = 2_000
 
 
 def redact(text: str, secret: str | None) -> str:
-    """`text` with every occurrence of `secret` replaced, so an echoed key never reaches a log or a DB."""
+    """`text` with the key replaced in every form it can take (raw, stripped, escaped, as a header
+    value; see `keys.key_forms`), so an echoed key never reaches a log, an error or the database."""
     if not secret or not text:
         return text
-    return text.replace(secret, REDACTED)
+    for form in key_forms(secret):
+        text = text.replace(form, REDACTED)
+    return text
 
 
 class KimiError(Exception):
@@ -122,6 +129,17 @@ class MissingApiKey(KimiError):
 
 class TransportError(KimiError):
     """The request did not get an HTTP answer: timeout, refused or reset connection."""
+
+    def __init__(self, message: str, *, endpoint: str | None = None) -> None:
+        super().__init__(f"{endpoint}: {message}" if endpoint else message)
+        self.endpoint = endpoint
+
+
+class RequestNotSendable(KimiError):
+    """The request could not be sent as built: an illegal header value (a key with a line break), an
+    unsupported URL scheme. Every request shares the cause, so it is never retried and stops the run."""
+
+    fatal_for_run = True
 
     def __init__(self, message: str, *, endpoint: str | None = None) -> None:
         super().__init__(f"{endpoint}: {message}" if endpoint else message)
@@ -237,6 +255,13 @@ class AuthenticationError(APIError):
     """401: the key is wrong, revoked, or from the other region (.cn keys fail on .ai and vice versa)."""
 
     fatal_for_run = True
+
+    def __str__(self) -> str:
+        return (
+            f"{super().__str__()}. Keys are region-bound: a key from the international console works only "
+            f"with KIMI_BASE_URL={INTERNATIONAL_BASE_URL}, one from the China console only with "
+            f"{CHINA_BASE_URL}; check the key and that KIMI_BASE_URL matches its region"
+        )
 
 
 class PermissionDenied(APIError):

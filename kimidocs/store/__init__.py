@@ -6,8 +6,10 @@ The only package that imports duckdb. Schema reference: docs/SCHEMA.md.
 from kimidocs.store.errors import (
     DatabaseLocked,
     DatabaseMissing,
+    DatabaseUnusable,
     MigrationError,
     QueryError,
+    SchemaTooNew,
     SearchIndexMissing,
     StoreError,
 )
@@ -17,9 +19,11 @@ from kimidocs.store.store import Store
 __all__ = [
     "DatabaseLocked",
     "DatabaseMissing",
+    "DatabaseUnusable",
     "MigrationError",
     "QueryError",
     "QueryResult",
+    "SchemaTooNew",
     "SearchHit",
     "SearchIndexMissing",
     "Store",

@@ -39,7 +39,7 @@ from pathlib import Path
 import duckdb
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
-from kimidocs.store.errors import DatabaseLocked, DatabaseMissing
+from kimidocs.store.errors import DatabaseLocked, DatabaseMissing, DatabaseUnusable
 
 # Our connections never try to download extensions (there is no route to DuckDB's server here).
 CONFIG: dict[str, str | bool | int | float | list[str]] = {
@@ -138,7 +138,8 @@ def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConne
         except duckdb.Error as exc:
             if is_lock_conflict(exc):
                 marker.touch()
-            raise
+                raise
+            raise DatabaseUnusable(path, _first_line(str(exc))) from exc
 
     retrying = Retrying(
         stop=stop_after_delay(timeout_s),
@@ -154,6 +155,10 @@ def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConne
         raise DatabaseLocked(path, time.monotonic() - started, str(last)) from last
     finally:
         marker.remove()
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unknown DuckDB error"
 
 
 @contextmanager

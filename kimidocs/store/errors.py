@@ -3,6 +3,8 @@
 StoreError
  ├── DatabaseLocked      another process holds the DuckDB file past our wait
  ├── DatabaseMissing     a read-only open of a file that does not exist yet
+ ├── DatabaseUnusable    the path cannot hold a DuckDB database (not DuckDB, read-only, a folder...)
+ ├── SchemaTooNew        the database was written by a newer kimidocs: never write it with older code
  ├── MigrationError      a numbered migration failed; the database is left at the last good version
  ├── SearchIndexMissing  full-text search before any index was built
  └── QueryError          an analyst's SQL failed (message from DuckDB, file named)
@@ -36,6 +38,28 @@ class DatabaseMissing(StoreError):
     def __init__(self, path: Path) -> None:
         self.path = path
         super().__init__(f"{path}: no database here yet; run `kimidocs analyze` first or pass --db")
+
+
+class DatabaseUnusable(StoreError):
+    """The file exists but is not a DuckDB database, or cannot be opened for writing."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"{path}: cannot be used as the kimidocs database: {detail}")
+
+
+class SchemaTooNew(StoreError):
+    """The database has migrations this code does not know: a newer kimidocs wrote it."""
+
+    def __init__(self, path: Path, found: int, known: int) -> None:
+        self.path = path
+        self.found = found
+        self.known = known
+        super().__init__(
+            f"{path}: schema version {found} is newer than this kimidocs knows ({known}); "
+            "upgrade kimidocs, or use another database (--db)"
+        )
 
 
 class MigrationError(StoreError):

@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 from kimidocs.models import MODELS
-from kimidocs.store.errors import MigrationError
+from kimidocs.store.errors import MigrationError, SchemaTooNew
 
 _NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
@@ -58,8 +58,12 @@ def applied_versions(con: duckdb.DuckDBPyConnection) -> set[int]:
 def apply(con: duckdb.DuckDBPyConnection, path: Path, *, upto: int | None = None) -> list[int]:
     """Apply the missing migrations (up to `upto`, for tests building old databases)."""
     done = applied_versions(con)
+    shipped = available()
+    known = max((mig.version for mig in shipped), default=0)
+    if done and max(done) > known:
+        raise SchemaTooNew(path, max(done), known)
     applied = []
-    for mig in available():
+    for mig in shipped:
         if mig.version in done or (upto is not None and mig.version > upto):
             continue
         con.execute("BEGIN TRANSACTION")

@@ -22,7 +22,7 @@ from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, R
 from kimidocs.store import migrate as migrations
 from kimidocs.store.coerce import clean_text, to_datetime
 from kimidocs.store.connection import connect, held, load_fts, release, transaction
-from kimidocs.store.errors import QueryError, SearchIndexMissing
+from kimidocs.store.errors import DatabaseUnusable, QueryError, SearchIndexMissing
 from kimidocs.store.rows import QueryResult, SearchHit, SummaryRow
 from kimidocs.store.summary_columns import summary_columns
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 _CALL_COLUMNS = (
     "call_id, run_id, doc_id, stage, chunk_index, level, request_key, model, backend, prompt_tokens_est, "
     "prompt_tokens, cached_tokens, completion_tokens, cost_usd, latency_ms, ttft_ms, attempts, "
-    "finish_reason, http_status, status, error, response, started_at"
+    "finish_reason, http_status, status, error, response, started_at, usage_source"
 )
 _SUMMARY_COLUMNS = (
     "doc_id, profile, prompt_version, model, run_id, backend, created_at, title, document_type, language, "
@@ -96,7 +96,10 @@ class Store:
         """Apply the missing numbered migrations; returns the versions applied now."""
         if self.read_only:
             raise PermissionError(f"{self.path}: cannot migrate a read-only Store")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseUnusable(self.path, f"cannot create its folder: {exc.strerror}") from exc
         with held(self.path, timeout_s=self.lock_timeout_s) as con:
             applied = migrations.apply(con, self.path, upto=upto)
         self._migrated = upto is None
@@ -308,7 +311,7 @@ class Store:
             return
         with self._write() as con:
             con.executemany(
-                f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join(['?'] * 23)})",
+                f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join(['?'] * 24)})",
                 [_call_values(c) for c in calls],
             )
 
@@ -529,6 +532,7 @@ def _call_values(c: CallRecord) -> list[Any]:
         clean_text(c.error),
         clean_text(c.response),
         to_datetime(c.started_at),
+        c.usage_source,
     ]
 
 
@@ -555,6 +559,7 @@ def _call_from_row(r: tuple[Any, ...]) -> CallRecord:
         error=r[20],
         response=r[21],
         started_at=r[22].replace(tzinfo=UTC) if r[22] is not None else None,
+        usage_source=r[23],
     )
 
 

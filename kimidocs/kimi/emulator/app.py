@@ -39,6 +39,7 @@ from kimidocs.kimi.emulator.knobs import TIERS, EmulatorConfig
 from kimidocs.kimi.emulator.limits import format_seconds
 from kimidocs.kimi.emulator.prompt import BadRequest, Prompt, parse_prompt
 from kimidocs.kimi.emulator.state import EmulatorState
+from kimidocs.kimi.emulator.tools import tool_schema_problem
 from kimidocs.models import MODELS, ModelInfo
 
 FIXED_VALUES = {"top_p": 0.95, "n": 1, "presence_penalty": 0.0, "frequency_penalty": 0.0}
@@ -173,6 +174,8 @@ class Emulator:
         headers = self.headers(request_id)
         if error.retry_after is not None:
             headers["Retry-After"] = error.retry_after
+        if error.type == "rate_limit_reached_error" and not self.config.retry_after_header:
+            headers.pop("Retry-After", None)
         body = {"error": {"type": error.type, "message": error.message}}
         return JSONResponse(body, status_code=error.status, headers=headers)
 
@@ -381,6 +384,10 @@ class Emulator:
                     )
         elif body.temperature is not None and not 0 <= body.temperature <= 1:
             raise ApiError(400, "invalid_request_error", "invalid temperature: must be in [0, 1]")
+        if body.tools:
+            problem = tool_schema_problem(body.tools)
+            if problem:
+                raise ApiError(400, "invalid_request_error", problem)
         if body.tool_choice == "required":
             raise ApiError(
                 400, "invalid_request_error", "Invalid request: tool_choice 'required' is not supported"
@@ -481,13 +488,17 @@ class Emulator:
 
     def usage(self, turn: Turn, result: Result, cached: int) -> dict[str, Any]:
         prompt_tokens = turn.prompt.prompt_tokens if turn.prompt else 0
-        return {
+        usage: dict[str, Any] = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": result.completion_tokens,
             "total_tokens": prompt_tokens + result.completion_tokens,
-            "cached_tokens": cached,
-            "prompt_tokens_details": {"cached_tokens": cached},
         }
+        shape = self.config.usage_shape
+        if shape in ("both", "moonshot"):
+            usage["cached_tokens"] = cached
+        if shape in ("both", "openai"):
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        return usage
 
     def completion_body(self, turn: Turn, result: Result, cached: int) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": result.content}
@@ -501,8 +512,7 @@ class Emulator:
             "created": int(time.time()),
             "model": turn.model.id if turn.model else "",
             "choices": [{"index": 0, "message": message, "finish_reason": result.finish_reason}],
-            "usage": self.usage(turn, result, cached),
-        }
+        } | ({} if self.config.usage_shape == "none" else {"usage": self.usage(turn, result, cached)})
 
     def complete(self, turn: Turn, result: Result, cached: int) -> None:
         """A request that completed: its prefix enters the cache, its cost is spent, its entry is logged."""
@@ -559,7 +569,7 @@ class Emulator:
                 {"content": p} for p in _pieces(result.content)
             ]
             if result.tool_call:
-                deltas.append({"tool_calls": [result.tool_call]})
+                deltas.extend({"tool_calls": [part]} for part in _tool_call_parts(result.tool_call, cfg))
             if truncate:
                 deltas = deltas[: max(len(deltas) // 2, 1)]
             per_token_s = cfg.latency_per_token_ms / 1000
@@ -574,8 +584,9 @@ class Emulator:
                 completed = True
                 return
             usage = self.usage(turn, result, cached)
-            yield chunk({}, result.finish_reason, usage)
-            if include_usage:
+            shape = cfg.usage_shape
+            yield chunk({}, result.finish_reason, usage if shape in ("both", "moonshot") else None)
+            if include_usage and shape != "none":
                 payload = {
                     "id": turn.request_id,
                     "object": "chat.completion.chunk",
@@ -735,3 +746,14 @@ def create_app(config: EmulatorConfig | None = None, state: EmulatorState | None
     app = EmulatorApp(routes=routes)
     app.state.emulator = state
     return app
+
+
+def _tool_call_parts(call: dict[str, Any], cfg: EmulatorConfig) -> list[dict[str, Any]]:
+    """The stream deltas of one tool call: whole, or split the way OpenAI streams it."""
+    if cfg.tool_call_deltas == "one":
+        return [call]
+    arguments = call["function"]["arguments"]
+    head = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
+    step = max(len(arguments) // 3, 1)
+    pieces = [arguments[i : i + step] for i in range(0, len(arguments), step)] or [""]
+    return [head] + [{"index": call.get("index", 0), "function": {"arguments": p}} for p in pieces]

@@ -66,6 +66,18 @@ class EmulatorConfig(BaseModel):
 
     # answers
     reasoning: Literal["auto", "off"] = "auto"  # "auto": reasoning_content when thinking is on
+    # Where usage appears (kimi-api.md §6). "both": top-level `usage` and, in streams, `choices[0].usage`
+    # (what real kimi-k2.5 sent), with cached tokens in both fields. "moonshot": streams put usage only in
+    # `choices[0].usage` (plus the top-level chunk when include_usage is asked); cached only as
+    # `usage.cached_tokens`. "openai": usage only at the top level, in streams only with include_usage;
+    # cached only in `prompt_tokens_details`. "none": no usage anywhere (a server that ignores the flag).
+    usage_shape: Literal["both", "moonshot", "openai", "none"] = "both"
+    # Whether rate-limit 429s carry a Retry-After header: Kimi sometimes omits it (kimi-api.md §7), and
+    # the client must then read "try again after N seconds" from the message.
+    retry_after_header: bool = True
+    # How a streamed tool call arrives: "one" delta, or "split" as OpenAI does (id and name first, then the
+    # arguments in pieces, each piece its own delta with the same index).
+    tool_call_deltas: Literal["one", "split"] = "one"
 
     # latency (real milliseconds)
     latency_ms: float = Field(0.0, ge=0)  # before the first byte of an answer
