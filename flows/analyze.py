@@ -12,6 +12,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.limits import limiter_for_run
@@ -26,25 +28,53 @@ from kimidocs.settings import Settings, load_settings
 _RUNS: dict[str, tuple[pipeline.RunContext, pipeline.Packer | None]] = {}
 
 
+class DocumentFailed(Exception):
+    """A document of this task ended `failed`: the task run ends Failed with the typed error as its
+    message, so the Prefect UI shows red where a document failed. Carries the task's outcomes, so the
+    flow still records every document (a pack's task returns several)."""
+
+    def __init__(self, outcomes: list[pipeline.DocumentOutcome]) -> None:
+        self.outcomes = outcomes
+        failed = [o for o in outcomes if o.status == "failed"]
+        super().__init__("; ".join(f"{Path(o.path).name}: {o.error_type}: {o.message}" for o in failed))
+
+    def __reduce__(self) -> tuple[type[DocumentFailed], tuple[list[pipeline.DocumentOutcome]]]:
+        return (DocumentFailed, (self.outcomes,))
+
+
+def _finish_task(outcomes: list[pipeline.DocumentOutcome]) -> list[pipeline.DocumentOutcome]:
+    _log_outcomes(outcomes)
+    if any(o.status == "failed" for o in outcomes):
+        raise DocumentFailed(outcomes)
+    return outcomes
+
+
 @task(name="analyze-document", retries=0, cache_policy=NO_CACHE)
 def analyze_document(run_id: str, found: FoundFile) -> list[pipeline.DocumentOutcome]:
-    """One document end to end (extract, plan, calls, store).
+    """One document end to end (extract, plan, calls, store); Failed when the document failed.
 
     With packing on, a small document may wait for its pack (no outcome yet) or fill one, and then
     the outcomes of every document in that pack come back from this task.
     """
-    outcomes = pipeline.analyze_in_folder(*_RUNS[run_id], found)
-    _log_outcomes(outcomes)
-    return outcomes
+    return _finish_task(pipeline.analyze_in_folder(*_RUNS[run_id], found))
 
 
 @task(name="send-remaining-packs", retries=0, cache_policy=NO_CACHE)
 def send_remaining_packs(run_id: str) -> list[pipeline.DocumentOutcome]:
     """The last, partly filled pack, once every document went through `analyze_document`."""
     _ctx, packer = _RUNS[run_id]
-    outcomes = packer.flush() if packer is not None else []
-    _log_outcomes(outcomes)
-    return outcomes
+    return _finish_task(packer.flush() if packer is not None else [])
+
+
+def _outcomes(state_or_future: State | PrefectFuture) -> list[pipeline.DocumentOutcome]:
+    """A document task's outcomes, whether it ended Completed or Failed with `DocumentFailed`; any other
+    failure (a bug, a store error) is raised and fails the flow run."""
+    value = state_or_future.result(raise_on_failure=False)
+    if isinstance(value, DocumentFailed):
+        return value.outcomes
+    if isinstance(value, BaseException):
+        raise value
+    return value
 
 
 def _log_outcomes(outcomes: list[pipeline.DocumentOutcome]) -> None:
@@ -107,9 +137,9 @@ def _analyze_all(run_id: str, files: list[FoundFile], limit: int) -> list[pipeli
         )
         future.add_done_callback(lambda _: slots.release())
         futures.append(future)
-    batches = [future.result() for future in futures]
+    batches = [_outcomes(future) for future in futures]
     if _RUNS[run_id][1] is not None:  # no empty task run when packing is off
-        batches.append(send_remaining_packs(run_id))
+        batches.append(_outcomes(send_remaining_packs(run_id, return_state=True)))
     return pipeline.in_file_order(files, batches)
 
 
@@ -133,11 +163,17 @@ def analyze_folder(
     concurrency: int = 4,
     force: bool = False,
     pack: bool | None = None,
-) -> dict:
-    """Analyse every document under `folder` and write the results to DuckDB."""
+    fail_on_document_errors: bool = True,
+) -> dict | State:
+    """Analyse every document under `folder` and write the results to DuckDB.
+
+    The run ends Failed when a document failed (each failed document's task run is Failed too, with
+    its typed error), as `kimidocs analyze` exits 1; `fail_on_document_errors=false` is for folders
+    where failures are expected: the run then ends Completed and the report lists them.
+    """
     logger = get_run_logger()
-    if not Path(folder).exists():
-        raise FileNotFoundError(f"folder does not exist: {folder} (resolved: {Path(folder).resolve()})")
+    if not Path(folder).exists():  # one clear line in the run's state, no engine traceback
+        return Failed(message=f"folder does not exist: {folder} (resolved: {Path(folder).resolve()})")
     settings = with_secret_block_key(load_settings())
     require_backend(settings)
     # With a Prefect server every worker shares the account's limits through global limits.
@@ -178,7 +214,7 @@ def analyze_folder(
     )
     if report.status == "stopped":
         raise RuntimeError(f"run stopped: {report.message}")
-    return {
+    summary = {
         "run_id": report.run_id,
         "backend": report.backend,
         "ok": report.count("ok"),
@@ -187,3 +223,13 @@ def analyze_folder(
         "skipped": report.count("skipped"),
         "cost_usd": round(report.cost_usd, 6),
     }
+    failed = [o for o in report.outcomes if o.status == "failed"]
+    if failed and fail_on_document_errors:
+        names = ", ".join(f"{Path(o.path).name} ({o.error_type})" for o in failed[:10])
+        more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
+        return Failed(
+            message=f"{len(failed)} of {len(report.outcomes)} documents failed: {names}{more}. "
+            "See the kimidocs-run-report artifact; fail_on_document_errors=false accepts failures.",
+            data=summary,
+        )
+    return summary

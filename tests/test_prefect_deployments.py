@@ -78,7 +78,17 @@ def test_prefect_yaml_matches_serve_deployments() -> None:
     for dep in (nightly, adhoc):
         assert dep["entrypoint"] == "flows/analyze.py:analyze_folder"
         assert dep["work_pool"]["name"] == WORK_POOL
-        for param in ("profile", "model", "db", "include", "exclude", "max_cost_usd", "dry_run", "pack"):
+        for param in (
+            "profile",
+            "model",
+            "db",
+            "include",
+            "exclude",
+            "max_cost_usd",
+            "dry_run",
+            "pack",
+            "fail_on_document_errors",
+        ):
             assert param in dep["parameters"], param
     assert spec["pull"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $KIMIDOCS_HOME }}"}}
@@ -163,6 +173,15 @@ def batch(deployed: PrefectServer, corpus: Path, tmp_path_factory: pytest.TempPa
                 job_env={"KIMI_API_KEY": "sk-wrong"},
             ),
         }
+        bad = copy_corpus(corpus, tmp / "bad", ("pdf/crazyones.pdf", "bad/empty.pdf"))
+        runs["baddocs"] = trigger(deployed, adhoc, folder=str(bad), db=str(tmp / "bad.duckdb"))
+        runs["baddocs-accepted"] = trigger(
+            deployed,
+            adhoc,
+            folder=str(bad),
+            db=str(tmp / "bad-accepted.duckdb"),
+            fail_on_document_errors="false",
+        )
         output = run_worker_once(deployed, emulator.worker_env())
         yield Batch(deployed, emulator, tmp, runs, output)
     finally:
@@ -204,6 +223,34 @@ def test_worker_runs_adhoc_end_to_end(batch: Batch) -> None:
     # The calls reached the emulator process the worker was pointed at.
     answered = [e for e in batch.emulator.requests("/chat/completions") if e["status"] == 200]
     assert len(answered) >= calls[0]
+
+
+def _task_states(batch: Batch, case: str) -> dict[str, dict]:
+    tasks = batch.server.api("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [batch.runs[case]]}}})
+    return {t["name"]: t["state"] for t in tasks}  # type: ignore[union-attr]
+
+
+def test_a_failed_document_fails_its_task_and_the_run(batch: Batch) -> None:
+    """Read back through the Prefect API: what `--watch` and the UI show agrees with the CLI's exit 1."""
+    state = batch.state("baddocs")
+    assert state["type"] == "FAILED", (state, batch.worker_output[-4000:])
+    assert "1 of 2 documents failed: empty.pdf (" in state["message"]
+    tasks = _task_states(batch, "baddocs")
+    assert tasks["analyze crazyones.pdf"]["type"] == "COMPLETED"
+    failed = tasks["analyze empty.pdf"]
+    assert failed["type"] == "FAILED" and "DocumentFailed" in failed["message"]
+    assert "empty.pdf: EmptyDocument" in failed["message"]
+    with duckdb.connect(str(batch.tmp / "bad.duckdb"), read_only=True) as con:
+        assert con.execute("select count(*) from summaries").fetchone() == (1,)
+        assert con.execute("select error_type from failures").fetchall() == [("EmptyDocument",)]
+        assert con.execute("select status from runs").fetchall() == [("completed",)]
+
+
+def test_expected_failures_leave_the_run_completed(batch: Batch) -> None:
+    state = batch.state("baddocs-accepted")
+    assert state["type"] == "COMPLETED", state
+    tasks = _task_states(batch, "baddocs-accepted")
+    assert tasks["analyze empty.pdf"]["type"] == "FAILED"  # the document still shows red
 
 
 def test_missing_folder_fails_the_run_with_a_clear_message(batch: Batch) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -68,39 +69,69 @@ class _Screen:
 
 
 def _reason(o: pipeline.DocumentOutcome) -> str:
+    """The title of a finished document; for a failure the reason first, without the path it repeats."""
     if o.status in ("ok", "planned"):
         return o.title or ""
     if o.status == "unchanged":
         return "already analysed (same content, profile, prompt, model)"
-    return f"{o.error_type or ''}: {o.message or ''}"
+    message = (o.message or "").removeprefix(f"{o.path}: ")
+    return f"{o.error_type or 'error'}: {message}" if o.error_type else message
 
 
-def _summary_table(report: pipeline.RunReport) -> Table:
-    table = Table(title=f"kimidocs run {report.run_id[:12]} ({report.backend})", show_lines=False)
-    table.add_column("document", no_wrap=True, min_width=12, max_width=36, overflow="ellipsis")
-    for col, width in (
-        ("status", 9),
-        ("pages", 5),
-        ("strategy", 10),
-        ("coverage", 8),
-        ("calls", 5),
-        ("cost $", 7),
-    ):
-        table.add_column(col, no_wrap=True, min_width=width)
-    table.add_column("title / reason", no_wrap=True, min_width=10, max_width=60, overflow="ellipsis")
-    for o in report.outcomes:
+def shown_path(path: str, root: Path) -> str:
+    """A document's path relative to the analysed folder (the folder is printed once, above)."""
+    base = root if root.is_dir() else root.parent
+    try:
+        return str(Path(path).relative_to(base))
+    except ValueError:
+        return path
+
+
+#: Columns of the results table; the starred ones are dropped on terminals narrower than WIDE.
+_COLUMNS = (("status", 9, False), ("pages", 5, True), ("strategy", 10, True), ("coverage", 8, True))
+WIDE = 110
+
+
+def summary_table(report: pipeline.RunReport, root: Path, width: int = 200) -> Table:
+    """One row per document, fitted to `width` (the console's): the document and reason columns shrink
+    with ellipses, the numbers never do; below WIDE columns the plan details are left out."""
+    wide = width >= WIDE
+    table = Table(
+        title=f"kimidocs run {report.run_id[:12]} ({report.backend})",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    shown = [(name, w) for name, w, optional in _COLUMNS if wide or not optional]
+    paths = [shown_path(o.path, root) for o in report.outcomes]
+    doc_width = min(max([len(p) for p in paths] + [8]), 48 if wide else 24)
+    fixed = doc_width + sum(w for _n, w in shown) + 5 + 7 + 3 * (len(shown) + 4) + 2  # padding, rules
+    table.add_column("document", no_wrap=True, width=doc_width, overflow="ellipsis")
+    for name, w in shown:
+        table.add_column(name, no_wrap=True, width=w, justify="right" if w < 8 else "left")
+    table.add_column("calls", no_wrap=True, width=5, justify="right")
+    table.add_column("cost $", no_wrap=True, width=7, justify="right")
+    table.add_column("title / reason", no_wrap=True, max_width=max(width - fixed, 10), overflow="ellipsis")
+    for o, path in zip(report.outcomes, paths, strict=True):
         cost = o.cost_usd_est if o.status == "planned" else o.cost_usd
+        cells = {
+            "status": o.status,
+            "pages": str(o.pages or ""),
+            "strategy": o.strategy or "",
+            "coverage": f"{o.coverage:.0%}" if o.coverage is not None else "",
+        }
         table.add_row(
-            Path(o.path).name,
-            o.status,
-            str(o.pages or ""),
-            o.strategy or "",
-            f"{o.coverage:.0%}" if o.coverage is not None else "",
+            path,
+            *(cells[name] for name, _w in shown),
             str(o.calls),
             f"{cost or 0:.5f}",
             _reason(o),
         )
     return table
+
+
+def plural(n: int, word: str) -> str:
+    """`1 page`, `2 pages`."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 def analyze(
@@ -129,8 +160,8 @@ def analyze(
     ] = None,
 ) -> None:
     """Analyse every PDF/DOCX/text file under PATH and store structured summaries in DuckDB."""
-    # A pipe or a CI log has no width of its own: give the tables room instead of squeezing them.
-    console = Console(width=None if sys.stdout.isatty() else 150)
+    # A pipe or a CI log has no width of its own: tables keep their natural width instead of rich's 80.
+    console = Console(width=None if sys.stdout.isatty() else 10_000)
     screen = _Screen(console, quiet)
     options = pipeline.RunOptions(
         folder=str(path),
@@ -152,7 +183,8 @@ def analyze(
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
     if not quiet:
-        console.print(_summary_table(report))
+        console.print(f"folder [bold]{path}[/bold]")
+        console.print(summary_table(report, path, console.width))
         if dry_run:
             console.print(f"estimated cost: [bold]${report.cost_usd_est:.4f}[/bold] (nothing was sent)")
         else:

@@ -98,8 +98,16 @@ def render(result: QueryResult, fmt: Format, out: Any = None) -> None:
             table.add_column(name, overflow="fold")
         for row in result.rows:
             table.add_row(*[_cell(v) for v in row])
-        Console(file=out).print(table)
-        Console(file=out).print(f"[dim]{len(result.rows)} row(s)[/dim]")
+        console = _console(out)
+        console.print(table)
+        console.print(f"[dim]{len(result.rows)} row(s)[/dim]")
+
+
+def _console(out: Any) -> Console:
+    """The terminal's width on a terminal; without one (a pipe, a file, CI) a table keeps its natural
+    width instead of being folded into rich's default 80 columns."""
+    is_tty = getattr(out, "isatty", lambda: False)()
+    return Console(file=out, width=None if is_tty else 10_000)
 
 
 def register(app: typer.Typer) -> None:
