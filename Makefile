@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/kimidocs analyze data/samples
-	$(VENV)/bin/kimidocs query "SELECT title, document_type, len(key_points) AS key_points, coverage, backend FROM latest_summaries ORDER BY title"
+	$(VENV)/bin/kimidocs query "SELECT s.title, s.summary, s.coverage, round(c.cost_usd, 5) AS cost_usd, s.backend FROM latest_summaries AS s LEFT JOIN document_costs AS c USING (doc_id) ORDER BY s.title"
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q

@@ -621,7 +621,7 @@ def close_run(ctx: RunContext, outcomes: Iterable[DocumentOutcome]) -> RunReport
         ctx.run_id,
         ctx.backend.name,
         ctx.model.id,
-        str(ctx.settings.db),
+        str(ctx.settings.db.resolve()),
         outs,
         status,
         ctx.abort_reason,

@@ -3,6 +3,7 @@
 The only package that imports duckdb. Schema reference: docs/SCHEMA.md.
 """
 
+from kimidocs.store.connection import fts_extension_path
 from kimidocs.store.errors import (
     DatabaseLocked,
     DatabaseMissing,
@@ -29,4 +30,5 @@ __all__ = [
     "Store",
     "StoreError",
     "SummaryRow",
+    "fts_extension_path",
 ]
