@@ -17,6 +17,7 @@ from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.limits import limiter_for_run
+from flows.logs import kimidocs_logs_to_run
 from kimidocs import pipeline
 from kimidocs.backend import is_loopback_url
 from kimidocs.discover import FoundFile
@@ -174,62 +175,63 @@ def analyze_folder(
     logger = get_run_logger()
     if not Path(folder).exists():  # one clear line in the run's state, no engine traceback
         return Failed(message=f"folder does not exist: {folder} (resolved: {Path(folder).resolve()})")
-    settings = with_secret_block_key(load_settings())
-    require_backend(settings)
-    # With a Prefect server every worker shares the account's limits through global limits.
-    limiter = limiter_for_run(settings.tier, shared=settings.shared_limits)
-    if limiter is not None:
-        logger.info("Kimi limits shared through Prefect: %r", limiter)
-    flow_run_id = runtime.flow_run.id
-    options = pipeline.RunOptions(
-        folder=folder,
-        profile=profile,
-        model=model,
-        include=tuple(include or ()),
-        exclude=tuple(exclude or ()),
-        max_cost_usd=max_cost_usd,
-        dry_run=dry_run,
-        concurrency=concurrency,
-        force=force,
-        db=db,
-        flow_run_id=str(flow_run_id) if flow_run_id else None,
-        pack=pack,
-    )
-    ctx = pipeline.open_run(options, settings, observer=_observer, limiter=limiter)
-    _RUNS[ctx.run_id] = (ctx, pipeline.packer_for(ctx))
-    try:
-        files = pipeline.list_files(ctx)
-        logger.info("found %d files in %s", len(files), folder)
-        outcomes = _analyze_all(ctx.run_id, files, max(1, concurrency))
-    except BaseException as err:
-        pipeline.abandon_run(ctx, err)
-        raise
-    finally:
-        _RUNS.pop(ctx.run_id, None)
-    report = pipeline.close_run(ctx, outcomes)
-    create_markdown_artifact(
-        key="kimidocs-run-report",
-        markdown=report_markdown(report),
-        description=f"kimidocs run {report.run_id}",
-    )
-    if report.status == "stopped":
-        raise RuntimeError(f"run stopped: {report.message}")
-    summary = {
-        "run_id": report.run_id,
-        "backend": report.backend,
-        "ok": report.count("ok"),
-        "unchanged": report.count("unchanged"),
-        "failed": report.count("failed"),
-        "skipped": report.count("skipped"),
-        "cost_usd": round(report.cost_usd, 6),
-    }
-    failed = [o for o in report.outcomes if o.status == "failed"]
-    if failed and fail_on_document_errors:
-        names = ", ".join(f"{Path(o.path).name} ({o.error_type})" for o in failed[:10])
-        more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
-        return Failed(
-            message=f"{len(failed)} of {len(report.outcomes)} documents failed: {names}{more}. "
-            "See the kimidocs-run-report artifact; fail_on_document_errors=false accepts failures.",
-            data=summary,
+    with kimidocs_logs_to_run(runtime.flow_run.id):
+        settings = with_secret_block_key(load_settings())
+        require_backend(settings)
+        # With a Prefect server every worker shares the account's limits through global limits.
+        limiter = limiter_for_run(settings.tier, shared=settings.shared_limits)
+        if limiter is not None:
+            logger.info("Kimi limits shared through Prefect: %r", limiter)
+        flow_run_id = runtime.flow_run.id
+        options = pipeline.RunOptions(
+            folder=folder,
+            profile=profile,
+            model=model,
+            include=tuple(include or ()),
+            exclude=tuple(exclude or ()),
+            max_cost_usd=max_cost_usd,
+            dry_run=dry_run,
+            concurrency=concurrency,
+            force=force,
+            db=db,
+            flow_run_id=str(flow_run_id) if flow_run_id else None,
+            pack=pack,
         )
-    return summary
+        ctx = pipeline.open_run(options, settings, observer=_observer, limiter=limiter)
+        _RUNS[ctx.run_id] = (ctx, pipeline.packer_for(ctx))
+        try:
+            files = pipeline.list_files(ctx)
+            logger.info("found %d files in %s", len(files), folder)
+            outcomes = _analyze_all(ctx.run_id, files, max(1, concurrency))
+        except BaseException as err:
+            pipeline.abandon_run(ctx, err)
+            raise
+        finally:
+            _RUNS.pop(ctx.run_id, None)
+        report = pipeline.close_run(ctx, outcomes)
+        create_markdown_artifact(
+            key="kimidocs-run-report",
+            markdown=report_markdown(report),
+            description=f"kimidocs run {report.run_id}",
+        )
+        if report.status == "stopped":
+            raise RuntimeError(f"run stopped: {report.message}")
+        summary = {
+            "run_id": report.run_id,
+            "backend": report.backend,
+            "ok": report.count("ok"),
+            "unchanged": report.count("unchanged"),
+            "failed": report.count("failed"),
+            "skipped": report.count("skipped"),
+            "cost_usd": round(report.cost_usd, 6),
+        }
+        failed = [o for o in report.outcomes if o.status == "failed"]
+        if failed and fail_on_document_errors:
+            names = ", ".join(f"{Path(o.path).name} ({o.error_type})" for o in failed[:10])
+            more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
+            return Failed(
+                message=f"{len(failed)} of {len(report.outcomes)} documents failed: {names}{more}. "
+                "See the kimidocs-run-report artifact; fail_on_document_errors=false accepts failures.",
+                data=summary,
+            )
+        return summary

@@ -1,22 +1,36 @@
-"""Which Kimi the run talks to: the real service (a key is set) or the local emulator (no key).
+"""Which server the run talks to, labelled from what answers (never from the address alone).
 
-Never a silent fallback: without `KIMI_API_KEY` the emulator is started on purpose, the CLI
-says so on screen, and every row the run writes carries `backend = 'emulator'`.
+- `kimi`: Moonshot's service, directly (its hosts) or through a gateway or tunnel whose models are all
+  Moonshot's;
+- `emulator`: the project's emulator, which says so in a response header (started in-process when no
+  key is set, or any loopback/remote URL that turns out to be one);
+- `openai-compatible`: anything else speaking the same API (a local model server, a proxy).
+
+Never a silent fallback: without `KIMI_API_KEY` the emulator is started on purpose, the CLI says so on
+screen, and every row the run writes carries `backend = 'emulator'`.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from kimidocs.kimi.client import KimiClient, is_loopback
+from kimidocs.kimi.errors import KimiError
 from kimidocs.kimi.limits import Limiter
+from kimidocs.kimi.responses import ServerInfo
 from kimidocs.settings import Settings
+
+log = logging.getLogger(__name__)
 
 is_loopback_url = is_loopback  # True when a URL points at this machine (an emulator, never the service)
 
 EMULATOR = "emulator"
 KIMI = "kimi"
+OPENAI_COMPATIBLE = "openai-compatible"
+MOONSHOT_HOSTS = ("api.moonshot.cn", "api.moonshot.ai")
 
 
 @dataclass
@@ -27,6 +41,12 @@ class Backend:
     name: str
     base_url: str
     started_emulator: Any = field(default=None, repr=False)
+    offered: tuple[str, ...] | None = None  # the server's model ids, when it answered GET /models
+
+    @property
+    def emulated_here(self) -> bool:
+        """This process started the emulator because no key was set."""
+        return self.started_emulator is not None
 
     def close(self) -> None:
         self.client.close()
@@ -43,11 +63,35 @@ def open_backend(settings: Settings, *, limiter: Limiter | None = None) -> Backe
         "limiter": limiter,
     }
     if key:
-        name = EMULATOR if is_loopback(settings.kimi_base_url) else KIMI
         client = KimiClient(settings.kimi_base_url, key, **common)
-        return Backend(client=client, name=name, base_url=settings.kimi_base_url)
+        info = _probe(client)
+        name = label(settings.kimi_base_url, info)
+        return Backend(client, name, settings.kimi_base_url, offered=info.model_ids if info else None)
     from kimidocs.kimi.emulator import EmulatorConfig, run_emulator_in_thread
 
     handle = run_emulator_in_thread(EmulatorConfig())
     client = KimiClient(handle.base_url, handle.api_key, **common)
-    return Backend(client=client, name=EMULATOR, base_url=handle.base_url, started_emulator=handle)
+    info = _probe(client)
+    return Backend(client, EMULATOR, handle.base_url, handle, offered=info.model_ids if info else None)
+
+
+def label(base_url: str, info: ServerInfo | None) -> str:
+    """`emulator` when it says so; `kimi` on Moonshot's hosts or when every model is Moonshot's (a gateway
+    or tunnel in front of the service); else `openai-compatible`."""
+    if info is not None and info.emulator:
+        return EMULATOR
+    host = (urlsplit(base_url).hostname or "").lower()
+    if host in MOONSHOT_HOSTS:
+        return KIMI
+    if info is not None and info.owners == ("moonshot",):
+        return KIMI
+    return OPENAI_COMPATIBLE
+
+
+def _probe(client: KimiClient) -> ServerInfo | None:
+    """The server's answer to GET /models, or None when it gives none (the calls will say why)."""
+    try:
+        return client.probe()
+    except KimiError as err:
+        log.debug("GET /models failed (%s): labelling by address, model not checked", err)
+        return None

@@ -199,7 +199,15 @@ def open_run(
     if crashed:
         log.warning("runs whose process died before finishing, now marked crashed: %s", ", ".join(crashed))
     observer(
-        "run_started", {"run_id": run_id, "backend": backend.name, "model": model.id, "db": str(settings.db)}
+        "run_started",
+        {
+            "run_id": run_id,
+            "backend": backend.name,
+            "emulated_here": backend.emulated_here,
+            "base_url": backend.base_url,
+            "model": model.id,
+            "db": str(settings.db),
+        },
     )
     return ctx
 
@@ -215,14 +223,10 @@ def check_options(options: RunOptions) -> None:
 
 
 def check_model_offered(backend: Backend, model_id: str) -> None:
-    """Once per run: is the model on the account's list? A retired id would otherwise fail every
-    document separately. When the list cannot be read, the calls themselves will say why."""
-    try:
-        offered = backend.client.list_models()
-    except KimiError as err:
-        log.debug("could not list the account's models (%s); going on", err)
-        return
-    ids = sorted(str(m.get("id")) for m in offered if m.get("id"))
+    """Once per run: is the model on the account's list (read when the backend opened)? A retired id
+    would otherwise fail every document separately. When the list could not be read, the calls will say
+    why."""
+    ids = backend.offered
     if ids and model_id not in ids:
         raise ConfigError(
             f"model {model_id!r} is not offered at {backend.base_url} (retired, or not on this account); "

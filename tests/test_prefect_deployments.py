@@ -173,12 +173,15 @@ def batch(deployed: PrefectServer, corpus: Path, tmp_path_factory: pytest.TempPa
                 job_env={"KIMI_API_KEY": "sk-wrong"},
             ),
         }
-        bad = copy_corpus(corpus, tmp / "bad", ("pdf/crazyones.pdf", "bad/empty.pdf"))
+        bad = copy_corpus(corpus, tmp / "bad", ("pdf/minimal-document.pdf", "bad/empty.pdf"))
         runs["baddocs"] = trigger(deployed, adhoc, folder=str(bad), db=str(tmp / "bad.duckdb"))
+        # One 500 on minimal-document.pdf's call: the retry warning must reach that run's logs.
+        emulator.fail_next("500", 1, match="Stet clita kasd gubergren")
+        accepted = copy_corpus(corpus, tmp / "bad-accepted", ("pdf/crazyones.pdf", "bad/empty.pdf"))
         runs["baddocs-accepted"] = trigger(
             deployed,
             adhoc,
-            folder=str(bad),
+            folder=str(accepted),
             db=str(tmp / "bad-accepted.duckdb"),
             fail_on_document_errors="false",
         )
@@ -236,7 +239,7 @@ def test_a_failed_document_fails_its_task_and_the_run(batch: Batch) -> None:
     assert state["type"] == "FAILED", (state, batch.worker_output[-4000:])
     assert "1 of 2 documents failed: empty.pdf (" in state["message"]
     tasks = _task_states(batch, "baddocs")
-    assert tasks["analyze crazyones.pdf"]["type"] == "COMPLETED"
+    assert tasks["analyze minimal-document.pdf"]["type"] == "COMPLETED"
     failed = tasks["analyze empty.pdf"]
     assert failed["type"] == "FAILED" and "DocumentFailed" in failed["message"]
     assert "empty.pdf: EmptyDocument" in failed["message"]
@@ -244,6 +247,19 @@ def test_a_failed_document_fails_its_task_and_the_run(batch: Batch) -> None:
         assert con.execute("select count(*) from summaries").fetchone() == (1,)
         assert con.execute("select error_type from failures").fetchall() == [("EmptyDocument",)]
         assert con.execute("select status from runs").fetchall() == [("completed",)]
+
+
+def test_kimidocs_log_lines_reach_the_flow_run_logs(batch: Batch) -> None:
+    """The client's retry warning (logger kimidocs.kimi, in a pipeline thread) is in the run's logs."""
+    logs = batch.server.api(
+        "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [batch.runs["baddocs"]]}}, "limit": 500}
+    )
+    by_logger = {(entry["name"], entry["message"]) for entry in logs}  # type: ignore[union-attr]
+    retries = [m for name, m in by_logger if name == "kimidocs.kimi" and "attempt 1 failed" in m]
+    assert retries and "500" in retries[0], sorted(by_logger)[:40]
+    assert any("empty.pdf" in m and "EmptyDocument" in m for _name, m in by_logger)
+    statuses = [e["status"] for e in batch.emulator.requests("/chat/completions")]
+    assert 500 in statuses
 
 
 def test_expected_failures_leave_the_run_completed(batch: Batch) -> None:

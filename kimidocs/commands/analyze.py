@@ -44,10 +44,20 @@ class _Screen:
     def __call__(self, event: str, data: dict) -> None:
         with self.lock:
             if event == "run_started" and not self.quiet:
-                if data["backend"] == "emulator":
+                if data.get("emulated_here"):
                     self.console.print(
                         "[yellow]No KIMI_API_KEY set: running against the local Kimi emulator. "
                         "Results are emulated and marked backend='emulator' in the database.[/yellow]"
+                    )
+                elif data["backend"] == "emulator":
+                    self.console.print(
+                        f"[yellow]{data['base_url']} is a kimidocs emulator: results are emulated and "
+                        "marked backend='emulator' in the database.[/yellow]"
+                    )
+                elif data["backend"] != "kimi":
+                    self.console.print(
+                        f"[yellow]{data['base_url']} is not Kimi but an OpenAI-compatible server: rows are "
+                        f"marked backend='{data['backend']}'.[/yellow]"
                     )
                 self.console.print(f"model [bold]{data['model']}[/bold], database [bold]{data['db']}[/bold]")
             elif event == "files_found":

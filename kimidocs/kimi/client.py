@@ -39,7 +39,14 @@ from kimidocs.kimi.errors import (
 )
 from kimidocs.kimi.keys import InvalidKeyFormat, clean_api_key
 from kimidocs.kimi.limits import Limiter, Permit
-from kimidocs.kimi.responses import ChatResult, ParsedAnswer, StreamAccumulator, parse_completion
+from kimidocs.kimi.responses import (
+    EMULATOR_HEADER,
+    ChatResult,
+    ParsedAnswer,
+    ServerInfo,
+    StreamAccumulator,
+    parse_completion,
+)
 from kimidocs.kimi.retry import OnRetry, RetryPolicy, call_with_retries
 from kimidocs.records import Usage
 
@@ -236,14 +243,27 @@ class KimiClient:
 
     def list_models(self) -> list[dict[str, Any]]:
         """The account's models (GET /models -> data[]); ids differ per account and change over time."""
+        return self._models()[0]
+
+    def probe(self) -> ServerInfo:
+        """One `GET /models`: the model ids on offer and what kind of server answered (our emulator says
+        so in a header), so rows are labelled from what answers rather than from the address."""
+        models, emulator = self._models()
+        return ServerInfo(
+            model_ids=tuple(sorted(str(m["id"]) for m in models if m.get("id"))),
+            owners=tuple(sorted({str(m.get("owned_by") or "") for m in models})),
+            emulator=emulator,
+        )
+
+    def _models(self) -> tuple[list[dict[str, Any]], bool]:
         endpoint = "GET /models"
 
-        def attempt(_: int) -> list[dict[str, Any]]:
-            data, _response = self._request_json("GET", "/models", endpoint, None)
+        def attempt(_: int) -> tuple[list[dict[str, Any]], bool]:
+            data, response = self._request_json("GET", "/models", endpoint, None)
             models = data.get("data")
             if not isinstance(models, list):
                 raise UnexpectedResponse("no data[] in the answer", endpoint=endpoint)
-            return [m for m in models if isinstance(m, dict)]
+            return [m for m in models if isinstance(m, dict)], EMULATOR_HEADER in response.headers
 
         return call_with_retries(attempt, self.retry_policy, on_retry=self.on_retry, describe=endpoint)[0]
 

@@ -167,3 +167,16 @@ class StreamAccumulator:
             tool_calls=tuple(self._tools[i] for i in sorted(self._tools)),
             model=self.model,
         )
+
+
+#: Response header by which the project's emulator identifies itself (rows are labelled from it).
+EMULATOR_HEADER = "X-Kimidocs-Emulator"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What `GET /models` says about the server: its model ids, who owns them, whether it is our emulator."""
+
+    model_ids: tuple[str, ...]
+    owners: tuple[str, ...]
+    emulator: bool

@@ -40,6 +40,7 @@ from kimidocs.kimi.emulator.limits import format_seconds
 from kimidocs.kimi.emulator.prompt import BadRequest, Prompt, parse_prompt
 from kimidocs.kimi.emulator.state import EmulatorState
 from kimidocs.kimi.emulator.tools import tool_schema_problem
+from kimidocs.kimi.responses import EMULATOR_HEADER
 from kimidocs.models import MODELS, ModelInfo
 
 FIXED_VALUES = {"top_p": 0.95, "n": 1, "presence_penalty": 0.0, "frequency_penalty": 0.0}
@@ -168,7 +169,10 @@ class Emulator:
         return {k: MODELS[k] for k in ids if k in MODELS}
 
     def headers(self, request_id: str) -> dict[str, str]:
-        return {"Msh-Request-Id": request_id, "Msh-Gid": f"emulator-{self.config.tier or 'unlimited'}"}
+        headers = {"Msh-Request-Id": request_id, "Msh-Gid": f"emulator-{self.config.tier or 'unlimited'}"}
+        if self.config.identify:
+            headers[EMULATOR_HEADER] = "1"
+        return headers
 
     def error_response(self, error: ApiError, request_id: str) -> JSONResponse:
         headers = self.headers(request_id)
@@ -664,7 +668,7 @@ class Emulator:
                 "id": m.id,
                 "object": "model",
                 "created": 0,
-                "owned_by": "moonshot",
+                "owned_by": self.config.owned_by,
                 "context_length": m.window,
                 "supports_image_in": m.images,
             }

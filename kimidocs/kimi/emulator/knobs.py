@@ -75,6 +75,11 @@ class EmulatorConfig(BaseModel):
     # Whether rate-limit 429s carry a Retry-After header: Kimi sometimes omits it (kimi-api.md §7), and
     # the client must then read "try again after N seconds" from the message.
     retry_after_header: bool = True
+    # Identity: the emulator says what it is (header `X-Kimidocs-Emulator`), so clients label rows from what
+    # answers, not from the address. `identify=False` and another `owned_by` make it pass for a foreign
+    # OpenAI-compatible server (a local model server, a gateway), to test that labelling.
+    identify: bool = True
+    owned_by: str = "moonshot"
     # How a streamed tool call arrives: "one" delta, or "split" as OpenAI does (id and name first, then the
     # arguments in pieces, each piece its own delta with the same index).
     tool_call_deltas: Literal["one", "split"] = "one"
