@@ -32,7 +32,7 @@ def deploy(server: PrefectServer) -> None:
     pools = server.cli("work-pool", "ls", "-o", "json", check=False)
     if WORK_POOL not in pools.stdout:
         server.cli("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
-    server.cli("deploy", "--all", extra_env={"KIMIDOCS_HOME": str(REPO)}, timeout=120)
+    server.cli("deploy", "--all", timeout=120)  # no KIMIDOCS_HOME: the checkout kimidocs runs from
 
 
 def trigger(server: PrefectServer, name: str, job_env: dict[str, str] | None = None, **params: str) -> str:
@@ -90,8 +90,9 @@ def test_prefect_yaml_matches_serve_deployments() -> None:
             "fail_on_document_errors",
         ):
             assert param in dep["parameters"], param
+    assert spec["build"] == [{"flows.steps.locate_checkout": {"id": "checkout"}}]
     assert spec["pull"] == [
-        {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $KIMIDOCS_HOME }}"}}
+        {"prefect.deployments.steps.set_working_directory": {"directory": "{{ checkout.directory }}"}}
     ]
 
     from flows.deployments import build_deployments
@@ -102,6 +103,20 @@ def test_prefect_yaml_matches_serve_deployments() -> None:
     assert [s.schedule.timezone for s in served[NIGHTLY].schedules] == [TIMEZONE]
     assert not served[ADHOC].schedules
     assert served[NIGHTLY].parameters["folder"] == INBOX
+
+
+def test_deploy_with_a_wrong_home_fails_at_deploy_time(deployed: PrefectServer, tmp_path: Path) -> None:
+    done = deployed.cli(
+        "deploy", "--all", extra_env={"KIMIDOCS_HOME": str(tmp_path / "nope")}, timeout=120, check=False
+    )
+    assert done.returncode != 0
+    assert (
+        "KIMIDOCS_HOME" in done.stdout + done.stderr
+        and "is not a kimidocs checkout" in done.stdout + done.stderr
+    )
+    nightly = deployed.api("GET", f"/deployments/name/{FLOW_NAME}/{NIGHTLY}")
+    pull = nightly["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]  # type: ignore[index]
+    assert Path(pull["directory"]) == REPO  # the deployments registered before are untouched
 
 
 def test_deploy_registers_nightly_with_cron_and_adhoc(deployed: PrefectServer) -> None:
