@@ -14,6 +14,18 @@ REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("KIMIDOCS_CORPUS", REPO.parent / "shared" / "corpus"))
 
 
+@pytest.fixture(autouse=True)
+def _clean_kimidocs_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No developer's KIMI_* / KIMIDOCS_* variables or `.env` file reach a test (as httpx's
+    `clean_environ` does): a key in a shell must not turn an emulator test into a paid call."""
+    for name in list(os.environ):
+        if name.startswith(("KIMI_", "KIMIDOCS_")) and name != "KIMIDOCS_CORPUS":
+            monkeypatch.delenv(name)
+    from kimidocs.settings import Settings
+
+    monkeypatch.setitem(Settings.model_config, "env_file", None)
+
+
 def manifest_rows() -> list[dict[str, str]]:
     """Rows of ../shared/corpus/MANIFEST.tsv (every file a correct extractor must handle)."""
     with open(CORPUS / "MANIFEST.tsv", encoding="utf-8", newline="") as fh:

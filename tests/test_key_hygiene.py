@@ -126,3 +126,11 @@ def test_cli_refuses_a_key_with_an_inner_control_character(tmp_path: Path) -> No
 def test_clean_api_key_keeps_a_good_key_and_drops_an_empty_one() -> None:
     assert clean_api_key("sk-abc123") == "sk-abc123"
     assert clean_api_key(" \n ") is None and clean_api_key(None) is None
+
+
+def test_a_developers_env_file_and_variables_never_reach_a_test(tmp_path: Path, monkeypatch) -> None:
+    """The autouse fixture in conftest: this test runs in a folder with a `.env` holding a key."""
+    (tmp_path / ".env").write_text("KIMI_API_KEY=sk-developer-0123456789\nKIMIDOCS_TIER=tier0\n")
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.api_key_value() is None and settings.tier == "tier1"
