@@ -42,7 +42,14 @@ from kimidocs.packing import PackBuilder, is_small, pack_output_tokens, packing_
 from kimidocs.planning import SINGLE, Plan, budget_for, page_tokens_of, plan_document
 from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals, Usage
 from kimidocs.requests import ChatRequest, PackedDocument, pack_request
-from kimidocs.results import OutputInvalid, Summary, check_citations, parse_packed, summary_json
+from kimidocs.results import (
+    OutputInvalid,
+    Summary,
+    check_citations,
+    check_packed_part,
+    parse_packed,
+    summary_json,
+)
 from kimidocs.settings import Settings, load_settings
 from kimidocs.store import Store, StoreError, SummaryRow
 from prompts import Profile, load_profile
@@ -737,7 +744,8 @@ class Packer:
                 cut = OutputInvalid("the packed answer was cut at max_tokens", outcome.content)
                 parts = dict.fromkeys(labels, cut)
             else:
-                parts = dict(parse_packed(outcome.content, list(labels)))
+                parsed = parse_packed(outcome.content, list(labels))
+                parts = {k: check_packed_part(v, _page_texts(labels[k]), k) for k, v in parsed.items()}
         except (BudgetExceeded, RunAborted) as err:
             sent, parts = False, dict.fromkeys(labels, err)  # alone, each then ends as it would have
         except KimiError as err:
@@ -759,6 +767,10 @@ class Packer:
             alone = self._alone(p, t0)
             out.append(replace(alone, **{k: getattr(alone, k) + v for k, v in share.items()}))
         return out
+
+
+def _page_texts(p: _Prepared) -> dict[int, str]:
+    return {page.number: page.text for page in p.doc.pages}
 
 
 def _pack_tokens(p: _Prepared) -> int:
