@@ -49,6 +49,7 @@ from kimidocs.results import (
     check_packed_part,
     parse_packed,
     summary_json,
+    unusable_reason,
 )
 from kimidocs.settings import Settings, load_settings
 from kimidocs.store import Store, StoreError, SummaryRow
@@ -381,6 +382,7 @@ def _store_result(
             pages_read=result.pages_read,
             raw=result.raw,
             created_at=datetime.now(UTC),
+            pages_failed=len({p for chunk in result.failed_chunks for p in chunk.pages}),
         ),
         document_status="ok" if not result.failed_chunks else "partial",
     )
@@ -392,6 +394,14 @@ def _store_result(
         **totals,
         message=report.describe() if report.dropped else None,
     )
+
+
+def _reusable(prior: CallRecord) -> bool:
+    """A logged call whose answer can stand in for a new one (rows logged `ok` before `unusable`
+    existed are checked again here)."""
+    if prior.response is None:
+        return False
+    return unusable_reason(prior.stage, prior.response, prior.finish_reason) is None
 
 
 class KimiCaller:
@@ -452,7 +462,7 @@ class KimiCaller:
         # Resume: a call that already returned (same request key) is not paid again -- unless
         # the user asked for a fresh analysis with --force.
         prior = None if ctx.options.force else ctx.store.find_completed_call(request.request_key)
-        if prior is not None and prior.response is not None:
+        if prior is not None and _reusable(prior):
             ctx.observer("call_reused", {"request_key": request.request_key})
             return CallOutcome(content=prior.response, finish_reason=prior.finish_reason, reused=True)
         max_tokens = int(request.body.get("max_tokens") or 0)
@@ -497,8 +507,11 @@ class KimiCaller:
             raise
         cost = call_cost(result.usage, ctx.model)
         ctx.guard.settle(estimate, cost)
+        unusable = unusable_reason(request.stage, result.content, result.finish_reason)
         done = replace(
             record,
+            status="unusable" if unusable else "ok",
+            error=unusable,
             latency_ms=result.latency_ms,
             ttft_ms=result.ttft_ms,
             attempts=result.attempts,

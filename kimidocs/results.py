@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kimidocs import markup, tokens
 from kimidocs.planning import REPAIR_ERROR_TOKENS, REPAIR_RAW_TOKENS
-from kimidocs.requests import REPAIR, ChatRequest, followup_request
+from kimidocs.requests import PACK, REPAIR, ChatRequest, followup_request
 from prompts import Profile, available_profiles, load_profile
 
 
@@ -168,6 +168,25 @@ def check_packed_part(
                 summary_json(part),
             )
     return part
+
+
+def unusable_reason(stage: str, content: str | None, finish_reason: str | None) -> str | None:
+    """Why an answer can never be a result (cut at max_tokens, no valid JSON of the stage's shape),
+    or None when it can. Such a call is logged `unusable`: billed, but never reused by request key,
+    so a rerun after the fault is gone asks again instead of failing the same way."""
+    if finish_reason == "length":
+        return "output cut at max_tokens (finish_reason=length)"
+    try:
+        if stage != PACK:
+            parse_summary(content or "")
+            return None
+        docs = extract_json_object(content or "").get("documents")
+        labels = list(docs) if isinstance(docs, dict) else []
+        if not any(isinstance(p, Summary) for p in parse_packed(content or "", labels).values()):
+            return 'no usable {"documents": {"ID": {...}}} part'
+    except OutputInvalid as err:
+        return err.error
+    return None
 
 
 def summary_json(summary: Summary) -> str:

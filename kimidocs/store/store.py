@@ -36,7 +36,8 @@ _CALL_COLUMNS = (
 )
 _SUMMARY_COLUMNS = (
     "doc_id, profile, prompt_version, model, run_id, backend, created_at, title, document_type, language, "
-    "summary, key_points, entities, dates, amounts, coverage, pages_read, pages_total, coercion_warnings, raw"
+    "summary, key_points, entities, dates, amounts, coverage, pages_read, pages_total, pages_failed, "
+    "coercion_warnings, raw"
 )
 _UPSERT_FILE = """
 INSERT INTO files (path, doc_id, size, mtime, first_seen, last_seen, deleted)
@@ -325,10 +326,11 @@ class Store:
     # ------------------------------------------------------------------ summaries
 
     def has_summary(self, doc_id: str, profile: str, prompt_version: str, model: str) -> bool:
+        """Whether the work key has a finished result; one with unread pages is still to be done."""
         with self._read() as con:
             row = con.execute(
-                "SELECT 1 FROM summaries "
-                "WHERE doc_id = ? AND profile = ? AND prompt_version = ? AND model = ?",
+                "SELECT 1 FROM summaries WHERE doc_id = ? AND profile = ? AND prompt_version = ? "
+                "AND model = ? AND coalesce(pages_failed, 0) = 0",
                 [doc_id, profile, prompt_version, model],
             ).fetchone()
         return row is not None
