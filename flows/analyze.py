@@ -118,6 +118,8 @@ def _observer(event: str, data: dict) -> None:
         get_run_logger().info(
             "run %s: backend=%s model=%s db=%s", data["run_id"], data["backend"], data["model"], data["db"]
         )
+    elif event == "run_waiting":
+        get_run_logger().warning("%s", data["message"])
 
 
 @flow(name="analyze-folder", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
@@ -166,7 +168,7 @@ def analyze_folder(
         logger.info("found %d files in %s", len(files), folder)
         outcomes = _analyze_all(ctx.run_id, files, max(1, concurrency))
     except BaseException:
-        ctx.backend.close()
+        pipeline.release_run(ctx)
         raise
     finally:
         _RUNS.pop(ctx.run_id, None)

@@ -52,7 +52,7 @@ from kimidocs.results import (
     unusable_reason,
 )
 from kimidocs.settings import Settings, load_settings
-from kimidocs.store import Store, StoreError, SummaryRow
+from kimidocs.store import RunLock, Store, StoreError, SummaryRow
 from prompts import Profile, load_profile
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,7 @@ class RunContext:
     abort_reason: str | None = None
     started: float = field(default_factory=time.perf_counter)
     packs: PackStats = field(default_factory=lambda: PackStats())
+    run_lock: RunLock | None = None  # one analysing run per database file, released by close_run
 
     def abort(self, reason: str) -> None:
         self.abort_reason = self.abort_reason or reason
@@ -160,16 +161,25 @@ def open_run(
     limiter: Limiter | None = None,
     backend: Backend | None = None,
 ) -> RunContext:
-    """Open the store (migrated), the backend and a `runs` row for a new run."""
+    """Open the store (migrated), the backend and a `runs` row for a new run.
+
+    Waits first while another run holds the database's run lock (`RunLock`): two runs on one
+    database would both pay for every document neither has finished.
+    """
     settings = settings or load_settings()
     if options.db:
         settings = settings.model_copy(update={"db": Path(options.db)})
     model = get_model(options.model or settings.kimi_model)
     profile = load_profile(options.profile)
-    store = Store(settings.db)
-    store.migrate()
-    backend = backend or open_backend(settings, limiter=limiter or RateLimiter.for_tier(settings.tier))
     run_id = uuid.uuid4().hex
+    run_lock = _lock_database(settings.db, run_id, observer)
+    try:
+        store = Store(settings.db)
+        store.migrate()
+        backend = backend or open_backend(settings, limiter=limiter or RateLimiter.for_tier(settings.tier))
+    except BaseException:
+        run_lock.release()
+        raise
     host = socket.gethostname()
     crashed = store.mark_crashed_runs(host, _pid_alive)
     store.start_run(
@@ -189,12 +199,34 @@ def open_run(
         options, settings, store, backend, model, profile, run_id, CostGuard(options.max_cost_usd)
     )
     ctx.observer = observer
+    ctx.run_lock = run_lock
     if crashed:
         log.warning("runs whose process died before finishing, now marked crashed: %s", ", ".join(crashed))
     observer(
         "run_started", {"run_id": run_id, "backend": backend.name, "model": model.id, "db": str(settings.db)}
     )
     return ctx
+
+
+def _lock_database(db: Path, run_id: str, observer: Observer) -> RunLock:
+    """The database's run lock, taken for this run; waiting is said on the log and to the observer."""
+
+    def waiting(message: str) -> None:
+        log.info("%s", message)
+        observer("run_waiting", {"message": message})  # the CLI says it on stderr, the flow in its log
+
+    lock = RunLock(db)
+    lock.acquire(f"run={run_id}", on_wait=waiting)
+    return lock
+
+
+def release_run(ctx: RunContext) -> None:
+    """Give up a run that will not reach `close_run` (an exception): the backend and the run lock."""
+    try:
+        ctx.backend.close()
+    finally:
+        if ctx.run_lock is not None:
+            ctx.run_lock.release()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -615,7 +647,7 @@ def close_run(ctx: RunContext, outcomes: Iterable[DocumentOutcome]) -> RunReport
     if any(o.status == "ok" for o in outs):
         ctx.store.refresh_search_index()
     ctx.store.close()  # release the file now so analysts and the next run get in at once
-    ctx.backend.close()
+    release_run(ctx)
     ctx.observer("run_finished", {"report": report})
     return report
 
@@ -640,7 +672,7 @@ def run_folder(
             batches.append(packer.flush())
         outcomes = in_file_order(files, batches)
     except BaseException:
-        ctx.backend.close()
+        release_run(ctx)
         raise
     return close_run(ctx, outcomes)
 

@@ -12,6 +12,7 @@ from kimidocs.store.errors import (
     StoreError,
 )
 from kimidocs.store.rows import QueryResult, SearchHit, SummaryRow
+from kimidocs.store.runlock import RunLock
 from kimidocs.store.store import Store
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "MigrationError",
     "QueryError",
     "QueryResult",
+    "RunLock",
     "SearchHit",
     "SearchIndexMissing",
     "Store",

@@ -21,7 +21,7 @@ import duckdb
 from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals, Usage
 from kimidocs.store import migrate as migrations
 from kimidocs.store.coerce import clean_text, to_datetime
-from kimidocs.store.connection import connect, held, load_fts, release, transaction
+from kimidocs.store.connection import OnWait, connect, held, load_fts, release, transaction
 from kimidocs.store.errors import QueryError, SearchIndexMissing
 from kimidocs.store.rows import QueryResult, SearchHit, SummaryRow
 from kimidocs.store.summary_columns import summary_columns
@@ -65,10 +65,18 @@ class Store:
     migrates, and waits for a running pipeline's write transactions instead of failing.
     """
 
-    def __init__(self, path: str | Path, *, read_only: bool = False, lock_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        read_only: bool = False,
+        lock_timeout_s: float = 30.0,
+        on_wait: OnWait | None = None,
+    ) -> None:
         self.path = Path(path).expanduser().absolute()
         self.read_only = read_only
         self.lock_timeout_s = lock_timeout_s
+        self.on_wait = on_wait  # read-only opens: told once when a wait for the file gets long
         self._migrated = False
 
     def __repr__(self) -> str:
@@ -86,7 +94,7 @@ class Store:
         if not self.read_only:
             self._ensure_schema()
         if self.read_only:
-            return connect(self.path, timeout_s=self.lock_timeout_s)
+            return connect(self.path, timeout_s=self.lock_timeout_s, on_wait=self.on_wait)
         return held(self.path, timeout_s=self.lock_timeout_s)
 
     def _ensure_schema(self) -> None:
