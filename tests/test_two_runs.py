@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -17,9 +18,7 @@ import pytest
 from conftest import db_rows
 from prefect_fixture import BIN, REPO, clean_env, stop_process
 
-from kimidocs.store import Store
-
-pytestmark = pytest.mark.slow
+from kimidocs.store import RunLock, Store
 
 DOCS = 30
 
@@ -48,6 +47,7 @@ def _analyze(folder: Path, db: Path, env: dict[str, str]) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_on_one_database_pay_each_request_once(emulator_process, tmp_path: Path) -> None:
     emulator = emulator_process(latency_ms=40)
     folder, db = _docs(tmp_path / "in"), tmp_path / "k.duckdb"
@@ -107,3 +107,24 @@ def test_kimidocs_query_waits_for_a_held_database_and_says_so(tmp_path: Path) ->
         holder.kill()
         holder.wait()
         stop_process(query)
+
+
+def test_the_run_lock_makes_a_second_run_wait_until_the_first_releases(tmp_path: Path) -> None:
+    db = tmp_path / "k.duckdb"
+    first, second = RunLock(db), RunLock(db)
+    first.acquire("run=one")
+    told: list[str] = []
+    waiting = threading.Event()
+
+    def on_wait(message: str) -> None:
+        told.append(message)
+        waiting.set()
+
+    taker = threading.Thread(target=second.acquire, args=("run=two", on_wait))
+    taker.start()
+    assert waiting.wait(timeout=30) and not second.held
+    assert "run=one" in told[0] and str(db) in told[0]
+    first.release()
+    taker.join(timeout=30)
+    assert second.held and "run=two" in (tmp_path / "k.duckdb.lock").read_text()
+    second.release()
