@@ -42,9 +42,17 @@ from kimidocs.packing import PackBuilder, is_small, pack_output_tokens, packing_
 from kimidocs.planning import SINGLE, Plan, budget_for, page_tokens_of, plan_document
 from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals, Usage
 from kimidocs.requests import ChatRequest, PackedDocument, pack_request
-from kimidocs.results import OutputInvalid, Summary, check_citations, parse_packed, summary_json
+from kimidocs.results import (
+    OutputInvalid,
+    Summary,
+    check_citations,
+    check_packed_part,
+    parse_packed,
+    summary_json,
+    unusable_reason,
+)
 from kimidocs.settings import ConfigError, Settings, check_db_path, load_settings
-from kimidocs.store import Store, StoreError, SummaryRow
+from kimidocs.store import RunLock, Store, StoreError, SummaryRow
 from prompts import Profile, ProfileError, load_profile
 
 log = logging.getLogger(__name__)
@@ -138,6 +146,7 @@ class RunContext:
     abort_reason: str | None = None
     started: float = field(default_factory=time.perf_counter)
     packs: PackStats = field(default_factory=lambda: PackStats())
+    run_lock: RunLock | None = None  # one analysing run per database file, released by close_run
 
     def abort(self, reason: str) -> None:
         self.abort_reason = self.abort_reason or reason
@@ -156,6 +165,8 @@ def open_run(
 
     Everything a user can get wrong (options, model, profile, database path, a model the account does
     not offer) is checked first and raised as one `ConfigError` line, before any `runs` row exists.
+    Then it waits while another run holds the database's run lock (`RunLock`): two runs on one
+    database would both pay for every document neither has finished.
     """
     settings = settings or load_settings()
     if options.db:
@@ -167,16 +178,21 @@ def open_run(
         profile = load_profile(options.profile)
     except (UnknownModel, ProfileError) as err:
         raise ConfigError(str(err)) from None
-    store = Store(settings.db)
-    store.migrate()
-    backend = backend or open_backend(settings, limiter=limiter or RateLimiter.for_tier(settings.tier))
-    if not options.dry_run:
-        try:
-            check_model_offered(backend, model.id)
-        except BaseException:
-            backend.close()
-            raise
     run_id = uuid.uuid4().hex
+    run_lock = _lock_database(settings.db, run_id, observer)
+    opened: Backend | None = None
+    try:
+        store = Store(settings.db)
+        store.migrate()
+        opened = backend or open_backend(settings, limiter=limiter or RateLimiter.for_tier(settings.tier))
+        if not options.dry_run:
+            check_model_offered(opened, model.id)
+    except BaseException:
+        if opened is not None:
+            opened.close()
+        run_lock.release()
+        raise
+    backend = opened
     host = socket.gethostname()
     crashed = store.mark_crashed_runs(host, _pid_alive)
     store.start_run(
@@ -196,6 +212,7 @@ def open_run(
         options, settings, store, backend, model, profile, run_id, CostGuard(options.max_cost_usd)
     )
     ctx.observer = observer
+    ctx.run_lock = run_lock
     if crashed:
         log.warning("runs whose process died before finishing, now marked crashed: %s", ", ".join(crashed))
     observer(
@@ -232,6 +249,27 @@ def check_model_offered(backend: Backend, model_id: str) -> None:
             f"model {model_id!r} is not offered at {backend.base_url} (retired, or not on this account); "
             f"the account offers: {', '.join(ids)}. Choose one with --model or KIMI_MODEL"
         )
+
+
+def _lock_database(db: Path, run_id: str, observer: Observer) -> RunLock:
+    """The database's run lock, taken for this run; waiting is said on the log and to the observer."""
+
+    def waiting(message: str) -> None:
+        log.info("%s", message)
+        observer("run_waiting", {"message": message})  # the CLI says it on stderr, the flow in its log
+
+    lock = RunLock(db)
+    lock.acquire(f"run={run_id}", on_wait=waiting)
+    return lock
+
+
+def release_run(ctx: RunContext) -> None:
+    """Give up a run that will not reach `close_run` (an exception): the backend and the run lock."""
+    try:
+        ctx.backend.close()
+    finally:
+        if ctx.run_lock is not None:
+            ctx.run_lock.release()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -419,6 +457,7 @@ def _store_result(
             pages_read=result.pages_read,
             raw=result.raw,
             created_at=datetime.now(UTC),
+            pages_failed=len({p for chunk in result.failed_chunks for p in chunk.pages}),
         ),
         document_status="ok" if not result.failed_chunks else "partial",
     )
@@ -430,6 +469,14 @@ def _store_result(
         **totals,
         message=report.describe() if report.dropped else None,
     )
+
+
+def _reusable(prior: CallRecord) -> bool:
+    """A logged call whose answer can stand in for a new one (rows logged `ok` before `unusable`
+    existed are checked again here)."""
+    if prior.response is None:
+        return False
+    return unusable_reason(prior.stage, prior.response, prior.finish_reason) is None
 
 
 class KimiCaller:
@@ -490,7 +537,7 @@ class KimiCaller:
         # Resume: a call that already returned (same request key) is not paid again -- unless
         # the user asked for a fresh analysis with --force.
         prior = None if ctx.options.force else ctx.store.find_completed_call(request.request_key)
-        if prior is not None and prior.response is not None:
+        if prior is not None and _reusable(prior):
             ctx.observer("call_reused", {"request_key": request.request_key})
             return CallOutcome(content=prior.response, finish_reason=prior.finish_reason, reused=True)
         max_tokens = int(request.body.get("max_tokens") or 0)
@@ -539,9 +586,12 @@ class KimiCaller:
             log.warning("%s: the server reported no token usage; storing our estimate", request.request_key)
         cost = call_cost(usage, ctx.model)
         ctx.guard.settle(estimate, cost)
+        unusable = unusable_reason(request.stage, result.content, result.finish_reason)
         done = replace(
             record,
             usage_source=usage_source,
+            status="unusable" if unusable else "ok",
+            error=unusable,
             latency_ms=result.latency_ms,
             ttft_ms=result.ttft_ms,
             attempts=result.attempts,
@@ -650,7 +700,7 @@ def close_run(ctx: RunContext, outcomes: Iterable[DocumentOutcome]) -> RunReport
     if any(o.status == "ok" for o in outs):
         ctx.store.refresh_search_index()
     ctx.store.close()  # release the file now so analysts and the next run get in at once
-    ctx.backend.close()
+    release_run(ctx)
     ctx.observer("run_finished", {"report": report})
     return report
 
@@ -690,7 +740,7 @@ def abandon_run(ctx: RunContext, error: BaseException) -> None:
         log.error("could not mark run %s failed: %s", ctx.run_id, store_error)
     finally:
         ctx.store.close()
-        ctx.backend.close()
+        release_run(ctx)
 
 
 # ---------------------------------------------------------------------------------------------- packing
@@ -805,7 +855,8 @@ class Packer:
                 cut = OutputInvalid("the packed answer was cut at max_tokens", outcome.content)
                 parts = dict.fromkeys(labels, cut)
             else:
-                parts = dict(parse_packed(outcome.content, list(labels)))
+                parsed = parse_packed(outcome.content, list(labels))
+                parts = {k: check_packed_part(v, _page_texts(labels[k]), k) for k, v in parsed.items()}
         except (BudgetExceeded, RunAborted) as err:
             sent, parts = False, dict.fromkeys(labels, err)  # alone, each then ends as it would have
         except KimiError as err:
@@ -827,6 +878,10 @@ class Packer:
             alone = self._alone(p, t0)
             out.append(replace(alone, **{k: getattr(alone, k) + v for k, v in share.items()}))
         return out
+
+
+def _page_texts(p: _Prepared) -> dict[int, str]:
+    return {page.number: page.text for page in p.doc.pages}
 
 
 def _pack_tokens(p: _Prepared) -> int:

@@ -47,7 +47,7 @@ class CallRecord:
     attempts: int = 1
     finish_reason: str | None = None
     http_status: int | None = None
-    status: str = "ok"  # ok | error
+    status: str = "ok"  # ok | error | unusable (answered, but not usable: never reused)
     error: str | None = None
     response: str | None = None
     started_at: datetime | None = None

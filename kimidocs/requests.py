@@ -6,13 +6,8 @@ Every request is three messages, the longest stable part first (kimi-api.md §2a
     [user:   the document, a chunk, or partials]       identical for every task over one document
     [user:   the task]                                  the only part that varies per task
 
-Conventions the model and the emulator read:
-
-    <page number="N">\\n{page text}\\n</page>        a page, or a part of a split page (same N)
-    <partial first_page="A" last_page="B">{json}</partial>      a map/reduce result going into a reduce
-    <document id="ID">\\n{page blocks}\\n</document>            several small documents in one call
-
-Page text is sent verbatim (not escaped), so quoted evidence can be found on the page again.
+The markup around the text (page, partial and document blocks) is `kimidocs.markup`'s: it escapes
+tags of its own vocabulary inside document text, so a file cannot forge a page or a document.
 The body carries no model policy (thinking, sampling): the Kimi client applies it. `request_key` is
 the sha256 of the canonical body, so the same work has the same key in every run (resume by key).
 """
@@ -27,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from kimidocs import tokens
+from kimidocs import markup, tokens
 from kimidocs.models import ModelInfo
 from kimidocs.planning import (
     IMAGE_TOKENS_EST,
@@ -114,7 +109,7 @@ def _count_fixed(text: str) -> int:
 
 
 def render_page(page: int, text: str) -> str:
-    return f'<page number="{page}">\n{text}\n</page>'
+    return markup.page_block(page, text)
 
 
 def render_pieces(pieces: Sequence[Piece]) -> str:
@@ -123,9 +118,7 @@ def render_pieces(pieces: Sequence[Piece]) -> str:
 
 
 def render_partials(partials: Sequence[Partial]) -> str:
-    return "\n".join(
-        f'<partial first_page="{p.first_page}" last_page="{p.last_page}">{p.json}</partial>' for p in partials
-    )
+    return "\n".join(markup.partial_block(p.first_page, p.last_page, p.json) for p in partials)
 
 
 def document_content(
@@ -146,13 +139,13 @@ def document_content(
         if not page_images:
             text.append(sep + render_page(p.page, p.text))
             continue
-        text.append(f'{sep}<page number="{p.page}">\n')
+        text.append(f"{sep}{markup.page_open(p.page)}\n")
         parts.append({"type": "text", "text": "".join(text)})
         text = []
         for mime, data in page_images:
             url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
             parts.append({"type": "image_url", "image_url": {"url": url}})
-        text.append(f"{p.text}\n</page>")
+        text.append(f"{markup.escape(p.text)}\n{markup.PAGE_CLOSE}")
     if text:
         parts.append({"type": "text", "text": "".join(text)})
     return parts
@@ -339,9 +332,7 @@ def pack_request(
     """
     if not documents:
         raise ValueError("pack_request needs at least one document")
-    content = "\n".join(
-        f'<document id="{d.doc_id}">\n{render_pieces(d.pieces)}\n</document>' for d in documents
-    )
+    content = "\n".join(markup.document_block(d.doc_id, render_pieces(d.pieces)) for d in documents)
     task = profile.task("pack", count=len(documents))
     return build_request(
         profile,

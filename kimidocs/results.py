@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kimidocs import tokens
+from kimidocs import markup, tokens
 from kimidocs.planning import REPAIR_ERROR_TOKENS, REPAIR_RAW_TOKENS
-from kimidocs.requests import REPAIR, ChatRequest, followup_request
+from kimidocs.requests import PACK, REPAIR, ChatRequest, followup_request
 from prompts import Profile, available_profiles, load_profile
 
 
@@ -148,6 +148,47 @@ def parse_packed(content: str, doc_ids: Sequence[str]) -> dict[str, Summary | Ou
     return out
 
 
+def check_packed_part(
+    part: Summary | OutputInvalid, pages: Mapping[int, str], label: str
+) -> Summary | OutputInvalid:
+    """A packed answer's part for one document, kept only if every quote in it is that document's text.
+
+    Several documents share the prompt, so a part may describe the wrong one (ids confused by the
+    model, or text made to look like another document's block). A quote found in none of the
+    document's pages means the part is not about it: the document is then read alone.
+    """
+    if not isinstance(part, Summary):
+        return part
+    text = normalize_for_match(" ".join(pages[p] for p in sorted(pages)))
+    for item in part.key_points:
+        needle = normalize_for_match(markup.unescape(item.evidence or "")).strip(" .\"'…")
+        if needle and needle not in text:
+            return OutputInvalid(
+                f"document {label!r}: quotes text that is not in it ({needle[:60]!r})",
+                summary_json(part),
+            )
+    return part
+
+
+def unusable_reason(stage: str, content: str | None, finish_reason: str | None) -> str | None:
+    """Why an answer can never be a result (cut at max_tokens, no valid JSON of the stage's shape),
+    or None when it can. Such a call is logged `unusable`: billed, but never reused by request key,
+    so a rerun after the fault is gone asks again instead of failing the same way."""
+    if finish_reason == "length":
+        return "output cut at max_tokens (finish_reason=length)"
+    try:
+        if stage != PACK:
+            parse_summary(content or "")
+            return None
+        docs = extract_json_object(content or "").get("documents")
+        labels = list(docs) if isinstance(docs, dict) else []
+        if not any(isinstance(p, Summary) for p in parse_packed(content or "", labels).values()):
+            return 'no usable {"documents": {"ID": {...}}} part'
+    except OutputInvalid as err:
+        return err.error
+    return None
+
+
 def summary_json(summary: Summary) -> str:
     """Compact JSON of a summary (what a reduce call reads and what the store keeps as raw)."""
     return summary.model_dump_json(exclude_none=True)
@@ -193,7 +234,7 @@ def _truncate_tokens(text: str, limit: int) -> str:
 @dataclass(frozen=True, slots=True)
 class CitationReport:
     """What checking citations found. A dropped page was cited but does not exist or is out of range;
-    dropped evidence was quoted but not found on any cited page."""
+    dropped evidence was quoted but not found on any cited page, and its whole item went with it."""
 
     items: int = 0
     pages_cited: int = 0
@@ -211,7 +252,10 @@ class CitationReport:
         bits = [f"{self.pages_dropped} of {self.pages_cited} cited pages dropped"]
         if self.bad_pages:
             bits.append(f"(pages {', '.join(map(str, self.bad_pages[:10]))})")
-        bits.append(f"{self.evidence_dropped} of {self.evidence_checked} quotes not found on their page")
+        bits.append(
+            f"{self.evidence_dropped} of {self.evidence_checked} quoted items dropped"
+            " (quote not on a cited page)"
+        )
         return "citations: " + " ".join(bits)
 
 
@@ -234,7 +278,10 @@ def check_citations(
 
     A cited page must exist in `pages` and be in `allowed` (the pages the call read); evidence, where
     given, must occur (normalised) on one of the item's valid pages, or across two consecutive ones.
-    Items are kept even when all their pages go: the point may be right, only its citation is not.
+    An item whose quote is not there is dropped whole: its text came from somewhere else (another
+    page, another document, text made to look like our markup), so its point, date or pages cannot
+    be trusted either. Items without a quote are kept even when all their pages go: the point may be
+    right, only its citation is not.
     """
     norm_cache: dict[int, str] = {}
 
@@ -258,27 +305,33 @@ def check_citations(
                 bad.add(p)
         return good
 
+    def quoted_elsewhere(evidence: str | None, good: list[int]) -> bool:
+        """True when the item quotes text that is not on its (valid) cited pages."""
+        if not evidence:
+            return False
+        counts["ev_checked"] += 1
+        needle = normalize_for_match(markup.unescape(evidence)).strip(" .\"'…")
+        hay = [norm(p) for p in good] + [norm(a) + " " + norm(b) for a, b in itertools.pairwise(good)]
+        return bool(needle) and not any(needle in h for h in hay)
+
     def fix_item(item: Any) -> Any:
         counts["items"] += 1
         good = fix_pages(list(item.pages))
-        update: dict[str, Any] = {"pages": good}
+        if quoted_elsewhere(getattr(item, "evidence", None), good):
+            counts["ev_dropped"] += 1
+            return None
         if not good:
             counts["uncited"] += 1
-        evidence = getattr(item, "evidence", None)
-        if evidence:
-            counts["ev_checked"] += 1
-            needle = normalize_for_match(evidence).strip(" .\"'…")
-            hay = [norm(p) for p in good] + [norm(a) + " " + norm(b) for a, b in itertools.pairwise(good)]
-            if needle and not any(needle in h for h in hay):
-                counts["ev_dropped"] += 1
-                update["evidence"] = None
-        return item.model_copy(update=update)
+        return item.model_copy(update={"pages": good})
+
+    def fix_list(items: list[Any]) -> list[Any]:
+        return [fixed for item in items if (fixed := fix_item(item)) is not None]
 
     fixed = summary.model_copy(
         update={
-            "key_points": [fix_item(k) for k in summary.key_points],
-            "dates": [fix_item(d) for d in summary.dates],
-            "amounts": [fix_item(a) for a in summary.amounts],
+            "key_points": fix_list(summary.key_points),
+            "dates": fix_list(summary.dates),
+            "amounts": fix_list(summary.amounts),
         }
     )
     report = CitationReport(

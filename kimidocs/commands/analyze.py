@@ -43,7 +43,11 @@ class _Screen:
 
     def __call__(self, event: str, data: dict) -> None:
         with self.lock:
-            if event == "run_started" and not self.quiet:
+            if event == "run_waiting":  # said even with --quiet: a cron log should show why a run idled
+                Console(stderr=True).print(
+                    f"[yellow]{data['message']}[/yellow]", soft_wrap=True, highlight=False
+                )
+            elif event == "run_started" and not self.quiet:
                 if data.get("emulated_here"):
                     self.console.print(
                         "[yellow]No KIMI_API_KEY set: running against the local Kimi emulator. "

@@ -1,7 +1,9 @@
 """`kimidocs query`, `kimidocs search`, `kimidocs export`: the analysts' read-only doors into the store.
 
-All three open the database read-only and wait (briefly, politely) while a running pipeline
-holds it for a write, so they can be used during a run.
+All three open the database read-only and wait while another process holds it: a running pipeline
+lets them in between its short writes (well under a second), so they can be used during a run. A
+longer wait is said on stderr (stdout stays the result) and lasts up to `--wait` seconds; only then,
+with something holding the file that never lets go (an open DuckDB shell), do they fail.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from kimidocs.store import QueryResult, Store, StoreError
 DbOption = Annotated[
     Path | None, typer.Option("--db", help="DuckDB file (default: KIMIDOCS_DB or data/kimidocs.duckdb).")
 ]
+WAIT_S = 600.0
 WaitOption = Annotated[
-    float, typer.Option("--wait", help="Seconds to wait while a running pipeline holds the database.")
+    float, typer.Option("--wait", help="Most seconds to wait while another process holds the database.")
 ]
 
 
@@ -43,7 +46,17 @@ class ExportFormat(StrEnum):
 
 
 def _store(db: Path | None, wait: float) -> Store:
-    return Store(db or load_settings().db, read_only=True, lock_timeout_s=wait)
+    path = db or load_settings().db
+
+    def waiting(waited: float) -> None:
+        Console(stderr=True).print(
+            f"[yellow]waiting for {path}: another process is writing to it "
+            f"(a kimidocs run lets readers in between writes); giving up after {wait:.0f} s[/yellow]",
+            soft_wrap=True,
+            highlight=False,
+        )
+
+    return Store(path, read_only=True, lock_timeout_s=wait, on_wait=waiting)
 
 
 def _fail(exc: StoreError) -> typer.Exit:
@@ -116,7 +129,7 @@ def register(app: typer.Typer) -> None:
         sql: Annotated[str, typer.Argument(help='One SQL statement, e.g. "SELECT * FROM latest_summaries".')],
         db: DbOption = None,
         fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
-        wait: WaitOption = 15.0,
+        wait: WaitOption = WAIT_S,
     ) -> None:
         """Run read-only SQL against the results database (tables and views: docs/SCHEMA.md)."""
         try:
@@ -131,7 +144,7 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most hits to show.")] = 10,
         db: DbOption = None,
         fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
-        wait: WaitOption = 15.0,
+        wait: WaitOption = WAIT_S,
     ) -> None:
         """Full-text search over every stored page: document, page number, score and a snippet."""
         try:
@@ -161,7 +174,7 @@ def register(app: typer.Typer) -> None:
             ExportFormat, typer.Option("--format", "-f", help="File format.")
         ] = ExportFormat.parquet,
         db: DbOption = None,
-        wait: WaitOption = 15.0,
+        wait: WaitOption = WAIT_S,
     ) -> None:
         """Write every table and view to DIRECTORY as parquet (default) or csv."""
         try:

@@ -15,6 +15,7 @@ from kimidocs.store.errors import (
     StoreError,
 )
 from kimidocs.store.rows import QueryResult, SearchHit, SummaryRow
+from kimidocs.store.runlock import RunLock
 from kimidocs.store.store import Store
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "MigrationError",
     "QueryError",
     "QueryResult",
+    "RunLock",
     "SchemaTooNew",
     "SearchHit",
     "SearchIndexMissing",

@@ -31,7 +31,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -52,6 +52,7 @@ IDLE_S = 0.2  # a lease is released after this long without use
 MAX_HOLD_S = 2.0  # ... and after this long in any case
 CHECK_S = 0.02  # how often the closer looks
 _POLL_MAX_S = 0.02  # longest pause between two open attempts
+NOTICE_AFTER_S = 0.5  # a wait longer than this is announced (`on_wait`): short turns pass unsaid
 
 # duckdb's Python binding tries `import pandas` for every bound parameter to recognise DataFrames.
 # When pandas is not installed, each failed import rescans sys.path (~0.1 ms; 30 per logged call).
@@ -127,17 +128,29 @@ class _WaitMarker:
             self.file.unlink(missing_ok=True)
 
 
-def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+OnWait = Callable[[float], None]  # told once, with the seconds waited so far, when a wait gets long
+
+
+def _open(
+    path: Path, read_only: bool, timeout_s: float, on_wait: OnWait | None = None
+) -> duckdb.DuckDBPyConnection:
     marker = _WaitMarker(path)
     if not read_only and _others_waiting(path):
         time.sleep(READER_GRACE_S)
+    started = time.monotonic()
+    told = on_wait is None
 
     def attempt() -> duckdb.DuckDBPyConnection:
+        nonlocal told
         try:
             return duckdb.connect(str(path), read_only=read_only, config=CONFIG)
         except duckdb.Error as exc:
             if is_lock_conflict(exc):
                 marker.touch()
+                waited = time.monotonic() - started
+                if not told and waited >= NOTICE_AFTER_S:
+                    told = True
+                    on_wait(waited)  # type: ignore[misc]
                 raise
             raise DatabaseUnusable(path, _first_line(str(exc))) from exc
 
@@ -147,7 +160,6 @@ def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConne
         retry=retry_if_exception(is_lock_conflict),
         reraise=False,
     )
-    started = time.monotonic()
     try:
         return retrying(attempt)
     except RetryError as exc:
@@ -162,7 +174,9 @@ def _first_line(text: str) -> str:
 
 
 @contextmanager
-def connect(path: Path, *, timeout_s: float) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(
+    path: Path, *, timeout_s: float, on_wait: OnWait | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection held only for the `with` block.
 
     It does not take the process-wide lock: while this process's own write lease is open the
@@ -171,7 +185,7 @@ def connect(path: Path, *, timeout_s: float) -> Iterator[duckdb.DuckDBPyConnecti
     """
     if not path.exists():
         raise DatabaseMissing(path)
-    con = _open(path, True, timeout_s)
+    con = _open(path, True, timeout_s, on_wait)
     try:
         yield con
     finally:

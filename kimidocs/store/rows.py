@@ -29,6 +29,7 @@ class SummaryRow:
     pages_read: int
     raw: str
     created_at: datetime
+    pages_failed: int = 0  # pages of failed chunks: > 0 means the next run reads the document again
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ import duckdb
 from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals, Usage
 from kimidocs.store import migrate as migrations
 from kimidocs.store.coerce import clean_text, to_datetime
-from kimidocs.store.connection import connect, held, load_fts, release, transaction
+from kimidocs.store.connection import OnWait, connect, held, load_fts, release, transaction
 from kimidocs.store.errors import DatabaseUnusable, QueryError, SearchIndexMissing
 from kimidocs.store.rows import QueryResult, SearchHit, SummaryRow
 from kimidocs.store.summary_columns import summary_columns
@@ -36,7 +36,8 @@ _CALL_COLUMNS = (
 )
 _SUMMARY_COLUMNS = (
     "doc_id, profile, prompt_version, model, run_id, backend, created_at, title, document_type, language, "
-    "summary, key_points, entities, dates, amounts, coverage, pages_read, pages_total, coercion_warnings, raw"
+    "summary, key_points, entities, dates, amounts, coverage, pages_read, pages_total, pages_failed, "
+    "coercion_warnings, raw"
 )
 _UPSERT_FILE = """
 INSERT INTO files (path, doc_id, size, mtime, first_seen, last_seen, deleted)
@@ -64,10 +65,18 @@ class Store:
     migrates, and waits for a running pipeline's write transactions instead of failing.
     """
 
-    def __init__(self, path: str | Path, *, read_only: bool = False, lock_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        read_only: bool = False,
+        lock_timeout_s: float = 30.0,
+        on_wait: OnWait | None = None,
+    ) -> None:
         self.path = Path(path).expanduser().absolute()
         self.read_only = read_only
         self.lock_timeout_s = lock_timeout_s
+        self.on_wait = on_wait  # read-only opens: told once when a wait for the file gets long
         self._migrated = False
 
     def __repr__(self) -> str:
@@ -85,7 +94,7 @@ class Store:
         if not self.read_only:
             self._ensure_schema()
         if self.read_only:
-            return connect(self.path, timeout_s=self.lock_timeout_s)
+            return connect(self.path, timeout_s=self.lock_timeout_s, on_wait=self.on_wait)
         return held(self.path, timeout_s=self.lock_timeout_s)
 
     def _ensure_schema(self) -> None:
@@ -328,10 +337,11 @@ class Store:
     # ------------------------------------------------------------------ summaries
 
     def has_summary(self, doc_id: str, profile: str, prompt_version: str, model: str) -> bool:
+        """Whether the work key has a finished result; one with unread pages is still to be done."""
         with self._read() as con:
             row = con.execute(
-                "SELECT 1 FROM summaries "
-                "WHERE doc_id = ? AND profile = ? AND prompt_version = ? AND model = ?",
+                "SELECT 1 FROM summaries WHERE doc_id = ? AND profile = ? AND prompt_version = ? "
+                "AND model = ? AND coalesce(pages_failed, 0) = 0",
                 [doc_id, profile, prompt_version, model],
             ).fetchone()
         return row is not None

@@ -90,6 +90,7 @@ def summary_columns(row: SummaryRow) -> SummaryColumns:
         "coverage": float(row.coverage),
         "pages_read": row.pages_read,
         "pages_total": row.pages_total,
+        "pages_failed": row.pages_failed,
         "coercion_warnings": warnings,
         "raw": raw,
     }

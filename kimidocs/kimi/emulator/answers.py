@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from kimidocs import tokens
+from kimidocs import markup, tokens
 from kimidocs.kimi.emulator import extract
 from kimidocs.kimi.emulator.extract import Page
 
@@ -334,7 +334,8 @@ def json_answer(
         return Answer(_dump(fill_schema(schema, facts_of(pages, user_text))), "schema", **span)
     if documents:
         parsed = [
-            (doc_id, extract.parse_pages(body) or [extract.Page(1, body)]) for doc_id, body in documents
+            (doc_id, extract.parse_pages(body) or [extract.Page(1, markup.unescape(body))])
+            for doc_id, body in documents
         ]
 
         renders = {doc_id: summarizer(ps) for doc_id, ps in parsed}

@@ -1,24 +1,19 @@
 """Crude, deterministic reading of the input text: markers, sentences, names, dates, amounts, language.
 
 Good enough to make answers that are derived from the input (so citations can be checked end to end),
-never meant to be smart. Markers follow kimidocs/requests.py:
-
-    <page number="N">...</page>
-    <partial first_page="A" last_page="B">{json}</partial>
-    <document id="ID">...</document>
+never meant to be smart. The markup (page, partial and document blocks) is parsed by kimidocs.markup,
+the module that writes it, so the emulator reads exactly what the pipeline sends, escapes included.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-_PAGE = re.compile(r'<page number="(\d+)">\n?(.*?)\n?</page>', re.DOTALL)
-_PARTIAL = re.compile(r'<partial first_page="(\d+)" last_page="(\d+)">(.*?)</partial>', re.DOTALL)
-_DOCUMENT = re.compile(r'<document id="([^"<>\n]+)">\n?(.*?)\n?</document>', re.DOTALL)
+from kimidocs import markup
+
 _IMAGE = re.compile(r"\x00IMG:(\d+)\x00")
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
 _SPACE = re.compile(r"\s+")
@@ -38,8 +33,7 @@ class Page:
 def parse_pages(text: str) -> list[Page]:
     """Page blocks in order of first appearance; parts of a split page (same N) are joined."""
     pages: dict[int, Page] = {}
-    for match in _PAGE.finditer(text):
-        number, body = int(match.group(1)), match.group(2)
+    for number, body in markup.parse_pages(text):
         images = [int(s) for s in _IMAGE.findall(body)]
         body = _IMAGE.sub("", body)
         page = pages.get(number)
@@ -54,19 +48,11 @@ def parse_pages(text: str) -> list[Page]:
 
 def parse_partials(text: str) -> list[tuple[int, int, dict[str, Any]]]:
     """(first_page, last_page, object) of each partial whose JSON is an object; broken ones are skipped."""
-    out = []
-    for match in _PARTIAL.finditer(text):
-        try:
-            obj = json.loads(match.group(3))
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            out.append((int(match.group(1)), int(match.group(2)), obj))
-    return out
+    return markup.parse_partials(text)
 
 
 def parse_documents(text: str) -> list[tuple[str, str]]:
-    return [(m.group(1), m.group(2)) for m in _DOCUMENT.finditer(text)]
+    return markup.parse_documents(text)
 
 
 def strip_images(text: str) -> str:
