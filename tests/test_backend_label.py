@@ -56,3 +56,17 @@ def test_label_rules_without_a_server_answer() -> None:
     assert label("http://127.0.0.1:9/v1", None) == OPENAI_COMPATIBLE  # not assumed to be the emulator
     mixed = ServerInfo(model_ids=("a", "b"), owners=("moonshot", "other"), emulator=False)
     assert label("https://gateway.example/v1", mixed) == OPENAI_COMPATIBLE
+
+
+def test_models_command_reaches_a_local_emulator_without_a_key(make_emulator) -> None:
+    from typer.testing import CliRunner
+
+    from kimidocs.cli import app
+
+    emu = make_emulator()
+    done = CliRunner().invoke(app, ["models", "--base-url", emu.base_url])
+    assert done.exit_code == 0, done.output
+    assert "models on the account at" in done.output and "kimi-k2.5" in done.output
+    foreign = make_emulator(identify=False)  # answers like a server that is not ours
+    refused = CliRunner().invoke(app, ["models", "--base-url", foreign.base_url])
+    assert refused.exit_code == 1 and "not a kimidocs" in refused.output and "KIMI_API_KEY" in refused.output

@@ -13,8 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kimidocs.kimi.client import KimiClient
-from kimidocs.kimi.errors import KimiError
+from kimidocs.kimi.client import KimiClient, is_loopback
+from kimidocs.kimi.emulator.knobs import DEFAULT_API_KEY
+from kimidocs.kimi.errors import KimiError, UnexpectedResponse
 from kimidocs.models import MODELS, ModelInfo
 from kimidocs.settings import load_settings
 
@@ -111,9 +112,22 @@ def register(app: typer.Typer) -> None:
                 "Set KIMI_API_KEY (or pass --base-url of an emulator) to list the account's models.[/yellow]"
             )
         else:
+            # A local emulator needs its own key: without KIMI_API_KEY, a loopback URL gets the emulator's
+            # default key (no secret), and the answer must come from an emulator that says it is one.
+            local = key is None and is_loopback(settings.kimi_base_url)
             try:
-                with KimiClient.from_settings(settings, max_retries=2, timeout_s=30.0) as client:
-                    account = client.list_models()
+                with KimiClient(
+                    settings.kimi_base_url,
+                    DEFAULT_API_KEY if local else key,
+                    max_retries=2,
+                    timeout_s=30.0,
+                ) as client:
+                    info = client.probe()
+                    account = list(info.models) if not local or info.emulator else None
+                if account is None:
+                    raise UnexpectedResponse(
+                        f"{settings.kimi_base_url} is not a kimidocs emulator: set KIMI_API_KEY for it"
+                    )
                 console.print(f"{len(account)} models on the account at {settings.kimi_base_url}")
             except KimiError as error:
                 failed = True

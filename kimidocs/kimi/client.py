@@ -253,6 +253,7 @@ class KimiClient:
             model_ids=tuple(sorted(str(m["id"]) for m in models if m.get("id"))),
             owners=tuple(sorted({str(m.get("owned_by") or "") for m in models})),
             emulator=emulator,
+            models=tuple(models),
         )
 
     def _models(self) -> tuple[list[dict[str, Any]], bool]:

@@ -180,3 +180,4 @@ class ServerInfo:
     model_ids: tuple[str, ...]
     owners: tuple[str, ...]
     emulator: bool
+    models: tuple[dict[str, Any], ...] = ()  # the `data[]` entries as sent
