@@ -267,7 +267,7 @@ def test_a_failed_document_fails_its_task_and_the_run(batch: Batch) -> None:
 def test_kimidocs_log_lines_reach_the_flow_run_logs(batch: Batch) -> None:
     """The client's retry warning (logger kimidocs.kimi, in a pipeline thread) is in the run's logs."""
     logs = batch.server.api(
-        "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [batch.runs["baddocs"]]}}, "limit": 500}
+        "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [batch.runs["baddocs"]]}}, "limit": 200}
     )
     by_logger = {(entry["name"], entry["message"]) for entry in logs}  # type: ignore[union-attr]
     retries = [m for name, m in by_logger if name == "kimidocs.kimi" and "attempt 1 failed" in m]
