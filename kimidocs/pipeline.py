@@ -263,7 +263,7 @@ def _prepare(ctx: RunContext, found: FoundFile) -> DocumentOutcome | _Prepared:
     if ctx.aborted.is_set():
         return DocumentOutcome(found.path, "skipped", error_type="RunAborted", message=ctx.abort_reason)
     if found.error:
-        return _fail(ctx, found, "discover", "UnreadableFile", f"{found.path}: {found.error}")
+        return _fail(ctx, found, "discover", found.error_type, f"{found.path}: {found.error}")
     doc_id = extractors.sha256_file(found.path)
     file = FileRecord(found.path, doc_id, found.size, found.mtime)
     key = (doc_id, ctx.profile.name, ctx.profile.version, ctx.model.id)

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from kimidocs import pipeline
 from kimidocs.discover import FolderError
+from kimidocs.paths import shown
 from kimidocs.settings import load_settings
 
 
@@ -53,7 +54,7 @@ class _Screen:
                 self.progress.update(self.docs, total=data["count"])
             elif event == "document_finished":
                 o: pipeline.DocumentOutcome = data["outcome"]
-                self.progress.update(self.docs, advance=1, info=f"{Path(o.path).name}: {o.status}")
+                self.progress.update(self.docs, advance=1, info=f"{shown(Path(o.path).name)}: {o.status}")
             elif event == "call_finished":
                 usage = data["usage"]
                 self.n_calls += 1
@@ -72,7 +73,7 @@ def _reason(o: pipeline.DocumentOutcome) -> str:
         return o.title or ""
     if o.status == "unchanged":
         return "already analysed (same content, profile, prompt, model)"
-    return f"{o.error_type or ''}: {o.message or ''}"
+    return shown(f"{o.error_type or ''}: {o.message or ''}")
 
 
 def _summary_table(report: pipeline.RunReport) -> Table:
@@ -91,7 +92,7 @@ def _summary_table(report: pipeline.RunReport) -> Table:
     for o in report.outcomes:
         cost = o.cost_usd_est if o.status == "planned" else o.cost_usd
         table.add_row(
-            Path(o.path).name,
+            shown(Path(o.path).name),
             o.status,
             str(o.pages or ""),
             o.strategy or "",
@@ -149,7 +150,7 @@ def analyze(
         with screen.progress:
             report = pipeline.run_folder(options, load_settings(), observer=screen)
     except FolderError as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {shown(str(err))}")
         raise typer.Exit(2) from None
     if not quiet:
         console.print(_summary_table(report))
