@@ -21,6 +21,7 @@ Output conventions (what a model reads):
 
 from __future__ import annotations
 
+import io
 import posixpath
 import re
 import zipfile
@@ -287,9 +288,9 @@ class _Package:
         return out
 
 
-def extract_docx(path: str, limits: Limits) -> Extracted:
+def extract_docx(path: str, data: bytes, limits: Limits) -> Extracted:
     try:
-        zf = zipfile.ZipFile(path)
+        zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise CorruptDocument(path, f"damaged or truncated ZIP container ({exc})") from exc
     with zf:

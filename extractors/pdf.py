@@ -31,9 +31,9 @@ MAX_LOG_WARNINGS = 20
 IGNORED_LOG_PREFIXES = ("fontTools is required",)
 
 
-def extract_pdf(path: str, limits: Limits, keep_images: bool) -> Extracted:
+def extract_pdf(path: str, data: bytes, limits: Limits, keep_images: bool) -> Extracted:
     with _captured_pypdf_log() as log:
-        reader = _open(path)
+        reader = _open(path, data)
         try:
             count = len(reader.pages)
         except Exception as exc:  # pypdf raises many types for a broken page tree
@@ -62,9 +62,9 @@ def extract_pdf(path: str, limits: Limits, keep_images: bool) -> Extracted:
     return Extracted(tuple(pages), tuple(warnings), title, author, created)
 
 
-def _open(path: str) -> PdfReader:
+def _open(path: str, data: bytes) -> PdfReader:
     try:
-        reader = PdfReader(path, strict=False)
+        reader = PdfReader(io.BytesIO(data), strict=False)
     except EmptyFileError as exc:
         raise EmptyDocument(path, "zero-byte file") from exc
     except Exception as exc:  # PdfReadError, PdfStreamError, ValueError...: structure unrecoverable

@@ -1,8 +1,9 @@
 """Find the documents under a folder: include/exclude globs, no symlink loops, unreadable files reported.
 
 Pure file-system code (no hashing, no extraction) so a folder of 10,000 files is listed in
-milliseconds and the work can then be spread over workers. A subfolder that cannot be listed is
-reported as a `FoundFile` with `error` set, so the run records it and goes on.
+milliseconds and the work can then be spread over workers. What cannot be a document is reported,
+not opened: a FIFO or a device (opening one blocks or never ends), a subfolder that cannot be
+listed. Each becomes a `FoundFile` with `error` set, so the run records it and goes on.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from extractors.source import not_regular
+
 DEFAULT_INCLUDE: tuple[str, ...] = ("*.pdf", "*.docx", "*.txt", "*.md")
 DEFAULT_EXCLUDE: tuple[str, ...] = ("~$*", ".*")  # Word lock files, hidden files
 UNREADABLE_FILE = "UnreadableFile"
 UNREADABLE_FOLDER = "UnreadableFolder"
+NOT_REGULAR_FILE = "NotRegularFile"
 
 
 class FolderError(Exception):
@@ -116,4 +120,8 @@ def _stat(path: Path) -> FoundFile:
             raise PermissionError(13, "permission denied")
     except OSError as err:
         return FoundFile(str(path), 0, datetime.now(UTC), error=f"unreadable: {err.strerror or err}")
-    return FoundFile(str(path), st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+    mtime = datetime.fromtimestamp(st.st_mtime, UTC)
+    if (kind := not_regular(st.st_mode)) is not None:
+        reason = f"not a regular file: {kind}"
+        return FoundFile(str(path), 0, mtime, error=reason, error_type=NOT_REGULAR_FILE)
+    return FoundFile(str(path), st.st_size, mtime)
