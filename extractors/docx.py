@@ -16,7 +16,8 @@ Output conventions (what a model reads):
   footer part once, at the end of the document;
 - pages cut at explicit page breaks and rendered page-break markers; a stretch longer than
   two target pages (or a document without breaks) is cut into ~3000-char pages at paragraph
-  boundaries. Every page is labelled with its paragraph range.
+  boundaries. Every page is labelled with its paragraph range;
+- an entity reference a hostile DTD declares is kept as written (`&name;`), never expanded.
 
 Hostile packages: declared sizes and inflate ratios are checked before anything is parsed, every
 part is inflated in small chunks against one budget (a header that lies about the size gets no
@@ -165,8 +166,7 @@ class _Walker:
         for child in el:
             tag = child.tag
             if tag == t.t or tag == t.m_t:
-                if child.text:
-                    buf.append(child.text)
+                buf.append(_text(child))
             elif tag == t.r:
                 self.inline(child, buf, boxes, notes)
             elif tag in t.skip or not isinstance(tag, str):
@@ -266,6 +266,12 @@ def _is_merge_continuation(tc: Any, t: _Tags) -> bool:
         return False
     merge = props.find(t.vMerge)
     return merge is not None and merge.get(t.val, "continue") == "continue"
+
+
+def _text(el: Any) -> str:
+    """All of an element's text. `.text` stops at the first child node: an unexpanded entity
+    reference splits `a &x; b` into text, an entity node and its tail, and `b` would be lost."""
+    return "".join(el.itertext())
 
 
 class _Part(io.RawIOBase):
@@ -627,6 +633,6 @@ def _core_properties(pkg: _Package) -> tuple[str | None, str | None, str | None]
         return None, None, None
     found: dict[str, str] = {}
     for child in root:
-        if isinstance(child.tag, str) and child.text and child.text.strip():
-            found[etree.QName(child).localname] = clean(child.text.strip())
+        if isinstance(child.tag, str) and (text := _text(child).strip()):
+            found[etree.QName(child).localname] = clean(text)
     return found.get("title"), found.get("creator"), found.get("created")

@@ -66,3 +66,15 @@ def test_docx_page_limit_stops_the_parse_as_it_is_passed(tmp_path: Path) -> None
         extractors.extract(path, limits=Limits(max_pages=10))
     with pytest.raises(CorruptDocument, match="not well-formed"):
         extractors.extract(path, limits=Limits(max_pages=100))
+
+
+def test_docx_text_after_an_entity_reference_is_kept(tmp_path: Path) -> None:
+    """Entities are never expanded (billion laughs); the text after one used to be dropped."""
+    xml = (
+        '<!DOCTYPE w:document [<!ENTITY co "ACME">]>'
+        f'<w:document xmlns:w="{W}"><w:body>'
+        "<w:p><w:r><w:t>Paid by &co; on 5 May &#38; again in June.</w:t></w:r></w:p>"
+        "</w:body></w:document>"
+    )
+    doc = extractors.extract(docx_xml(tmp_path / "entity.docx", xml))
+    assert doc.pages[0].text == "Paid by &co; on 5 May & again in June."
