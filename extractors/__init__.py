@@ -88,7 +88,7 @@ def extract_here(
     digest = hashlib.sha256(data).hexdigest()
     try:
         out = _read(p, data, kind, limits, keep_images)
-    except ExtractionError:
+    except (ExtractionError, MemoryError):  # MemoryError: the worker maps it under its memory cap
         raise
     except Exception as exc:  # a reader bug or a file no reader foresaw: still one typed error per file
         raise CorruptDocument(p, f"{kind} reader failed: {type(exc).__name__}: {exc}") from exc

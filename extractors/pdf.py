@@ -67,6 +67,8 @@ def _open(path: str, data: bytes) -> PdfReader:
         reader = PdfReader(io.BytesIO(data), strict=False)
     except EmptyFileError as exc:
         raise EmptyDocument(path, "zero-byte file") from exc
+    except MemoryError:  # over the worker's memory cap: TooLarge, not a damaged file
+        raise
     except Exception as exc:  # PdfReadError, PdfStreamError, ValueError...: structure unrecoverable
         raise CorruptDocument(path, f"cannot read the PDF structure ({type(exc).__name__}: {exc})") from exc
     if reader.is_encrypted:
@@ -92,6 +94,8 @@ def _read_page(reader: PdfReader, i: int) -> tuple[str, int, str | None]:
     images = _count_images(page)
     try:
         return clean(fold_spaces(page.extract_text() or "")), images, None
+    except MemoryError:  # the whole document is over the memory cap, not just this page
+        raise
     except Exception as exc:  # pypdf's content parser raises many types on damaged streams
         return "", images, f"{type(exc).__name__}: {_short(exc)}"
 

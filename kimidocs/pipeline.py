@@ -259,11 +259,12 @@ def _analyze(ctx: RunContext, found: FoundFile) -> DocumentOutcome:
 
 
 def extraction_limits(settings: Settings) -> extractors.Limits:
-    """The per-document bounds of `analyze` and `extract` alike: bytes, pages, time."""
+    """The per-document bounds of `analyze` and `extract` alike: bytes, pages, time, memory."""
     return extractors.Limits(
         max_bytes=settings.max_file_bytes,
         max_pages=settings.max_pages,
         timeout_s=settings.extract_timeout_s,
+        max_memory=settings.extract_max_memory_bytes,
     )
 
 
