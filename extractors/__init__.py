@@ -28,7 +28,8 @@ from extractors.errors import (
 from extractors.limits import Limits
 from extractors.paging import Extracted
 from extractors.quality import QualityReport, quality
-from extractors.sniff import sniff
+from extractors.sniff import sniff, sniff_bytes
+from extractors.source import read_bytes, sha256_file
 
 # Bump when the text produced for the same bytes changes: stored documents record it, so a
 # re-extraction can be scheduled for files extracted by an older version.
@@ -57,12 +58,6 @@ __all__ = [
 ]
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of the file's bytes: the document's identity across renames."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def extract(
     path: str | os.PathLike[str], *, limits: Limits = Limits(), keep_images: bool = False
 ) -> Document:
@@ -81,18 +76,19 @@ def extract(
 def extract_here(
     path: str | os.PathLike[str], *, limits: Limits = Limits(), keep_images: bool = False
 ) -> Document:
-    """`extract` in the calling process, whatever `limits.timeout_s` says."""
+    """`extract` in the calling process, whatever `limits.timeout_s` says.
+
+    The file is read once: its sha256 and its text come from the same bytes."""
     p = os.fspath(path)
     try:
-        size = os.stat(p).st_size
+        data = read_bytes(p, limits)  # a FIFO, a device, an oversized file: refused before reading
     except OSError as exc:
         raise UnsupportedFormat(p, f"cannot read the file ({exc.strerror or exc})") from exc
-    limits.check_size(p, size)
-    kind = sniff(p)
-    digest = sha256_file(p)
+    kind = sniff_bytes(p, data)
+    digest = hashlib.sha256(data).hexdigest()
     try:
-        out = _read(p, kind, limits, keep_images)
-    except ExtractionError:
+        out = _read(p, data, kind, limits, keep_images)
+    except (ExtractionError, MemoryError):  # MemoryError: the worker maps it under its memory cap
         raise
     except Exception as exc:  # a reader bug or a file no reader foresaw: still one typed error per file
         raise CorruptDocument(p, f"{kind} reader failed: {type(exc).__name__}: {exc}") from exc
@@ -100,7 +96,7 @@ def extract_here(
         path=p,
         sha256=digest,
         kind=kind,
-        size=size,
+        size=len(data),
         pages=out.pages,
         extractor_version=EXTRACTOR_VERSION,
         title=out.title,
@@ -110,19 +106,18 @@ def extract_here(
     )
 
 
-def _read(p: str, kind: str, limits: Limits, keep_images: bool) -> Extracted:
+def _read(p: str, data: bytes, kind: str, limits: Limits, keep_images: bool) -> Extracted:
     if kind == "pdf":
         from extractors.pdf import extract_pdf
 
-        return extract_pdf(p, limits, keep_images)
+        return extract_pdf(p, data, limits, keep_images)
     elif kind == "docx":
         from extractors.docx import extract_docx
 
-        return extract_docx(p, limits)
+        return extract_docx(p, data, limits)
     from extractors.text import extract_text
 
-    with open(p, "rb") as fh:
-        return extract_text(p, fh.read(), limits)
+    return extract_text(p, data, limits)
 
 
 def extract_many(

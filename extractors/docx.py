@@ -16,14 +16,22 @@ Output conventions (what a model reads):
   footer part once, at the end of the document;
 - pages cut at explicit page breaks and rendered page-break markers; a stretch longer than
   two target pages (or a document without breaks) is cut into ~3000-char pages at paragraph
-  boundaries. Every page is labelled with its paragraph range.
+  boundaries. Every page is labelled with its paragraph range;
+- an entity reference a hostile DTD declares is kept as written (`&name;`), never expanded.
+
+Hostile packages: declared sizes and inflate ratios are checked before anything is parsed, every
+part is inflated in small chunks against one budget (a header that lies about the size gets no
+further than an honest one), and the main part is parsed as a stream, one body element at a
+time, so the page limit stops a document as soon as it is passed.
 """
 
 from __future__ import annotations
 
+import io
 import posixpath
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +41,23 @@ from extractors.errors import CorruptDocument, EmptyDocument, NoTextLayer, TooLa
 from extractors.limits import Limits
 from extractors.paging import TARGET_CHARS, Extracted, clean, group, number
 
-MAX_PART_BYTES = 512 * 1024 * 1024  # an XML part inflating past this is a ZIP bomb, not a document
+MiB = 1024 * 1024
+MAX_UNPACKED_BYTES = 512 * MiB  # inflated bytes of one package, all parts together
+MAX_TREE_PART_BYTES = 128 * MiB  # a part parsed whole (all but the main one, which streams)
+# Apache POI's ZipSecureFile default: a part inflating more than 100:1 is a ZIP bomb. Small parts
+# (a styles part of repeated defaults) may compress better, so the ratio counts from 1 MiB on.
+MAX_RATIO = 100
+RATIO_GRACE_BYTES = 1 * MiB
+READ_CHUNK = 64 * 1024  # zipfile inflates at most this much per read, whatever the header says
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,  # a compression method zipfile lacks
+    RuntimeError,  # an encrypted member
+    zlib.error,
+)
 MAX_SECTION_CHARS = 2 * TARGET_CHARS
 BREAK = "\f"  # page-break marker inside the walker's output (never valid in XML text)
 
@@ -51,9 +75,10 @@ NS = {
 }
 MC = "http://schemas.openxmlformats.org/markup-compatibility/2006"
 PKG_RELS = "{http://schemas.openxmlformats.org/package/2006/relationships}Relationship"
-_PARSER = etree.XMLParser(
+_PARSE_OPTIONS: dict[str, Any] = dict(
     resolve_entities=False, no_network=True, huge_tree=True, remove_comments=True, remove_pis=True
 )
+_PARSER = etree.XMLParser(**_PARSE_OPTIONS)
 _HEADING_NAME = re.compile(r"^heading\s*(\d)$")
 _HEADING_ID = re.compile(r"^[Hh]eading(\d)$")
 _W_TAG_NAMES = """p tbl tr tc tcPr vMerge sdt sdtContent sdtPr r t tab br cr noBreakHyphen
@@ -141,8 +166,7 @@ class _Walker:
         for child in el:
             tag = child.tag
             if tag == t.t or tag == t.m_t:
-                if child.text:
-                    buf.append(child.text)
+                buf.append(_text(child))
             elif tag == t.r:
                 self.inline(child, buf, boxes, notes)
             elif tag in t.skip or not isinstance(tag, str):
@@ -244,6 +268,62 @@ def _is_merge_continuation(tc: Any, t: _Tags) -> bool:
     return merge is not None and merge.get(t.val, "continue") == "continue"
 
 
+def _text(el: Any) -> str:
+    """All of an element's text. `.text` stops at the first child node: an unexpanded entity
+    reference splits `a &x; b` into text, an entity node and its tail, and `b` would be lost."""
+    return "".join(el.itertext())
+
+
+class _Part(io.RawIOBase):
+    """A part's inflated bytes in chunks of at most READ_CHUNK, counted against the package's
+    budget. zipfile's own `read()` inflates a whole member in one call and only then cuts it to
+    the size the header declares: a lying header cost gigabytes before any check ran."""
+
+    def __init__(self, pkg: _Package, name: str, cap: int) -> None:
+        self.pkg, self.name, self.cap, self.size = pkg, name, cap, 0
+        try:
+            self.fh = pkg.zf.open(name)
+        except _ZIP_ERRORS as exc:
+            raise CorruptDocument(pkg.path, f"cannot read part {name} ({exc})") from exc
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        n = READ_CHUNK if n is None or n < 0 else min(n, READ_CHUNK)
+        try:
+            data = self.fh.read(n)
+        except _ZIP_ERRORS as exc:  # CRC error (a lying size ends here), truncated member
+            raise CorruptDocument(self.pkg.path, f"cannot read part {self.name} ({exc})") from exc
+        self.size += len(data)
+        self.pkg.unpacked += len(data)
+        if self.size > self.cap:
+            raise TooLarge(self.pkg.path, f"part {self.name} inflates past {self.cap:,} bytes")
+        if self.pkg.unpacked > MAX_UNPACKED_BYTES:
+            raise TooLarge(self.pkg.path, f"the parts inflate past {MAX_UNPACKED_BYTES:,} bytes")
+        return data
+
+    def close(self) -> None:
+        self.fh.close()
+        super().close()
+
+
+def _check_declared(path: str, zf: zipfile.ZipFile) -> None:
+    """Refuse a ZIP bomb from its directory, before inflating anything."""
+    total = 0
+    for info in zf.infolist():
+        total += info.file_size
+        if info.file_size > RATIO_GRACE_BYTES and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            ratio = info.file_size / max(info.compress_size, 1)
+            raise TooLarge(
+                path,
+                f"part {info.filename} would inflate {ratio:,.0f}:1 ({info.compress_size:,} -> "
+                f"{info.file_size:,} bytes): a ZIP bomb",
+            )
+    if total > MAX_UNPACKED_BYTES:
+        raise TooLarge(path, f"the parts would inflate to {total:,} bytes, over {MAX_UNPACKED_BYTES:,}")
+
+
 class _Package:
     """Just enough OPC: read parts, follow relationships (Transitional or Strict types)."""
 
@@ -251,21 +331,19 @@ class _Package:
         self.path = path
         self.zf = zf
         self.names = set(zf.namelist())
+        self.unpacked = 0  # inflated bytes read so far, all parts together
+        _check_declared(path, zf)
 
-    def read(self, name: str) -> bytes:
-        info = self.zf.getinfo(name)
-        if info.file_size > MAX_PART_BYTES:
-            raise TooLarge(self.path, f"part {name} inflates to {info.file_size:,} bytes")
-        try:
-            return self.zf.read(name)
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:  # CRC error, truncated member
-            raise CorruptDocument(self.path, f"cannot read part {name} ({exc})") from exc
+    def open(self, name: str, cap: int = MAX_TREE_PART_BYTES) -> _Part:
+        return _Part(self, name, cap)
 
     def xml(self, name: str) -> Any:
-        try:
-            return etree.fromstring(self.read(name), _PARSER)
-        except etree.XMLSyntaxError as exc:
-            raise CorruptDocument(self.path, f"part {name} is not well-formed XML ({exc})") from exc
+        """A (small) part parsed whole."""
+        with self.open(name) as part:
+            try:
+                return etree.parse(part, _PARSER).getroot()
+            except etree.XMLSyntaxError as exc:
+                raise CorruptDocument(self.path, f"part {name} is not well-formed XML ({exc})") from exc
 
     def rels(self, part: str) -> list[tuple[str, str, str]]:
         """(type's last segment, target part name, rId) for the part's internal relationships."""
@@ -287,13 +365,54 @@ class _Package:
         return out
 
 
-def extract_docx(path: str, limits: Limits) -> Extracted:
+def extract_docx(path: str, data: bytes, limits: Limits) -> Extracted:
     try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except _ZIP_ERRORS as exc:
         raise CorruptDocument(path, f"damaged or truncated ZIP container ({exc})") from exc
     with zf:
         return _extract(_Package(path, zf), limits)
+
+
+class _PageCount:
+    """The number of pages `_paginate` would make of the blocks seen so far (it only grows), so
+    the page limit stops a document while it is read, not after the whole part is parsed."""
+
+    def __init__(self) -> None:
+        self.done = 0  # pages of the sections closed by a BREAK
+        self.section = 0  # chars of the open section, as `_paginate` counts them
+        self.cuts = 0  # pages `group` has closed in the open section
+        self.fill = 0  # chars of `group`'s current page
+
+    def add(self, block: str) -> None:
+        if block == BREAK:
+            self.done += self.open_pages
+            self.section = self.cuts = self.fill = 0
+            return
+        if self.fill and self.fill + len(block) > TARGET_CHARS:
+            self.cuts += 1
+            self.fill = 0
+        self.fill += len(block) + 1
+        self.section += len(block) + 1
+
+    @property
+    def open_pages(self) -> int:
+        if not self.section:
+            return 0
+        return 1 if self.section <= MAX_SECTION_CHARS else self.cuts + 1
+
+    @property
+    def pages(self) -> int:
+        return self.done + self.open_pages
+
+
+@dataclass
+class _Body:
+    """What the streamed walk of the main part leaves: blocks, header/footer rIds, images seen."""
+
+    blocks: list[str]
+    refs: list[str]
+    drawings: bool
 
 
 def _extract(pkg: _Package, limits: Limits) -> Extracted:
@@ -302,12 +421,6 @@ def _extract(pkg: _Package, limits: Limits) -> Extracted:
     main = next((name for kind, name, _ in pkg.rels("") if kind == "officeDocument"), "word/document.xml")
     if main not in pkg.names:
         raise CorruptDocument(path, f"main document part {main} is missing")
-    root = pkg.xml(main)
-    flavour = "strict" if root.tag.startswith("{" + NS["strict"][0]) else "transitional"
-    t = _Tags(*NS[flavour])
-    body = root.find(f"{{{NS[flavour][0]}}}body")
-    if body is None:
-        raise CorruptDocument(path, f"{main} has no w:body")
     rels = {rid: (kind, name) for kind, name, rid in pkg.rels(main)}
     by_kind: dict[str, list[str]] = {}
     for kind, name in rels.values():
@@ -324,13 +437,18 @@ def _extract(pkg: _Package, limits: Limits) -> Extracted:
                 warnings.append(f"{kind} part skipped: {exc.reason}")
         return None
 
-    headings, lists = _styles(part("styles"), t)
-    walker = _Walker(t, headings, lists, {})
-    walker.footnotes.texts = _notes(part("footnotes"), t.footnote, walker)
-    out = walker.blocks(body, [])
-    out.extend(_tail(walker, part("endnotes"), pkg, body, rels, t, warnings))
+    def walker_for(t: _Tags) -> _Walker:
+        headings, lists = _styles(part("styles"), t)
+        walker = _Walker(t, headings, lists, {})
+        walker.footnotes.texts = _notes(part("footnotes"), t.footnote, walker)
+        return walker
+
+    with pkg.open(main, MAX_UNPACKED_BYTES) as stream:
+        walker, body = _stream_body(path, main, stream, walker_for, limits)
+    out = body.blocks
+    out.extend(_tail(walker, part("endnotes"), pkg, body.refs, rels, warnings))
     if not any(b.strip() for b in out if b != BREAK):
-        if next(body.iter(t.drawing, t.pict), None) is not None:
+        if body.drawings:
             raise NoTextLayer(
                 path, "the document holds images but no text (image extraction from DOCX is not supported)"
             )
@@ -341,16 +459,60 @@ def _extract(pkg: _Package, limits: Limits) -> Extracted:
     return Extracted(pages, tuple(warnings), title, author, created)
 
 
+def _stream_body(
+    path: str, main: str, stream: _Part, walker_for: Any, limits: Limits
+) -> tuple[_Walker, _Body]:
+    """Walk the main part one body child at a time, freeing each when done: memory holds one
+    paragraph or table, not the tree, and the page limit is checked as the pages accrue."""
+    events = etree.iterparse(stream, events=("end",), **_PARSE_OPTIONS)
+    walker: _Walker | None = None
+    body_tag = ""
+    seen_body = False
+    found = _Body([], [], False)
+    count = _PageCount()
+    try:
+        for _event, el in events:
+            if walker is None:  # the first end event: the root has started, its namespace says the flavour
+                root = el.getroottree().getroot()
+                flavour = "strict" if root.tag.startswith("{" + NS["strict"][0]) else "transitional"
+                walker = walker_for(_Tags(*NS[flavour]))
+                body_tag = f"{{{NS[flavour][0]}}}body"
+            parent = el.getparent()
+            if parent is None or parent.tag != body_tag:
+                seen_body = seen_body or el.tag == body_tag
+                continue
+            _walk_one(walker, el, found, count)
+            limits.check_pages(path, count.pages)
+            el.clear()
+            while el.getprevious() is not None:
+                del parent[0]
+    except etree.XMLSyntaxError as exc:
+        raise CorruptDocument(path, f"part {main} is not well-formed XML ({exc})") from exc
+    if walker is None or not seen_body:
+        raise CorruptDocument(path, f"{main} has no w:body")
+    return walker, found
+
+
+def _walk_one(walker: _Walker, el: Any, found: _Body, count: _PageCount) -> None:
+    t = walker.t
+    start = len(found.blocks)
+    walker.blocks([el], found.blocks)
+    for block in found.blocks[start:]:
+        count.add(block)
+    found.refs.extend(ref.get(t.r_id, "") for ref in el.iter(t.headerReference, t.footerReference))
+    found.drawings = found.drawings or next(el.iter(t.drawing, t.pict), None) is not None
+
+
 def _tail(
     walker: _Walker,
     endnotes: Any,
     pkg: _Package,
-    body: Any,
+    refs: list[str],
     rels: dict[str, tuple[str, str]],
-    t: _Tags,
     warnings: list[str],
 ) -> list[str]:
     """Endnotes, unreferenced footnotes, then each distinct header and footer once."""
+    t = walker.t
     out: list[str] = []
     for note, text in _notes(endnotes, t.endnote, walker).items():
         out.append(f"[^e{note}]: {text}")
@@ -359,8 +521,8 @@ def _tail(
             out.append(f"[^{note}]: {text}")
     seen_parts: set[str] = set()
     seen_text: set[str] = set()
-    for ref in body.iter(t.headerReference, t.footerReference):  # document order of the sections
-        kind, name = rels.get(ref.get(t.r_id, ""), ("", ""))
+    for ref in refs:  # document order of the sections
+        kind, name = rels.get(ref, ("", ""))
         if not name or name in seen_parts:
             continue
         seen_parts.add(name)
@@ -471,6 +633,6 @@ def _core_properties(pkg: _Package) -> tuple[str | None, str | None, str | None]
         return None, None, None
     found: dict[str, str] = {}
     for child in root:
-        if isinstance(child.tag, str) and child.text and child.text.strip():
-            found[etree.QName(child).localname] = clean(child.text.strip())
+        if isinstance(child.tag, str) and (text := _text(child).strip()):
+            found[etree.QName(child).localname] = clean(text)
     return found.get("title"), found.get("creator"), found.get("created")

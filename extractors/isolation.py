@@ -12,6 +12,14 @@ pipes, not `multiprocessing` children: 'spawn'/'forkserver' re-run the caller's 
 in the child (an unguarded script then recurses), and 'fork' copies a multi-threaded parent
 (Prefect, thread pools) with its locks held.
 
+A worker dies with its parent, even in the middle of a file: a third pipe (the lifeline) is
+never written, and a thread in the worker exits the process when it reads end-of-file, which
+the kernel delivers when the parent is gone however it ended. PR_SET_PDEATHSIG would not do:
+it fires when the *thread* that started the worker ends, and workers started by a pool thread
+outlive that thread by design. Each request sets the worker's address-space limit
+(RLIMIT_AS) to `limits.max_memory`, so a file that needs more ends as TooLarge, and the worker,
+whose heap may be left in any state, is replaced.
+
     run_isolated(path, limits, keep_images) -> Document   raises ExtractionError / ExtractionTimeout
     extract_many(paths, ...) -> (path, Document | ExtractionError), in input order
 """
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -32,8 +41,8 @@ from typing import Any
 
 from extractors import errors
 from extractors.document import Document
-from extractors.errors import CorruptDocument, ExtractionError, ExtractionTimeout
-from extractors.limits import Limits
+from extractors.errors import CorruptDocument, ExtractionError, ExtractionTimeout, TooLarge
+from extractors.limits import GiB, Limits, MiB
 
 MAX_JOBS_PER_WORKER = 200
 # More workers than cores cannot extract faster, and every worker beyond the idle cap is killed
@@ -48,7 +57,8 @@ class IsolationUnavailable(RuntimeError):
 
 
 def _serve(inbox: Connection, outbox: Connection) -> None:
-    """Worker loop: (path, limits, keep_images) in; ("ok", Document) or ("err", type, path, reason) out."""
+    """Worker loop: (path, limits, keep_images) in; ("ok", Document), ("err", type, path, reason)
+    or ("oom", path, reason) out."""
     from extractors import extract_here
 
     outbox.send(("ready",))
@@ -58,28 +68,69 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
         except (EOFError, OSError):  # the parent went away
             return
         try:
+            _cap_memory(limits.max_memory)
             outbox.send(("ok", extract_here(path, limits=limits, keep_images=keep_images)))
         except ExtractionError as exc:
             # Sent as fields: ExtractionError's (path, reason) constructor does not survive pickling.
             outbox.send(("err", exc.error_type, exc.path, exc.reason))
+        except MemoryError:
+            outbox.send(
+                ("oom", path, f"needs more memory than the {_size(limits.max_memory)} cap per extraction")
+            )
+
+
+def _cap_memory(limit: int | None) -> None:
+    """Set this process's soft RLIMIT_AS (None: back to the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    want = hard if limit is None or (hard != resource.RLIM_INFINITY and limit > hard) else limit
+    if want != soft:
+        resource.setrlimit(resource.RLIMIT_AS, (want, hard))
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "unlimited"
+    return f"{n / GiB:g} GiB" if n >= GiB else f"{n / MiB:g} MiB"
+
+
+def _die_with_parent(lifeline: int) -> None:
+    """Exit at once when the parent is gone: the lifeline's write end closes and read() returns b""."""
+
+    def watch() -> None:
+        while True:
+            try:
+                if not os.read(lifeline, 1):
+                    break
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+        os._exit(0)
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
 
 
 class _Worker:
     def __init__(self) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
+        lifeline_r, self.lifeline = os.pipe()  # never written; closes when this process ends
+        child_fds = (to_child_r, from_child_w, lifeline_r)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "extractors.isolation", str(to_child_r), str(from_child_w)],
-                pass_fds=(to_child_r, from_child_w),
+                [sys.executable, "-m", "extractors.isolation", *map(str, child_fds)],
+                pass_fds=child_fds,
                 stdin=subprocess.DEVNULL,
                 env=env,
             )
+        except BaseException:
+            os.close(self.lifeline)
+            raise
         finally:
-            os.close(to_child_r)
-            os.close(from_child_w)
+            for fd in child_fds:
+                os.close(fd)
         self.send = Connection(to_child_w, readable=False)
         self.recv = Connection(from_child_r, writable=False)
         self.jobs = 0
@@ -108,6 +159,7 @@ class _Worker:
         self.proc.wait(timeout=10)
         self.send.close()
         self.recv.close()
+        os.close(self.lifeline)
 
 
 _idle: list[_Worker] = []
@@ -163,6 +215,9 @@ def _run_in_worker(path: str, limits: Limits, keep_images: bool) -> Document:
     if reply is None:
         worker.close()
         raise ExtractionTimeout(path, f"extraction took longer than {limits.timeout_s:g} s; worker killed")
+    if reply[0] == "oom":  # its heap may be in any state after a MemoryError: start afresh
+        worker.close()
+        raise TooLarge(reply[1], reply[2])
     _release(worker)
     if reply[0] == "ok":
         return reply[1]
@@ -206,6 +261,7 @@ def extract_many(
             yield done_path, future.result()
 
 
-if __name__ == "__main__":  # a worker: python -m extractors.isolation IN_FD OUT_FD
+if __name__ == "__main__":  # a worker: python -m extractors.isolation IN_FD OUT_FD LIFELINE_FD
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it kills us
+    _die_with_parent(int(sys.argv[3]))
     _serve(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))

@@ -1,4 +1,4 @@
-"""Bounds on what one extraction may cost: bytes read, pages produced, wall time."""
+"""Bounds on what one extraction may cost: bytes read, pages produced, wall time, memory."""
 
 from __future__ import annotations
 
@@ -8,16 +8,22 @@ from dataclasses import dataclass
 from extractors.errors import TooLarge
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Per-document bounds. `timeout_s=None` runs in-process (no child process, no overhead);
-    a number runs the extraction in a worker process that is killed when the time is up."""
+    a number runs the extraction in a worker process that is killed when the time is up.
+
+    `max_memory` caps the worker's address space (RLIMIT_AS), so a file that would take more
+    ends as TooLarge instead of swapping the machine or waking the OOM killer. It applies only
+    in a worker: capping the caller's own process would break the caller. None: no cap."""
 
     max_bytes: int = 200 * MiB
     max_pages: int = 5000
     timeout_s: float | None = None
+    max_memory: int | None = 2 * GiB
 
     def check_size(self, path: str, size: int) -> None:
         """Before reading anything: a file over the byte limit is never opened."""

@@ -31,9 +31,9 @@ MAX_LOG_WARNINGS = 20
 IGNORED_LOG_PREFIXES = ("fontTools is required",)
 
 
-def extract_pdf(path: str, limits: Limits, keep_images: bool) -> Extracted:
+def extract_pdf(path: str, data: bytes, limits: Limits, keep_images: bool) -> Extracted:
     with _captured_pypdf_log() as log:
-        reader = _open(path)
+        reader = _open(path, data)
         try:
             count = len(reader.pages)
         except Exception as exc:  # pypdf raises many types for a broken page tree
@@ -62,11 +62,13 @@ def extract_pdf(path: str, limits: Limits, keep_images: bool) -> Extracted:
     return Extracted(tuple(pages), tuple(warnings), title, author, created)
 
 
-def _open(path: str) -> PdfReader:
+def _open(path: str, data: bytes) -> PdfReader:
     try:
-        reader = PdfReader(path, strict=False)
+        reader = PdfReader(io.BytesIO(data), strict=False)
     except EmptyFileError as exc:
         raise EmptyDocument(path, "zero-byte file") from exc
+    except MemoryError:  # over the worker's memory cap: TooLarge, not a damaged file
+        raise
     except Exception as exc:  # PdfReadError, PdfStreamError, ValueError...: structure unrecoverable
         raise CorruptDocument(path, f"cannot read the PDF structure ({type(exc).__name__}: {exc})") from exc
     if reader.is_encrypted:
@@ -92,6 +94,8 @@ def _read_page(reader: PdfReader, i: int) -> tuple[str, int, str | None]:
     images = _count_images(page)
     try:
         return clean(fold_spaces(page.extract_text() or "")), images, None
+    except MemoryError:  # the whole document is over the memory cap, not just this page
+        raise
     except Exception as exc:  # pypdf's content parser raises many types on damaged streams
         return "", images, f"{type(exc).__name__}: {_short(exc)}"
 

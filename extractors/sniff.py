@@ -7,11 +7,13 @@ opened just far enough to name what is inside, so the error says "legacy Word .d
 
 from __future__ import annotations
 
-import mmap
+import io
 import os
 import zipfile
 
 from extractors.errors import CorruptDocument, EmptyDocument, EncryptedDocument, UnsupportedFormat
+from extractors.limits import Limits
+from extractors.source import read_bytes
 
 HEAD = 8192
 CFB_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -35,19 +37,23 @@ def _utf16(name: str) -> bytes:
     return name.encode("utf-16-le")
 
 
-def sniff(path: str | os.PathLike[str]) -> str:
+def sniff(path: str | os.PathLike[str], limits: Limits = Limits()) -> str:
     """Return "pdf", "docx" or "text", or raise the ExtractionError that says why not."""
     p = os.fspath(path)
-    with open(p, "rb") as fh:
-        head = fh.read(HEAD)
+    return sniff_bytes(p, read_bytes(p, limits))
+
+
+def sniff_bytes(p: str, data: bytes) -> str:
+    """`sniff` for a file already read into `data` (`p` names it in errors)."""
+    head = data[:HEAD]
     if not head:
         raise EmptyDocument(p, "zero-byte file")
     if b"%PDF-" in head[:1024]:  # readers accept junk before the header; so do we
         return "pdf"
     if head.startswith(ZIP_MAGICS):
-        return _sniff_zip(p)
+        return _sniff_zip(p, data)
     if head.startswith(CFB_MAGIC):
-        raise _cfb_error(p)
+        raise _cfb_error(p, data)
     for magic, name in KNOWN_BINARY:
         if head.startswith(magic):
             raise UnsupportedFormat(p, f"{name} is not a document type we read")
@@ -64,11 +70,12 @@ def _looks_like_text(head: bytes) -> bool:
     return controls <= len(head) * 0.05
 
 
-def _sniff_zip(p: str) -> str:
+def _sniff_zip(p: str, data: bytes) -> str:
     try:
-        with zipfile.ZipFile(p) as zf:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = set(zf.namelist())
-            mimetype = zf.read("mimetype")[:100] if "mimetype" in names else b""
+            # open().read(n), not read(): read() inflates the whole member first, however large.
+            mimetype = zf.open("mimetype").read(100) if "mimetype" in names else b""
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise CorruptDocument(p, f"damaged or truncated ZIP container ({exc})") from exc
     if "word/document.xml" in names or any(n.startswith("word/") and n.endswith(".xml") for n in names):
@@ -84,21 +91,18 @@ def _sniff_zip(p: str) -> str:
     raise UnsupportedFormat(p, "ZIP archive without a Word document inside")
 
 
-def _cfb_error(p: str) -> Exception:
+def _cfb_error(p: str, data: bytes) -> Exception:
     """An OLE/CFB container: encrypted OOXML, or a legacy binary Office file.
 
     Directory entries store stream names in UTF-16LE, so a search of the bytes finds them
     without a full CFB parser (the byte limit was checked before we got here).
     """
-    with open(p, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        if mm.find(_utf16("EncryptedPackage")) >= 0:
-            return EncryptedDocument(
-                p, "encrypted OOXML (password-protected Office file in an OLE container)"
-            )
-        if mm.find(_utf16("WordDocument")) >= 0:
-            return UnsupportedFormat(p, "legacy Word .doc (Word 97-2003 binary); save it as .docx or PDF")
-        if mm.find(_utf16("Workbook")) >= 0 or mm.find(_utf16("Book")) >= 0:
-            return UnsupportedFormat(p, "legacy Excel .xls is not a document type we read")
-        if mm.find(_utf16("PowerPoint Document")) >= 0:
-            return UnsupportedFormat(p, "legacy PowerPoint .ppt is not a document type we read")
+    if data.find(_utf16("EncryptedPackage")) >= 0:
+        return EncryptedDocument(p, "encrypted OOXML (password-protected Office file in an OLE container)")
+    if data.find(_utf16("WordDocument")) >= 0:
+        return UnsupportedFormat(p, "legacy Word .doc (Word 97-2003 binary); save it as .docx or PDF")
+    if data.find(_utf16("Workbook")) >= 0 or data.find(_utf16("Book")) >= 0:
+        return UnsupportedFormat(p, "legacy Excel .xls is not a document type we read")
+    if data.find(_utf16("PowerPoint Document")) >= 0:
+        return UnsupportedFormat(p, "legacy PowerPoint .ppt is not a document type we read")
     return UnsupportedFormat(p, "OLE/CFB container (legacy Office or MSI) is not a document type we read")

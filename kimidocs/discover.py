@@ -1,7 +1,9 @@
 """Find the documents under a folder: include/exclude globs, no symlink loops, unreadable files reported.
 
 Pure file-system code (no hashing, no extraction) so a folder of 10,000 files is listed in
-milliseconds and the work can then be spread over workers.
+milliseconds and the work can then be spread over workers. What cannot be a document is reported,
+not opened: a FIFO or a device (opening one blocks or never ends), a subfolder that cannot be
+listed. Each becomes a `FoundFile` with `error` set, so the run records it and goes on.
 """
 
 from __future__ import annotations
@@ -13,8 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from extractors.source import not_regular
+
 DEFAULT_INCLUDE: tuple[str, ...] = ("*.pdf", "*.docx", "*.txt", "*.md")
 DEFAULT_EXCLUDE: tuple[str, ...] = ("~$*", ".*")  # Word lock files, hidden files
+UNREADABLE_FILE = "UnreadableFile"
+UNREADABLE_FOLDER = "UnreadableFolder"
+NOT_REGULAR_FILE = "NotRegularFile"
 
 
 class FolderError(Exception):
@@ -23,12 +30,15 @@ class FolderError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class FoundFile:
-    """A candidate file, or one we could not read (`error` set)."""
+    """A candidate file, or one we could not read (`error` set, `error_type` says why).
+
+    `path` is the name as the OS gave it (a non-UTF-8 byte as a surrogate, see `kimidocs.paths`)."""
 
     path: str
     size: int
     mtime: datetime
     error: str | None = None
+    error_type: str = UNREADABLE_FILE
 
 
 def _matches(name: str, rel: str, patterns: Sequence[str]) -> bool:
@@ -57,12 +67,21 @@ def discover(
 def _walk(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Iterator[FoundFile]:
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
+    unlisted: list[FoundFile] = []
 
     def onerror(err: OSError) -> None:
-        raise FolderError(f"{err.filename}: cannot list folder ({err.strerror})") from err
+        if os.fspath(err.filename) == os.fspath(root):  # the folder asked for: nothing to analyse
+            raise FolderError(f"{err.filename}: cannot list folder ({err.strerror})") from err
+        unlisted.append(_unlisted(err))
 
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=onerror):
-        st = os.stat(dirpath)
+        yield from unlisted
+        unlisted.clear()
+        try:
+            st = os.stat(dirpath)
+        except OSError as err:  # removed since it was listed
+            yield _unlisted(err)
+            continue
         if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop or a second link to a folder
             dirnames[:] = []
             continue
@@ -80,6 +99,18 @@ def _walk(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Iterato
                     continue
                 seen_files.add(key)
             yield found
+    yield from unlisted
+
+
+def _unlisted(err: OSError) -> FoundFile:
+    """A subfolder that could not be listed: recorded as one failure, the walk goes on."""
+    return FoundFile(
+        os.fspath(err.filename),
+        0,
+        datetime.now(UTC),
+        error=f"cannot list folder ({err.strerror or err})",
+        error_type=UNREADABLE_FOLDER,
+    )
 
 
 def _stat(path: Path) -> FoundFile:
@@ -89,4 +120,8 @@ def _stat(path: Path) -> FoundFile:
             raise PermissionError(13, "permission denied")
     except OSError as err:
         return FoundFile(str(path), 0, datetime.now(UTC), error=f"unreadable: {err.strerror or err}")
-    return FoundFile(str(path), st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+    mtime = datetime.fromtimestamp(st.st_mtime, UTC)
+    if (kind := not_regular(st.st_mode)) is not None:
+        reason = f"not a regular file: {kind}"
+        return FoundFile(str(path), 0, mtime, error=reason, error_type=NOT_REGULAR_FILE)
+    return FoundFile(str(path), st.st_size, mtime)

@@ -32,7 +32,7 @@ from kimidocs import tokens
 from kimidocs.backend import Backend, open_backend
 from kimidocs.budget import BudgetExceeded, CostGuard
 from kimidocs.costs import call_cost, estimate_plan_cost
-from kimidocs.discover import FoundFile, discover
+from kimidocs.discover import NOT_REGULAR_FILE, FoundFile, discover
 from kimidocs.kimi.errors import KimiError
 from kimidocs.kimi.limits import Limiter, RateLimiter, RateLimits
 from kimidocs.kimi.policy import apply_policy, should_stream
@@ -341,23 +341,33 @@ def _analyze(ctx: RunContext, found: FoundFile) -> DocumentOutcome:
     return _summarise(ctx, prepared.found, prepared.doc, prepared.plan, prepared.base)
 
 
+def extraction_limits(settings: Settings) -> extractors.Limits:
+    """The per-document bounds of `analyze` and `extract` alike: bytes, pages, time, memory."""
+    return extractors.Limits(
+        max_bytes=settings.max_file_bytes,
+        max_pages=settings.max_pages,
+        timeout_s=settings.extract_timeout_s,
+        max_memory=settings.extract_max_memory_bytes,
+    )
+
+
 def _prepare(ctx: RunContext, found: FoundFile) -> DocumentOutcome | _Prepared:
     """Everything before the first call: the outcome when the document ends here, else its plan."""
     if ctx.aborted.is_set():
         return DocumentOutcome(found.path, "skipped", error_type="RunAborted", message=ctx.abort_reason)
     if found.error:
-        return _fail(ctx, found, "discover", "UnreadableFile", f"{found.path}: {found.error}")
-    doc_id = extractors.sha256_file(found.path)
+        status = "skipped" if found.error_type == NOT_REGULAR_FILE else "failed"
+        return _fail(ctx, found, "discover", found.error_type, f"{found.path}: {found.error}", status=status)
+    limits = extraction_limits(ctx.settings)
+    try:  # type and size are checked before a byte is hashed: a FIFO or a 30 GB file ends here
+        doc_id = extractors.sha256_file(found.path, limits)
+    except ExtractionError as err:
+        return _fail(ctx, found, "extract", err.error_type, str(err))
     file = FileRecord(found.path, doc_id, found.size, found.mtime)
     key = (doc_id, ctx.profile.name, ctx.profile.version, ctx.model.id)
     if not ctx.options.force and not ctx.options.dry_run and ctx.store.has_summary(*key):
         ctx.store.touch_file(file)
         return DocumentOutcome(found.path, "unchanged", doc_id=doc_id)
-    limits = extractors.Limits(
-        max_bytes=ctx.settings.max_file_bytes,
-        max_pages=ctx.settings.max_pages,
-        timeout_s=ctx.settings.extract_timeout_s,
-    )
     try:
         doc = extractors.extract(found.path, limits=limits, keep_images=ctx.model.images)
     except ExtractionError as err:
@@ -367,6 +377,8 @@ def _prepare(ctx: RunContext, found: FoundFile) -> DocumentOutcome | _Prepared:
         return DocumentOutcome(
             found.path, "failed", doc_id=doc_id, error_type=err.error_type, message=str(err)
         )
+    # The file may have changed since it was hashed: its row points at the bytes actually extracted.
+    file = replace(file, doc_id=doc.sha256, size=doc.size)
     page_tokens = tokens.count_many([p.text for p in doc.pages])
     ctx.store.save_document(doc, file, tokens_est=sum(page_tokens), page_tokens=page_tokens)
     gate = extractors.quality(doc)

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     extract_timeout_s: float = Field(
         default=300.0, gt=0, validation_alias=AliasChoices("KIMIDOCS_EXTRACT_TIMEOUT_S")
     )
+    # Address-space cap of each extraction worker: a ZIP or Flate bomb ends as TooLarge, not in swap.
+    extract_max_memory_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=256 * 1024**2,
+        validation_alias=AliasChoices("KIMIDOCS_EXTRACT_MAX_MEMORY_BYTES"),
+    )
     request_timeout_s: float = Field(
         default=300.0, gt=0, validation_alias=AliasChoices("KIMIDOCS_REQUEST_TIMEOUT_S")
     )

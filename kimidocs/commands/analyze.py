@@ -15,6 +15,7 @@ from rich.table import Table
 
 from kimidocs import pipeline
 from kimidocs.discover import FolderError
+from kimidocs.paths import shown
 from kimidocs.settings import load_settings
 
 
@@ -68,7 +69,7 @@ class _Screen:
                 self.progress.update(self.docs, total=data["count"])
             elif event == "document_finished":
                 o: pipeline.DocumentOutcome = data["outcome"]
-                self.progress.update(self.docs, advance=1, info=f"{Path(o.path).name}: {o.status}")
+                self.progress.update(self.docs, advance=1, info=f"{shown(Path(o.path).name)}: {o.status}")
             elif event == "call_finished":
                 usage = data["usage"]
                 self.n_calls += 1
@@ -88,7 +89,7 @@ def _reason(o: pipeline.DocumentOutcome) -> str:
         return o.title or ""
     if o.status == "unchanged":
         return "already analysed (same content, profile, prompt, model)"
-    message = (o.message or "").removeprefix(f"{o.path}: ")
+    message = shown(o.message or "").removeprefix(f"{shown(o.path)}: ")
     return f"{o.error_type or 'error'}: {message}" if o.error_type else message
 
 
@@ -115,12 +116,12 @@ def summary_table(report: pipeline.RunReport, root: Path, width: int = 200) -> T
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    shown = [(name, w) for name, w, optional in _COLUMNS if wide or not optional]
-    paths = [shown_path(o.path, root) for o in report.outcomes]
+    columns = [(name, w) for name, w, optional in _COLUMNS if wide or not optional]
+    paths = [shown(shown_path(o.path, root)) for o in report.outcomes]
     doc_width = min(max([len(p) for p in paths] + [8]), 48 if wide else 24)
-    fixed = doc_width + sum(w for _n, w in shown) + 5 + 7 + 3 * (len(shown) + 4) + 2  # padding, rules
+    fixed = doc_width + sum(w for _n, w in columns) + 5 + 7 + 3 * (len(columns) + 4) + 2  # padding, rules
     table.add_column("document", no_wrap=True, width=doc_width, overflow="ellipsis")
-    for name, w in shown:
+    for name, w in columns:
         table.add_column(name, no_wrap=True, width=w, justify="right" if w < 8 else "left")
     table.add_column("calls", no_wrap=True, width=5, justify="right")
     table.add_column("cost $", no_wrap=True, width=7, justify="right")
@@ -135,7 +136,7 @@ def summary_table(report: pipeline.RunReport, root: Path, width: int = 200) -> T
         }
         table.add_row(
             path,
-            *(cells[name] for name, _w in shown),
+            *(cells[name] for name, _w in columns),
             str(o.calls),
             f"{cost or 0:.5f}",
             _reason(o),
@@ -194,7 +195,7 @@ def analyze(
         with screen.progress:
             report = pipeline.run_folder(options, load_settings(), observer=screen)
     except FolderError as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {shown(str(err))}")
         raise typer.Exit(2) from None
     if not quiet:
         console.print(f"folder [bold]{path}[/bold]")

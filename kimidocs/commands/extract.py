@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -18,11 +19,15 @@ import typer
 
 import extractors
 from extractors import Document, ExtractionError, Limits
+from kimidocs.paths import shown
+from kimidocs.pipeline import extraction_limits
+from kimidocs.settings import load_settings
 
 
 def _record(path: str, result: Document | ExtractionError) -> dict:
+    path = shown(path)  # a non-UTF-8 file name cannot be printed as it is
     if isinstance(result, ExtractionError):
-        return {"path": path, "ok": False, "error_type": result.error_type, "message": str(result)}
+        return {"path": path, "ok": False, "error_type": result.error_type, "message": shown(str(result))}
     return {
         "path": path,
         "ok": True,
@@ -64,14 +69,21 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="JSON Lines, one object per file.")] = False,
         text: Annotated[bool, typer.Option("--text", help="Also print each page's text.")] = False,
         timeout: Annotated[
-            float | None, typer.Option("--timeout", help="Seconds per file; the worker is killed after that.")
+            float | None,
+            typer.Option(
+                "--timeout",
+                help="Seconds per file; the worker is killed after that (default: as analyze, "
+                "KIMIDOCS_EXTRACT_TIMEOUT_S).",
+            ),
         ] = None,
         workers: Annotated[
             int, typer.Option("--workers", min=1, help="Worker processes for several files.")
         ] = 2,
     ) -> None:
         """Extract text from files and report pages, characters and warnings (no model is called)."""
-        limits = Limits(timeout_s=timeout)
+        limits = extraction_limits(load_settings())  # the same bounds as `kimidocs analyze`
+        if timeout is not None:
+            limits = replace(limits, timeout_s=timeout)
         failed = 0
         for path, result in _results(files, limits, workers):
             rec = _record(path, result)

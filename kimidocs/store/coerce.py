@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 
+from kimidocs.paths import shown
+
 MAX_DECIMAL = Decimal(10) ** 34  # DECIMAL(38,4): 34 digits before the point
 FOUR_PLACES = Decimal("0.0001")
 # Python's default context keeps 28 digits: quantizing 1e24 to 4 places (29 digits) would raise.
@@ -34,16 +36,13 @@ INT32_MAX = 2**31 - 1
 
 
 def clean_text(value: str | None) -> str | None:
-    """Text DuckDB accepts: no lone surrogates (JSON `\\ud800`) and no NUL bytes."""
+    """Text DuckDB accepts: no NUL bytes, and lone surrogates (JSON `\\ud800`, the bytes of a
+    non-UTF-8 file name in a message) written as escapes, as `kimidocs.paths.shown` does."""
     if value is None:
         return None
     if "\x00" in value:
         value = value.replace("\x00", "")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "replace").decode("utf-8")
-    return value
+    return shown(value)
 
 
 def clean_pages(pages: list[int] | tuple[int, ...]) -> tuple[list[int], bool]:

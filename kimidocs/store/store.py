@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from kimidocs.paths import shown
 from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals, Usage
 from kimidocs.store import migrate as migrations
 from kimidocs.store.coerce import clean_text, to_datetime
@@ -142,7 +143,7 @@ class Store:
                     run.run_id,
                     run.flow_run_id,
                     to_datetime(run.started_at),
-                    run.folder,
+                    shown(run.folder),
                     run.profile,
                     run.model,
                     run.backend,
@@ -226,7 +227,7 @@ class Store:
                     doc.extractor_version,
                     [clean_text(w) for w in doc.warnings],
                     status,
-                    file.path,
+                    shown(file.path),
                 ],
             )
             if doc.pages:
@@ -238,7 +239,7 @@ class Store:
         now = utcnow()
         with self._write() as con:
             _upsert_file(con, file.path, file.doc_id, file.size, file.mtime, now)
-            con.execute("UPDATE documents SET path = ? WHERE doc_id = ?", [file.path, file.doc_id])
+            con.execute("UPDATE documents SET path = ? WHERE doc_id = ?", [shown(file.path), file.doc_id])
 
     def save_failed_file(
         self,
@@ -254,6 +255,7 @@ class Store:
         """An unreadable file: a `failed` documents row (when its sha256 is known) and a failures row."""
         now = utcnow()
         message = clean_text(message) or ""
+        file_path = shown(file_path)
         with self._write() as con:
             if doc_id is not None:
                 con.execute("DELETE FROM pages WHERE doc_id = ?", [doc_id])
@@ -275,7 +277,7 @@ class Store:
                 "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     failure.run_id,
-                    failure.path,
+                    shown(failure.path),
                     failure.doc_id,
                     failure.stage,
                     failure.error_type,
@@ -295,8 +297,8 @@ class Store:
 
     def mark_deleted(self, folder: str, present_paths: Iterable[str]) -> int:
         """Files under `folder` that were not seen in this walk -> deleted = true; returns how many."""
-        prefix = folder.rstrip("/") + "/"
-        present = set(present_paths)
+        prefix = shown(folder).rstrip("/") + "/"
+        present = {shown(p) for p in present_paths}
         with self._write() as con:
             known = con.execute(
                 "SELECT path FROM files WHERE NOT deleted AND starts_with(path, ?)", [prefix]
@@ -501,7 +503,7 @@ def _upsert_file(
     mtime: datetime | None,
     now: datetime,
 ) -> None:
-    con.execute(_UPSERT_FILE, [path, doc_id, size, to_datetime(mtime), now, now])
+    con.execute(_UPSERT_FILE, [shown(path), doc_id, size, to_datetime(mtime), now, now])
 
 
 def _page_columns(doc: Document, page_tokens: Sequence[int] | None) -> dict[str, Any]:
