@@ -71,11 +71,14 @@ FLAT_BASE = ("doc_id", "path", "profile", "task_version", "model")
 
 @dataclass(frozen=True, slots=True)
 class ViewDef:
-    """One view: its name, its CREATE statement, and its columns as (name, DuckDB type)."""
+    """One view: its name, its CREATE statement, its columns as (name, DuckDB type), the task it
+    shows, and the list field it flattens (None for the task's main view)."""
 
     name: str
     sql: str
     columns: tuple[tuple[str, str], ...]
+    task: str
+    field: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +217,7 @@ def _task_view(spec: ProfileSpec, task: TaskSpec, version: str) -> ViewDef:
         f"      QUALIFY row_number() OVER (PARTITION BY doc_id ORDER BY created_at DESC, model) = 1) AS r\n"
         f"LEFT JOIN documents AS d ON d.doc_id = r.doc_id"
     )
-    return ViewDef(name, sql, tuple((c, t) for c, t, _e in columns))
+    return ViewDef(name, sql, tuple((c, t) for c, t, _e in columns), task.name)
 
 
 def _item_view(spec: ProfileSpec, task: TaskSpec, field: FieldSpec, main: ViewDef) -> ViewDef:
@@ -230,7 +233,7 @@ def _item_view(spec: ProfileSpec, task: TaskSpec, field: FieldSpec, main: ViewDe
         f"FROM {_q(main.name)} AS v,\n"
         f"     LATERAL (SELECT unnest({lst}) AS item, generate_subscripts({lst}, 1) AS item_no) AS i"
     )
-    return ViewDef(name, sql, tuple((c, t) for c, t, _e in columns))
+    return ViewDef(name, sql, tuple((c, t) for c, t, _e in columns), task.name, field.name)
 
 
 def _q(identifier: str) -> str:
