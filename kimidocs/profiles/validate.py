@@ -7,7 +7,9 @@ was asked for become text. Dates, numbers and money stay as written (text or num
 coerces them to DATE / BIGINT / DOUBLE / DECIMAL and keeps the text beside them, as it does for
 summaries. Two things are refused, because a repair call can fix them and the columns cannot:
 an enum value that is not declared (compared ignoring case, spaces, - and _), and a `required`
-field that is null or empty in a final answer (map partials may lack anything).
+field that is null or empty: a top-level one in a final answer (map partials may lack it), a
+member of a list's objects always (an item without it is no item, as a Summary key point
+without its point).
 """
 
 from __future__ import annotations
@@ -201,6 +203,8 @@ def _item_type(field: FieldSpec, name: str) -> Any:
                     Annotated[list[_non_null(_scalar_type(f.items))], BeforeValidator(_to_list)],
                     Field(default_factory=list),
                 )
+            elif f.required:  # an item without it is no item, in a partial too (as Summary's points)
+                members[f.name] = (Annotated[_scalar_type(f), AfterValidator(_non_empty(f.name))], ...)
             else:
                 members[f.name] = (_scalar_type(f), None)
         if field.cite:
