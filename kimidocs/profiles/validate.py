@@ -81,6 +81,8 @@ def _to_bool(value: Any) -> Any:
             return True
         if low in _FALSE:
             return False
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # kept as written; the store reads it as NULL and says so
     return value
 
 
