@@ -27,7 +27,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("analyze", "extract", "plan", "query", "runs", "where", "models", "emulator", "serve")
+COMMAND_MODULES = (
+    "analyze",
+    "extract",
+    "plan",
+    "query",
+    "runs",
+    "where",
+    "models",
+    "profiles",
+    "emulator",
+    "serve",
+)
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"kimidocs.commands.{_name}").register(app)

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     prefect_secret_block: str | None = Field(
         default=None, validation_alias=AliasChoices("KIMIDOCS_PREFECT_SECRET_BLOCK")
     )
+    # Folders of user profiles (os.pathsep-separated), searched before the built-ins; unset: ./profiles.
+    profiles_path: str | None = Field(default=None, validation_alias=AliasChoices("KIMIDOCS_PROFILES"))
 
     @field_validator("kimi_api_key", mode="before")
     @classmethod

@@ -64,15 +64,18 @@ class Profile:
 
 
 def available_profiles() -> list[str]:
-    """Names of the profile folders shipped in this package."""
-    return sorted(p.name for p in PROFILES_DIR.iterdir() if (p / "system.md").is_file())
+    """Names of the hand-written profile folders shipped in this package (`_declared/` holds the
+    templates of declared profiles, see kimidocs.profiles, and is not one)."""
+    return sorted(
+        p.name for p in PROFILES_DIR.iterdir() if not p.name.startswith("_") and (p / "system.md").is_file()
+    )
 
 
 @cache
 def load_profile(name: str = "summary") -> Profile:
     """Read `prompts/<name>/`; raise `ProfileError` naming what is missing or wrong."""
     folder = PROFILES_DIR / name
-    if not name.isidentifier() or not folder.is_dir():
+    if not name.isidentifier() or name.startswith("_") or not folder.is_dir():
         raise ProfileError(f"unknown profile {name!r}; available: {', '.join(available_profiles())}")
     missing = [f for f in _REQUIRED if not (folder / f).is_file()]
     if missing:

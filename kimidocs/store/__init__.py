@@ -14,7 +14,7 @@ from kimidocs.store.errors import (
     SearchIndexMissing,
     StoreError,
 )
-from kimidocs.store.rows import QueryResult, SearchHit, SummaryRow
+from kimidocs.store.rows import QueryResult, SearchHit, SummaryRow, TaskResultRow
 from kimidocs.store.runlock import RunLock
 from kimidocs.store.store import Store
 
@@ -32,5 +32,6 @@ __all__ = [
     "Store",
     "StoreError",
     "SummaryRow",
+    "TaskResultRow",
     "fts_extension_path",
 ]

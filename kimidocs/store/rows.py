@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
+
+from kimidocs.profiles.declaration import TaskSpec
 from kimidocs.results import Summary
 
 
@@ -30,6 +33,30 @@ class SummaryRow:
     raw: str
     created_at: datetime
     pages_failed: int = 0  # pages of failed chunks: > 0 means the next run reads the document again
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResultRow:
+    """One validated answer of a declared profile's task, for the natural key
+    (doc_id, profile, task, task_version, model). `spec` is the task's declaration: the store types
+    the answer's values from it. `answer` is the validated pydantic answer (or its plain dict);
+    `raw` the model's text (None: the answer's own JSON is kept as raw)."""
+
+    doc_id: str
+    profile: str
+    profile_version: str
+    task_version: str
+    model: str
+    run_id: str
+    backend: str
+    spec: TaskSpec
+    answer: BaseModel | dict[str, Any]
+    coverage: float
+    pages_total: int
+    pages_read: int
+    created_at: datetime
+    raw: str | None = None
+    pages_failed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

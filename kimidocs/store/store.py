@@ -24,11 +24,13 @@ from kimidocs.store import migrate as migrations
 from kimidocs.store.coerce import clean_text, to_datetime
 from kimidocs.store.connection import OnWait, connect, held, load_fts, release, transaction
 from kimidocs.store.errors import DatabaseUnusable, QueryError, SearchIndexMissing
-from kimidocs.store.rows import QueryResult, SearchHit, SummaryRow
+from kimidocs.store.rows import QueryResult, SearchHit, SummaryRow, TaskResultRow
 from kimidocs.store.summary_columns import summary_columns
+from kimidocs.store.task_columns import task_columns
 
 if TYPE_CHECKING:
     from extractors.document import Document
+    from kimidocs.profiles.views import ProfileViews
 
 _CALL_COLUMNS = (
     "call_id, run_id, doc_id, stage, chunk_index, level, request_key, model, backend, prompt_tokens_est, "
@@ -39,6 +41,10 @@ _SUMMARY_COLUMNS = (
     "doc_id, profile, prompt_version, model, run_id, backend, created_at, title, document_type, language, "
     "summary, key_points, entities, dates, amounts, coverage, pages_read, pages_total, pages_failed, "
     "coercion_warnings, raw"
+)
+_TASK_COLUMNS = (
+    "doc_id, profile, task, profile_version, task_version, model, run_id, backend, created_at, coverage, "
+    "pages_read, pages_total, pages_failed, coercion_warnings, result, raw"
 )
 _UPSERT_FILE = """
 INSERT INTO files (path, doc_id, size, mtime, first_seen, last_seen, deleted)
@@ -375,6 +381,61 @@ class Store:
                     [document_status, row.doc_id],
                 )
         return cols.warnings
+
+    # ------------------------------------------------------------------ declared profiles
+
+    def has_task_result(self, doc_id: str, profile: str, task: str, task_version: str, model: str) -> bool:
+        """Whether the work key (doc, profile, task, task version, model) has a finished result."""
+        with self._read() as con:
+            row = con.execute(
+                "SELECT 1 FROM task_results WHERE doc_id = ? AND profile = ? AND task = ? "
+                "AND task_version = ? AND model = ? AND coalesce(pages_failed, 0) = 0",
+                [doc_id, profile, task, task_version, model],
+            ).fetchone()
+        return row is not None
+
+    def save_task_result(self, row: TaskResultRow) -> tuple[str, ...]:
+        """Replace the result for its natural key; returns the coercion warnings (also stored)."""
+        cols = task_columns(row)
+        names = [name.strip() for name in _TASK_COLUMNS.split(",")]
+        params = [cols.values[name] for name in names[:-1]] + [cols.values["raw"]] * 3
+        sql = (
+            f"INSERT INTO task_results ({_TASK_COLUMNS}) VALUES ({', '.join(['?'] * (len(names) - 1))}, "
+            "CASE WHEN json_valid(?) THEN CAST(? AS JSON) ELSE to_json(?) END)"
+        )
+        with self._write() as con:
+            con.execute(
+                "DELETE FROM task_results WHERE doc_id = ? AND profile = ? AND task = ? "
+                "AND task_version = ? AND model = ?",
+                [row.doc_id, row.profile, row.spec.name, row.task_version, row.model],
+            )
+            con.execute(sql, params)
+        return cols.warnings
+
+    def refresh_profile_views(self, views: ProfileViews, *, force: bool = False) -> bool:
+        """(Re)create a profile's typed views when its version changed (or `force`); True when rebuilt.
+
+        The views recorded for the profile's previous version are dropped first (a removed task
+        leaves no stale view); `profile_views` records what exists now.
+        """
+        with self._write() as con:
+            current = con.execute(
+                "SELECT profile_version, views FROM profile_views WHERE profile = ?", [views.profile]
+            ).fetchone()
+            existing = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+            up_to_date = current is not None and current[0] == views.version
+            if up_to_date and not force and set(views.names) <= existing:
+                return False
+            for name in reversed(current[1] if current else []):
+                con.execute(f'DROP VIEW IF EXISTS "{name}"')
+            for view in views.views:
+                con.execute(view.sql)
+            con.execute("DELETE FROM profile_views WHERE profile = ?", [views.profile])
+            con.execute(
+                "INSERT INTO profile_views VALUES (?, ?, ?, ?)",
+                [views.profile, views.version, list(views.names), utcnow()],
+            )
+        return True
 
     # ------------------------------------------------------------------ reports
 
