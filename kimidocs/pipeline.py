@@ -365,9 +365,11 @@ def _prepare(ctx: RunContext, found: FoundFile) -> DocumentOutcome | _Prepared:
         return _fail(ctx, found, "extract", err.error_type, str(err))
     file = FileRecord(found.path, doc_id, found.size, found.mtime)
     key = (doc_id, ctx.profile.name, ctx.profile.version, ctx.model.id)
-    if not ctx.options.force and not ctx.options.dry_run and ctx.store.has_summary(*key):
-        ctx.store.touch_file(file)
-        return DocumentOutcome(found.path, "unchanged", doc_id=doc_id)
+    if not ctx.options.force and ctx.store.has_summary(*key):
+        # The same work key as a real run: a dry run says "unchanged, $0" where the run would pay nothing.
+        if not ctx.options.dry_run:
+            ctx.store.touch_file(file)
+        return DocumentOutcome(found.path, "unchanged", doc_id=doc_id, cost_usd_est=0.0)
     try:
         doc = extractors.extract(found.path, limits=limits, keep_images=ctx.model.images)
     except ExtractionError as err:

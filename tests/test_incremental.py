@@ -107,6 +107,24 @@ def test_unchanged_changed_deleted_renamed(runner: Runner) -> None:
     assert runner.calls() == paid
 
 
+def test_dry_run_uses_the_same_work_keys_as_the_run(runner: Runner) -> None:
+    """After a full run a dry run says every document is unchanged at $0, as the real run then finds;
+    a changed file is the only one priced, and a real run pays for exactly that one."""
+    runner.run()
+    before = runner.calls()
+    dry = runner.run(dry_run=True)
+    assert set(runner.statuses(dry).values()) == {"unchanged"} and dry.cost_usd_est == 0
+    changed = runner.folder / "alpha.txt"
+    changed.write_text(changed.read_text() + "\n\nAn addendum raises the rent by 5 %.")
+    dry = runner.run(dry_run=True)
+    planned = [Path(o.path).name for o in dry.outcomes if o.status == "planned"]
+    assert planned == ["alpha.txt"] and dry.cost_usd_est > 0
+    assert runner.calls() == before  # dry runs send nothing
+    real = runner.run()
+    assert [Path(o.path).name for o in real.outcomes if o.status == "ok"] == planned
+    assert runner.calls() == before + 1
+
+
 def test_new_model_reanalyses_everything_and_keeps_both_results(runner: Runner) -> None:
     runner.run()
     paid = runner.calls()

@@ -201,7 +201,11 @@ def analyze(
         console.print(f"folder [bold]{path}[/bold]")
         console.print(summary_table(report, path, console.width))
         if dry_run:
-            console.print(f"estimated cost: [bold]${report.cost_usd_est:.4f}[/bold] (nothing was sent)")
+            console.print(
+                f"estimated cost: [bold]${report.cost_usd_est:.4f}[/bold] for {report.count('planned')} "
+                f"document(s) to analyse; {report.count('unchanged')} unchanged (already analysed, $0); "
+                "nothing was sent"
+            )
         else:
             console.print(
                 f"{report.count('ok')} ok, {report.count('unchanged')} unchanged, "
