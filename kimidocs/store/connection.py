@@ -25,10 +25,8 @@ serialises every use of the lease.
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import itertools
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,12 +52,6 @@ CHECK_S = 0.02  # how often the closer looks
 _POLL_MAX_S = 0.02  # longest pause between two open attempts
 NOTICE_AFTER_S = 0.5  # a wait longer than this is announced (`on_wait`): short turns pass unsaid
 
-# duckdb's Python binding tries `import pandas` for every bound parameter to recognise DataFrames.
-# When pandas is not installed, each failed import rescans sys.path (~0.1 ms; 30 per logged call).
-# Recording the absence once makes the failure instant and changes nothing else: the import
-# failed anyway.
-if importlib.util.find_spec("pandas") is None:
-    sys.modules.setdefault("pandas", None)  # type: ignore[arg-type]
 
 _locks: dict[Path, threading.RLock] = {}
 _locks_guard = threading.Lock()

@@ -19,9 +19,17 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from kimidocs.paths import shown
-from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals, Usage
+from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals
 from kimidocs.store import migrate as migrations
 from kimidocs.store.coerce import clean_text, to_datetime
+from kimidocs.store.columns import (
+    CALL_COLUMNS,
+    call_from_row,
+    call_values,
+    insert_rows_json,
+    insert_sql,
+    select_sql,
+)
 from kimidocs.store.connection import OnWait, connect, held, load_fts, release, transaction
 from kimidocs.store.errors import DatabaseUnusable, QueryError, SearchIndexMissing
 from kimidocs.store.rows import QueryResult, SearchHit, SummaryRow, TaskResultRow
@@ -32,11 +40,23 @@ if TYPE_CHECKING:
     from extractors.document import Document
     from kimidocs.profiles.views import ProfileViews
 
-_CALL_COLUMNS = (
-    "call_id, run_id, doc_id, stage, chunk_index, level, request_key, model, backend, prompt_tokens_est, "
-    "prompt_tokens, cached_tokens, completion_tokens, cost_usd, latency_ms, ttft_ms, attempts, "
-    "finish_reason, http_status, status, error, response, started_at, usage_source"
+_DOCUMENT_COLUMNS = (
+    "doc_id",
+    "kind",
+    "bytes",
+    "pages",
+    "chars",
+    "tokens_est",
+    "title",
+    "author",
+    "created",
+    "extracted_at",
+    "extractor_version",
+    "warnings",
+    "status",
+    "path",
 )
+_FAILURE_COLUMNS = ("run_id", "path", "doc_id", "stage", "error_type", "message", "failed_at")
 _SUMMARY_COLUMNS = (
     "doc_id, profile, prompt_version, model, run_id, backend, created_at, title, document_type, language, "
     "summary, key_points, entities, dates, amounts, coverage, pages_read, pages_total, pages_failed, "
@@ -52,11 +72,6 @@ VALUES (?, ?, ?, ?, ?, ?, false)
 ON CONFLICT (path) DO UPDATE SET
     doc_id = excluded.doc_id, size = excluded.size, mtime = excluded.mtime,
     last_seen = excluded.last_seen, deleted = false
-"""
-_INSERT_PAGES = """
-INSERT INTO pages (doc_id, page_no, page_id, label, text, chars, tokens_est, image_count)
-SELECT $doc_id, unnest($page_no), $doc_id || ':' || unnest($page_no), unnest($label), unnest($text),
-       unnest($chars), unnest($tokens_est), unnest($image_count)
 """
 SNIPPET_CHARS = 160
 
@@ -218,7 +233,7 @@ class Store:
             con.execute("DELETE FROM pages WHERE doc_id = ?", [doc.sha256])
             con.execute("DELETE FROM documents WHERE doc_id = ?", [doc.sha256])
             con.execute(
-                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)",
+                insert_sql("documents", _DOCUMENT_COLUMNS),
                 [
                     doc.sha256,
                     doc.kind,
@@ -237,7 +252,7 @@ class Store:
                 ],
             )
             if doc.pages:
-                con.execute(_INSERT_PAGES, _page_columns(doc, page_tokens))
+                insert_rows_json(con, "pages", _page_rows(doc, page_tokens))
             _upsert_file(con, file.path, file.doc_id, file.size, file.mtime, now)
 
     def touch_file(self, file: FileRecord) -> None:
@@ -273,14 +288,14 @@ class Store:
                 )
             _upsert_file(con, file_path, doc_id, size, mtime, now)
             con.execute(
-                "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)",
+                insert_sql("failures", _FAILURE_COLUMNS),
                 [run_id, file_path, doc_id, stage, error_type, message, now],
             )
 
     def record_failure(self, failure: FailureRecord) -> None:
         with self._write() as con:
             con.execute(
-                "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)",
+                insert_sql("failures", _FAILURE_COLUMNS),
                 [
                     failure.run_id,
                     shown(failure.path),
@@ -327,20 +342,17 @@ class Store:
         if not calls:
             return
         with self._write() as con:
-            con.executemany(
-                f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join(['?'] * 24)})",
-                [_call_values(c) for c in calls],
-            )
+            insert_rows_json(con, "calls", [call_values(c) for c in calls])
 
     def find_completed_call(self, request_key: str) -> CallRecord | None:
         """The newest successful call with this request key (a resumed run re-pays nothing)."""
         with self._read() as con:
             row = con.execute(
-                f"SELECT {_CALL_COLUMNS} FROM calls WHERE request_key = ? AND status = 'ok' "
+                f"{select_sql('calls', CALL_COLUMNS)} WHERE request_key = ? AND status = 'ok' "
                 "ORDER BY started_at DESC NULLS LAST LIMIT 1",
                 [request_key],
             ).fetchone()
-        return _call_from_row(row) if row else None
+        return call_from_row(dict(zip(CALL_COLUMNS, row, strict=True))) if row else None
 
     # ------------------------------------------------------------------ summaries
 
@@ -567,73 +579,21 @@ def _upsert_file(
     con.execute(_UPSERT_FILE, [shown(path), doc_id, size, to_datetime(mtime), now, now])
 
 
-def _page_columns(doc: Document, page_tokens: Sequence[int] | None) -> dict[str, Any]:
-    pages = doc.pages
-    return {
-        "doc_id": doc.sha256,
-        "page_no": [p.number for p in pages],
-        "label": [clean_text(p.label) for p in pages],
-        "text": [clean_text(p.text) for p in pages],
-        "chars": [p.chars for p in pages],
-        "tokens_est": list(page_tokens) if page_tokens is not None else [None] * len(pages),
-        "image_count": [p.image_count for p in pages],
-    }
-
-
-def _call_values(c: CallRecord) -> list[Any]:
+def _page_rows(doc: Document, page_tokens: Sequence[int] | None) -> list[dict[str, Any]]:
+    tokens = list(page_tokens) if page_tokens is not None else [None] * len(doc.pages)
     return [
-        c.call_id,
-        c.run_id,
-        c.doc_id,
-        c.stage,
-        c.chunk_index,
-        c.level,
-        c.request_key,
-        c.model,
-        c.backend,
-        c.prompt_tokens_est,
-        c.usage.prompt_tokens,
-        c.usage.cached_tokens,
-        c.usage.completion_tokens,
-        c.cost_usd,
-        c.latency_ms,
-        c.ttft_ms,
-        c.attempts,
-        c.finish_reason,
-        c.http_status,
-        c.status,
-        clean_text(c.error),
-        clean_text(c.response),
-        to_datetime(c.started_at),
-        c.usage_source,
+        {
+            "doc_id": doc.sha256,
+            "page_no": p.number,
+            "page_id": f"{doc.sha256}:{p.number}",
+            "label": clean_text(p.label),
+            "text": clean_text(p.text),
+            "chars": p.chars,
+            "tokens_est": n,
+            "image_count": p.image_count,
+        }
+        for p, n in zip(doc.pages, tokens, strict=True)
     ]
-
-
-def _call_from_row(r: tuple[Any, ...]) -> CallRecord:
-    return CallRecord(
-        call_id=r[0],
-        run_id=r[1],
-        doc_id=r[2],
-        stage=r[3],
-        chunk_index=r[4],
-        level=r[5],
-        request_key=r[6],
-        model=r[7],
-        backend=r[8],
-        prompt_tokens_est=r[9] or 0,
-        usage=Usage(prompt_tokens=r[10], cached_tokens=r[11], completion_tokens=r[12]),
-        cost_usd=r[13],
-        latency_ms=r[14],
-        ttft_ms=r[15],
-        attempts=r[16],
-        finish_reason=r[17],
-        http_status=r[18],
-        status=r[19],
-        error=r[20],
-        response=r[21],
-        started_at=r[22].replace(tzinfo=UTC) if r[22] is not None else None,
-        usage_source=r[23],
-    )
 
 
 def _one_dict(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> dict[str, Any] | None:
