@@ -14,6 +14,35 @@ REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("KIMIDOCS_CORPUS", REPO.parent / "shared" / "corpus"))
 
 
+#: Whole files that take more than a few seconds (long documents, the corpus, real processes).
+SLOW_FILES = frozenset(
+    {
+        "test_long_documents.py",
+        "test_dry_run_corpus.py",
+        "test_store_concurrency.py",
+        "test_secrets.py",
+        "test_resume.py",
+        "test_two_runs.py",
+    }
+)
+PREFECT_FIXTURES = frozenset({"prefect_server", "prefect_api", "deployed", "batch"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`slow` for what `make test-fast` leaves out: the files above, the long PDFs (extracted once per
+    session, ~2 minutes), and every test that needs a Prefect server (also marked `prefect_server`)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & PREFECT_FIXTURES:
+            item.add_marker(pytest.mark.prefect_server)
+        if (
+            item.path.name in SLOW_FILES
+            or fixtures & PREFECT_FIXTURES
+            or any(long in item.nodeid for long in LONG_PDFS)
+        ):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _clean_kimidocs_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No developer's KIMI_* / KIMIDOCS_* variables or `.env` file reach a test (as httpx's

