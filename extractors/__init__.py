@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from extractors.document import Document, Page, PageImage
 from extractors.errors import (
@@ -31,6 +31,9 @@ from extractors.quality import QualityReport, quality
 from extractors.sniff import sniff, sniff_bytes
 from extractors.source import read_bytes, sha256_file
 
+#: Told `(pages_done, pages_total)` as an extraction goes: pages finished so far, out of all.
+Progress = Callable[[int, int], None]
+
 # Bump when the text produced for the same bytes changes: stored documents record it, so a
 # re-extraction can be scheduled for files extracted by an older version.
 EXTRACTOR_VERSION = "1.2.0"  # 1.1: PDF tabs and space runs folded; 1.2: NFKC
@@ -47,6 +50,7 @@ __all__ = [
     "NoTextLayer",
     "Page",
     "PageImage",
+    "Progress",
     "QualityReport",
     "TooLarge",
     "UnsupportedFormat",
@@ -59,22 +63,31 @@ __all__ = [
 
 
 def extract(
-    path: str | os.PathLike[str], *, limits: Limits = Limits(), keep_images: bool = False
+    path: str | os.PathLike[str],
+    *,
+    limits: Limits = Limits(),
+    keep_images: bool = False,
+    on_progress: Progress | None = None,
 ) -> Document:
     """Read one file into a Document, or raise the ExtractionError that says why not.
 
-    With `limits.timeout_s` set, the work runs in a worker process that is killed when the
-    time is up (ExtractionTimeout); without it, in this process at no extra cost.
+    With `limits.timeout_s` set, the work runs in a worker process that is killed when it stops
+    finishing pages for that long (ExtractionTimeout); without it, in this process at no extra cost.
+    `on_progress(pages_done, pages_total)` is told as pages finish (from the worker, when there is one).
     """
     if limits.timeout_s is not None:
         from extractors.isolation import run_isolated
 
-        return run_isolated(os.fspath(path), limits, keep_images)
-    return extract_here(path, limits=limits, keep_images=keep_images)
+        return run_isolated(os.fspath(path), limits, keep_images, on_progress)
+    return extract_here(path, limits=limits, keep_images=keep_images, on_progress=on_progress)
 
 
 def extract_here(
-    path: str | os.PathLike[str], *, limits: Limits = Limits(), keep_images: bool = False
+    path: str | os.PathLike[str],
+    *,
+    limits: Limits = Limits(),
+    keep_images: bool = False,
+    on_progress: Progress | None = None,
 ) -> Document:
     """`extract` in the calling process, whatever `limits.timeout_s` says.
 
@@ -87,7 +100,7 @@ def extract_here(
     kind = sniff_bytes(p, data)
     digest = hashlib.sha256(data).hexdigest()
     try:
-        out = _read(p, data, kind, limits, keep_images)
+        out = _read(p, data, kind, limits, keep_images, on_progress or _nothing)
     except (ExtractionError, MemoryError):  # MemoryError: the worker maps it under its memory cap
         raise
     except Exception as exc:  # a reader bug or a file no reader foresaw: still one typed error per file
@@ -106,18 +119,27 @@ def extract_here(
     )
 
 
-def _read(p: str, data: bytes, kind: str, limits: Limits, keep_images: bool) -> Extracted:
+def _nothing(done: int, total: int) -> None:
+    """No one asked for progress."""
+
+
+def _read(
+    p: str, data: bytes, kind: str, limits: Limits, keep_images: bool, on_progress: Progress
+) -> Extracted:
     if kind == "pdf":
         from extractors.pdf import extract_pdf
 
-        return extract_pdf(p, data, limits, keep_images)
+        return extract_pdf(p, data, limits, keep_images, on_progress)
     elif kind == "docx":
         from extractors.docx import extract_docx
 
-        return extract_docx(p, data, limits)
-    from extractors.text import extract_text
+        out = extract_docx(p, data, limits)
+    else:
+        from extractors.text import extract_text
 
-    return extract_text(p, data, limits)
+        out = extract_text(p, data, limits)
+    on_progress(len(out.pages), len(out.pages))  # one parse: done when it is done
+    return out
 
 
 def extract_many(

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
@@ -43,6 +43,8 @@ from extractors import errors
 from extractors.document import Document
 from extractors.errors import CorruptDocument, ExtractionError, ExtractionTimeout, TooLarge
 from extractors.limits import GiB, Limits, MiB
+
+Progress = Callable[[int, int], None]
 
 MAX_JOBS_PER_WORKER = 200
 # More workers than cores cannot extract faster, and every worker beyond the idle cap is killed
@@ -56,9 +58,14 @@ class IsolationUnavailable(RuntimeError):
     """The worker process could not start: a problem of the environment, not of any file."""
 
 
+PROGRESS_EVERY_S = 0.2  # a worker reports finished pages at most this often (and always the last one)
+
+
 def _serve(inbox: Connection, outbox: Connection) -> None:
-    """Worker loop: (path, limits, keep_images) in; ("ok", Document), ("err", type, path, reason)
-    or ("oom", path, reason) out."""
+    """Worker loop: (path, limits, keep_images) in; ("progress", done, total) while pages finish,
+    then ("ok", Document), ("err", type, path, reason) or ("oom", path, reason) out."""
+    import time
+
     from extractors import extract_here
 
     outbox.send(("ready",))
@@ -67,9 +74,20 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
             path, limits, keep_images = inbox.recv()
         except (EOFError, OSError):  # the parent went away
             return
+        last = 0.0
+
+        def progress(done: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if done == total or now - last >= PROGRESS_EVERY_S:
+                last = now
+                outbox.send(("progress", done, total))
+
         try:
             _cap_memory(limits.max_memory)
-            outbox.send(("ok", extract_here(path, limits=limits, keep_images=keep_images)))
+            outbox.send(
+                ("ok", extract_here(path, limits=limits, keep_images=keep_images, on_progress=progress))
+            )
         except ExtractionError as exc:
             # Sent as fields: ExtractionError's (path, reason) constructor does not survive pickling.
             outbox.send(("err", exc.error_type, exc.path, exc.reason))
@@ -134,6 +152,7 @@ class _Worker:
         self.send = Connection(to_child_w, readable=False)
         self.recv = Connection(from_child_r, writable=False)
         self.jobs = 0
+        self.progress = [0, 0]  # [pages done, pages total] of the current request, as last reported
         try:
             ready = self.recv.poll(STARTUP_TIMEOUT_S) and self.recv.recv() == ("ready",)
         except (EOFError, OSError):
@@ -145,13 +164,13 @@ class _Worker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def call(self, request: tuple[Any, ...], timeout: float | None) -> tuple[Any, ...] | None:
-        """The worker's reply, or None when `timeout` passed first."""
+    def call(
+        self, request: tuple[Any, ...], stall_s: float | None, on_progress: Progress | None = None
+    ) -> tuple[Any, ...] | None:
+        """The worker's reply, or None when it went `stall_s` seconds without finishing a page."""
         self.jobs += 1
         self.send.send(request)
-        if not self.recv.poll(timeout):
-            return None
-        return self.recv.recv()
+        return await_reply(self.recv, stall_s, on_progress, self.progress)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -160,6 +179,24 @@ class _Worker:
         self.send.close()
         self.recv.close()
         os.close(self.lifeline)
+
+
+def await_reply(
+    conn: Connection, stall_s: float | None, on_progress: Progress | None, seen: list[int] | None = None
+) -> tuple[Any, ...] | None:
+    """The first reply on `conn` that is not a progress report, or None when `stall_s` seconds pass
+    with no message at all: each finished page restarts the clock, so only a parser that is stuck
+    (or one page slower than `stall_s`) is stopped. `seen` gets the last [done, total]."""
+    while True:
+        if not conn.poll(stall_s):
+            return None
+        message = conn.recv()
+        if message[0] != "progress":
+            return message
+        if seen is not None:
+            seen[:] = [message[1], message[2]]
+        if on_progress is not None:
+            on_progress(message[1], message[2])
 
 
 _idle: list[_Worker] = []
@@ -194,19 +231,24 @@ def shutdown() -> None:
         worker.close()
 
 
-def run_isolated(path: str, limits: Limits, keep_images: bool) -> Document:
-    """Extract `path` in a worker process; kill it after `limits.timeout_s` seconds.
+def run_isolated(
+    path: str, limits: Limits, keep_images: bool, on_progress: Progress | None = None
+) -> Document:
+    """Extract `path` in a worker process; kill it when no page finished for `limits.timeout_s`.
 
     At most MAX_WORKERS extractions run at once; callers beyond that wait for a slot (the
     wait does not count against the timeout)."""
     with _slots:
-        return _run_in_worker(path, limits, keep_images)
+        return _run_in_worker(path, limits, keep_images, on_progress)
 
 
-def _run_in_worker(path: str, limits: Limits, keep_images: bool) -> Document:
+def _run_in_worker(
+    path: str, limits: Limits, keep_images: bool, on_progress: Progress | None = None
+) -> Document:
     worker = _acquire()
+    worker.progress[:] = [0, 0]
     try:
-        reply = worker.call((path, limits, keep_images), limits.timeout_s)
+        reply = worker.call((path, limits, keep_images), limits.timeout_s, on_progress)
     except (EOFError, OSError) as exc:
         worker.close()
         raise CorruptDocument(
@@ -214,7 +256,12 @@ def _run_in_worker(path: str, limits: Limits, keep_images: bool) -> Document:
         ) from exc
     if reply is None:
         worker.close()
-        raise ExtractionTimeout(path, f"extraction took longer than {limits.timeout_s:g} s; worker killed")
+        done, total = worker.progress
+        where = f"after {done} of {total} pages" if total else "before the first page"
+        hint = f"; raise {limits.timeout_hint} to allow slower pages" if limits.timeout_hint else ""
+        raise ExtractionTimeout(
+            path, f"no page finished for {limits.timeout_s:g} s ({where}); worker killed{hint}"
+        )
     if reply[0] == "oom":  # its heap may be in any state after a MemoryError: start afresh
         worker.close()
         raise TooLarge(reply[1], reply[2])

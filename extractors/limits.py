@@ -14,7 +14,10 @@ GiB = 1024 * MiB
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Per-document bounds. `timeout_s=None` runs in-process (no child process, no overhead);
-    a number runs the extraction in a worker process that is killed when the time is up.
+    a number runs the extraction in a worker process that is killed when it goes `timeout_s` seconds
+    without finishing a page. The bound is there to catch a stuck parser, not a long honest file: a
+    934-page book that keeps finishing pages is never killed, however long it takes in all.
+    `timeout_hint` names the setting that raises the bound, for the error message.
 
     `max_memory` caps the worker's address space (RLIMIT_AS), so a file that would take more
     ends as TooLarge instead of swapping the machine or waking the OOM killer. It applies only
@@ -24,6 +27,7 @@ class Limits:
     max_pages: int = 5000
     timeout_s: float | None = None
     max_memory: int | None = 2 * GiB
+    timeout_hint: str | None = None
 
     def check_size(self, path: str, size: int) -> None:
         """Before reading anything: a file over the byte limit is never opened."""

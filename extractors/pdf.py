@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,7 +31,13 @@ MAX_LOG_WARNINGS = 20
 IGNORED_LOG_PREFIXES = ("fontTools is required",)
 
 
-def extract_pdf(path: str, data: bytes, limits: Limits, keep_images: bool) -> Extracted:
+def extract_pdf(
+    path: str,
+    data: bytes,
+    limits: Limits,
+    keep_images: bool,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Extracted:
     with _captured_pypdf_log() as log:
         reader = _open(path, data)
         try:
@@ -48,6 +54,8 @@ def extract_pdf(path: str, data: bytes, limits: Limits, keep_images: bool) -> Ex
                 failed += 1
                 warnings.append(f"page {i + 1}: {problem}; text skipped")
             pages.append(Page(i + 1, text, image_count=images))
+            if on_progress is not None:
+                on_progress(i + 1, count)
         if count and failed == count:
             raise CorruptDocument(path, f"no page could be read ({warnings[0]})")
         if not any(p.text.strip() for p in pages):

@@ -75,3 +75,32 @@ def docx_xml(path: Path, document_xml: str) -> Path:
         _package(zf)
         zf.writestr("word/document.xml", document_xml)
     return path
+
+
+def slow_pdf(path: Path, operators_per_page: list[int]) -> Path:
+    """A PDF whose pages cost pypdf's text extraction time, not bytes: each page's content stream is
+    `(a) Tj` repeated (200,000 of them: ~4 s of CPU in a 3 KB file). A page with 200,000 is a stuck
+    parser for any sane time bound; many pages with a few thousand each are a long honest file."""
+    from pypdf import PdfWriter
+    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+    writer = PdfWriter()
+    font = writer._add_object(
+        DictionaryObject(
+            {
+                NameObject("/Type"): NameObject("/Font"),
+                NameObject("/Subtype"): NameObject("/Type1"),
+                NameObject("/BaseFont"): NameObject("/Helvetica"),
+            }
+        )
+    )
+    for n in operators_per_page:
+        page = writer.add_blank_page(612, 792)
+        page[NameObject("/Resources")] = DictionaryObject(
+            {NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})}
+        )
+        stream = DecodedStreamObject()
+        stream.set_data(b"BT /F1 12 Tf 72 720 Td " + b"(a) Tj " * n + b"ET")
+        page[NameObject("/Contents")] = writer._add_object(stream.flate_encode())
+    writer.write(str(path))
+    return path

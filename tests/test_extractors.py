@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 from conftest import CORPUS
+from hostile import slow_pdf
 from pypdf import PdfWriter
 
 import extractors
@@ -145,12 +147,56 @@ def test_too_large_by_pages(tmp_path: Path) -> None:
         extractors.extract(f, limits=Limits(max_pages=5))
 
 
-def test_timeout_kills_a_long_extraction() -> None:
-    with pytest.raises(ExtractionTimeout, match=r"longer than 0\.3 s"):
-        extractors.extract(CORPUS / "pdf/The-Art-of-Public-Speaking.pdf", limits=Limits(timeout_s=0.3))
+def test_timeout_kills_a_stuck_page_and_names_the_setting(tmp_path: Path) -> None:
+    stuck = slow_pdf(tmp_path / "stuck.pdf", [10, 200_000])  # page 2: seconds of parsing, 3 KB of file
+    limits = Limits(timeout_s=0.5, timeout_hint="KIMIDOCS_EXTRACT_TIMEOUT_S")
+    with pytest.raises(ExtractionTimeout) as info:
+        extractors.extract(stuck, limits=limits)
+    message = str(info.value)
+    assert "no page finished for 0.5 s" in message and "KIMIDOCS_EXTRACT_TIMEOUT_S" in message
+    assert "after 1 of 2 pages" in message  # page 1 was reported done before page 2 stalled
     # the pool recovers: the next isolated extraction works
     doc = extractors.extract(CORPUS / "pdf/crazyones.pdf", limits=Limits(timeout_s=60))
     assert doc == extractors.extract(CORPUS / "pdf/crazyones.pdf")
+
+
+def test_progress_comes_from_the_worker_page_by_page() -> None:
+    seen: list[tuple[int, int]] = []
+    doc = extractors.extract(
+        CORPUS / "pdf/redp5110_sampled.pdf",
+        limits=Limits(timeout_s=60),
+        on_progress=lambda d, t: seen.append((d, t)),
+    )
+    assert seen[-1] == (len(doc.pages), len(doc.pages)) == (18, 18)
+    assert [d for d, _t in seen] == sorted({d for d, _t in seen})  # in order, never repeated
+    here: list[tuple[int, int]] = []
+    extractors.extract(CORPUS / "pdf/multi_page.pdf", on_progress=lambda d, t: here.append((d, t)))
+    assert here == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]  # in-process: every page
+
+
+def test_a_worker_that_keeps_finishing_pages_is_never_stopped() -> None:
+    """The stall bound restarts with every page: 20 progress reports 0.1 s apart (2 s in all) pass a
+    0.75 s bound; silence for 0.75 s does not. Real pipes, the parent's own receive loop."""
+    import threading
+    from multiprocessing import Pipe
+
+    from extractors.isolation import await_reply
+
+    parent, child = Pipe(duplex=False)
+
+    def worker() -> None:
+        for done in range(1, 21):
+            time.sleep(0.1)
+            child.send(("progress", done, 20))
+        child.send(("ok", "the document"))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    seen: list[int] = []
+    assert await_reply(parent, 0.75, lambda d, t: seen.append(d)) == ("ok", "the document")
+    thread.join()
+    assert seen == list(range(1, 21))
+    assert await_reply(parent, 0.75, None) is None  # nothing more comes: stopped after 0.75 s
 
 
 def test_more_callers_than_cores_reuse_warm_workers(monkeypatch: pytest.MonkeyPatch) -> None:

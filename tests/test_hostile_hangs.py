@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, db_rows, run_pipeline
+from conftest import db_rows, run_pipeline
+from hostile import slow_pdf
 
 import extractors
 from extractors import TooLarge, UnsupportedFormat
@@ -70,17 +71,19 @@ def test_analyze_records_special_files_and_goes_on(
 
 
 @pytest.mark.timeout(120)
-def test_extract_command_has_the_time_bound_of_analyze(corpus: Path) -> None:
+def test_extract_command_has_the_time_bound_of_analyze(tmp_path: Path) -> None:
     env = {**os.environ, "KIMIDOCS_EXTRACT_TIMEOUT_S": "0.3"}
+    stuck = slow_pdf(tmp_path / "stuck.pdf", [200_000])
     proc = subprocess.run(
-        [str(KIMIDOCS), "extract", str(CORPUS / "pdf/The-Art-of-Public-Speaking.pdf")],
+        [str(KIMIDOCS), "extract", str(stuck)],
         capture_output=True,
         text=True,
         timeout=110,
         env=env,
     )
     assert proc.returncode == 1, proc.stderr
-    assert "\tERROR\tExtractionTimeout: " in proc.stdout and "longer than 0.3 s" in proc.stdout
+    assert "\tERROR\tExtractionTimeout: " in proc.stdout and "no page finished for 0.3 s" in proc.stdout
+    assert "KIMIDOCS_EXTRACT_TIMEOUT_S" in proc.stdout
 
 
 def test_a_file_that_changes_while_read_leaves_no_orphan_rows(

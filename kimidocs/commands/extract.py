@@ -72,8 +72,8 @@ def register(app: typer.Typer) -> None:
             float | None,
             typer.Option(
                 "--timeout",
-                help="Seconds per file; the worker is killed after that (default: as analyze, "
-                "KIMIDOCS_EXTRACT_TIMEOUT_S).",
+                help="Seconds a file may go without finishing a page; the worker is killed after that "
+                "(default: as analyze, KIMIDOCS_EXTRACT_TIMEOUT_S).",
             ),
         ] = None,
         workers: Annotated[
@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         """Extract text from files and report pages, characters and warnings (no model is called)."""
         limits = extraction_limits(load_settings())  # the same bounds as `kimidocs analyze`
         if timeout is not None:
-            limits = replace(limits, timeout_s=timeout)
+            limits = replace(limits, timeout_s=timeout, timeout_hint="--timeout")
         failed = 0
         for path, result in _results(files, limits, workers):
             rec = _record(path, result)
