@@ -148,9 +148,10 @@ def extract_many(
     limits: Limits = Limits(),
     keep_images: bool = False,
     workers: int = 2,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> Iterator[tuple[str, Document | ExtractionError]]:
     """Extract many files on `workers` processes, yielding (path, Document or ExtractionError)
     in input order and never raising for one bad file (see `extractors.isolation`)."""
     from extractors.isolation import extract_many as _many
 
-    return _many(paths, limits=limits, keep_images=keep_images, workers=workers)
+    return _many(paths, limits=limits, keep_images=keep_images, workers=workers, on_progress=on_progress)

@@ -45,6 +45,7 @@ from extractors.errors import CorruptDocument, ExtractionError, ExtractionTimeou
 from extractors.limits import GiB, Limits, MiB
 
 Progress = Callable[[int, int], None]
+FileProgress = Callable[[str, int, int], None]  # (path, pages done, pages total)
 
 MAX_JOBS_PER_WORKER = 200
 # More workers than cores cannot extract faster, and every worker beyond the idle cap is killed
@@ -273,9 +274,12 @@ def _run_in_worker(
     raise cls(err_path, reason)
 
 
-def _result(path: str, limits: Limits, keep_images: bool) -> Document | ExtractionError:
+def _result(
+    path: str, limits: Limits, keep_images: bool, on_progress: FileProgress | None
+) -> Document | ExtractionError:
+    told = None if on_progress is None else (lambda done, total: on_progress(path, done, total))
     try:
-        return run_isolated(path, limits, keep_images)
+        return run_isolated(path, limits, keep_images, told)
     except ExtractionError as exc:
         return exc
 
@@ -286,9 +290,11 @@ def extract_many(
     limits: Limits = Limits(),
     keep_images: bool = False,
     workers: int = 2,
+    on_progress: FileProgress | None = None,
 ) -> Iterator[tuple[str, Document | ExtractionError]]:
     """Extract each file on one of `workers` worker processes; yield (path, Document or the
-    ExtractionError) in INPUT order, never raising for one bad file.
+    ExtractionError) in INPUT order, never raising for one bad file. `on_progress(path, done, total)`
+    is told from the pool's threads as each file's pages finish.
 
     At most 2 x workers files are in flight, so memory stays flat however many paths come in;
     a slow file holds back the yield of later ones, not their extraction. `limits.timeout_s`
@@ -299,7 +305,7 @@ def extract_many(
         window: deque[tuple[str, Any]] = deque()
         for p in paths:
             path = os.fspath(p)
-            window.append((path, pool.submit(_result, path, limits, keep_images)))
+            window.append((path, pool.submit(_result, path, limits, keep_images, on_progress)))
             if len(window) >= 2 * width:
                 done_path, future = window.popleft()
                 yield done_path, future.result()

@@ -48,7 +48,7 @@ def test_json_lines_exact_keys_and_exit_code_1_on_any_failure(corpus) -> None:
 def test_plain_lines_and_exit_code_0_when_all_ok(corpus) -> None:
     proc = run(str(CORPUS / "docx/footnotes.docx"))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == f"{CORPUS / 'docx/footnotes.docx'}\tdocx\t1 pages\t50 chars\t0 warnings\n"
+    assert proc.stdout == f"{CORPUS / 'docx/footnotes.docx'}\tdocx\t1 page\t50 chars\t0 warnings\n"
 
 
 def test_text_flag_prints_pages(corpus) -> None:
