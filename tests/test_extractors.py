@@ -437,3 +437,17 @@ def test_scanned_pdf_made_here(tmp_path: Path) -> None:
         extractors.extract(f)
     doc = extractors.extract(f, keep_images=True)
     assert doc.pages[0].images and doc.pages[0].images[0].mime in ("image/jpeg", "image/png")
+
+
+@pytest.mark.slow
+def test_a_long_honest_file_outlives_the_bound_a_stuck_one_does_not(tmp_path: Path) -> None:
+    """Both kinds under one bound (issue 14.3): 12 pages of ~0.3 s each take longer in all than the
+    3 s bound and are read to the end; one page of ~4 s is stopped."""
+    honest = slow_pdf(tmp_path / "honest.pdf", [15_000] * 12)
+    stuck = slow_pdf(tmp_path / "stuck.pdf", [200_000])
+    limits = Limits(timeout_s=3.0)
+    done: list[int] = []
+    doc = extractors.extract(honest, limits=limits, on_progress=lambda d, t: done.append(d))
+    assert len(doc.pages) == 12 and done[-1] == 12
+    with pytest.raises(ExtractionTimeout, match=r"before the first page|after 0 of 1 pages"):
+        extractors.extract(stuck, limits=limits)
