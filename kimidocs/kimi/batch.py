@@ -12,11 +12,20 @@ redaction); the pure protocol (line format, limits, parsing, the facts and their
     GET  /v1/files/{id}/content                 results(batch) -> {custom_id: BatchLineResult}
     DELETE /v1/files/{id}                       delete_file(file_id) (1,000 batch files per organization)
 
-Facts we rely on (sources in `kimidocs.batching`): 60 % of the real-time price for kimi-k2.5 (and k2.6
-per the later guide); Tier1+ only; not subject to the real-time concurrency limits; input problems fail
-the whole batch at validation; a batch that does not finish within `completion_window` (12h..7d)
-expires, keeping what finished. Assumptions where the docs are silent: OpenAI's result-line shape,
-50,000 lines per file, and no prefix-cache discount to count on inside a batch.
+Facts we rely on (all quoted in `kimidocs.batching`):
+* 60 % of the real-time price, not subject to real-time concurrency limits, a task not finished within
+  its `completion_window` expires; kimi-k2.5 -- https://platform.kimi.ai/docs/pricing/batch
+* "kimi-k2.6 and kimi-k2.5"; the line format {custom_id, method POST, url /v1/chat/completions, body};
+  unique custom_id; one model per file; `.jsonl`, <= 100 MB; validating -> in_progress; output_file_id /
+  error_file_id -- https://platform.kimi.ai/docs/guide/use-batch-api
+* limits (1,000 batch files per organization), window 12h..7d, metadata <= 16 pairs, the batch object
+  and its statuses -- https://platform.kimi.ai/docs/api/batch-create, .../api/batch-retrieve,
+  .../api/batch-list, .../api/batch-cancel (cancel only from validating / in_progress / finalizing)
+* Tier1 and above only -- https://platform.kimi.ai/docs/guide/use-batch-inference
+Assumptions where the docs are silent (conservative): OpenAI's result-line shape
+(https://platform.openai.com/docs/api-reference/batch), input problems fail the whole batch at
+validation, 50,000 lines per file, no prefix-cache discount to count on inside a batch (if a line does
+report cached tokens, `costs.batch_call_cost` bills them at 60 % of the hit price).
 
 Resuming: a batch lives on the server, not in this object. Store `batch.id` (and the input file id)
 before waiting; after a restart a new client calls `wait(batch_id)` / `results(get(batch_id))`.

@@ -9,8 +9,10 @@
     GET    /v1/batches/{id}           batch object
     POST   /v1/batches/{id}/cancel    validating | in_progress | finalizing -> cancelling -> cancelled
 
-What Kimi documents, and where it is silent, is written down (with sources) in `kimidocs.batching`; the
-emulator follows it:
+What Kimi documents, and where it is silent, is written down in `kimidocs.batching` with its sources
+(https://platform.kimi.ai/docs/guide/use-batch-api, .../docs/api/batch-create, .../api/batch-retrieve,
+.../api/batch-cancel, .../docs/pricing/batch, .../docs/guide/use-batch-inference; OpenAI's batch reference
+where Kimi is silent). The emulator follows it:
 
 * Upload: only purpose=batch is stored (the emulator has no file extraction). `.jsonl` name, non-empty,
   at most `batch_max_file_bytes` (100 MB) and `batch_max_lines` (50,000: OpenAI's number, Kimi's is
@@ -377,6 +379,8 @@ class BatchApi:
         except ApiError:
             data = None
         lines, errors = self.validate(data)
+        if job.cancel.is_set() or job.abort.is_set():
+            return self._stop(job, [], [], [])
         if errors:
             with self.state.lock:
                 job.errors = errors[:100]
