@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kimidocs import tokens
-from kimidocs.models import ModelInfo
+from kimidocs.models import ModelInfo, NoBatchSupport
 from kimidocs.planning import MAP_REDUCE, PRIMING_TOKENS, Plan, plan_reduce
 from kimidocs.records import Usage
 from prompts import Profile
@@ -46,6 +46,19 @@ def call_cost(usage: Usage, model: ModelInfo) -> float:
         + usage.cached_tokens * model.price_cache_hit
         + usage.completion_tokens * model.price_output
     ) / 1e6
+
+
+def batch_call_cost(usage: Usage, model: ModelInfo) -> float:
+    """Dollars billed for one line of a Batch API job: each price times the model's batch factor.
+
+    Cached tokens, when the batch reports any, are billed at the batch-discounted hit price (the pricing
+    page discounts "the standard model price" as a whole); whether the prefix cache applies inside a
+    batch at all is undocumented, so estimates for batches should assume no hits (`batching.py`).
+    Raises `NoBatchSupport` for a model without a batch price.
+    """
+    if model.batch_price_factor is None:
+        raise NoBatchSupport(model.id)
+    return call_cost(usage, model) * model.batch_price_factor
 
 
 def lower_bound(doc_tokens: int, output_tokens: int, model: ModelInfo) -> float:

@@ -3,11 +3,24 @@
 Nothing else in the code base hard-codes a context window or a price; everything asks
 `get_model(model_id)`. Sources for every number: ../shared/kimi-api.md (§1 windows,
 §2c prices, §1 fixed sampling parameters and the thinking switch).
+
+Batch API (`batch_price_factor`): "Batch API inference costs are 60% of the standard model price"
+(https://platform.kimi.ai/docs/pricing/batch). Models: that page says kimi-k2.5 only; the later guide
+(https://platform.kimi.ai/docs/guide/use-batch-api) says "kimi-k2.6 and kimi-k2.5". Every other model:
+unknown, so None (no batch). The factor applies to each of the three prices (see `costs.batch_call_cost`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+class NoBatchSupport(ValueError):
+    """The model is not known to be offered through Kimi's Batch API: no batch price, no batch."""
+
+    def __init__(self, model_id: str) -> None:
+        super().__init__(f"model {model_id!r} is not known to be offered through the Batch API")
+        self.model_id = model_id
 
 
 class UnknownModel(KeyError):
@@ -24,7 +37,11 @@ class UnknownModel(KeyError):
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """Facts about one model id. Prices are USD per 1M tokens."""
+    """Facts about one model id. Prices are USD per 1M tokens.
+
+    `batch_price_factor`: Batch API price / real-time price (0.6), None when the model is not known to be
+    offered through the Batch API.
+    """
 
     id: str
     window: int
@@ -37,13 +54,21 @@ class ModelInfo:
     max_output: int = 32_768
     test_only: bool = False  # exists only in the emulator (small windows to force map-reduce)
     retired: bool = False  # answers 404 on the real service
+    batch_price_factor: float | None = None
 
+    @property
+    def supports_batch(self) -> bool:
+        return self.batch_price_factor is not None
+
+
+#: Batch API price / real-time price, for every model that has a batch price (the one place for 60 %).
+BATCH_FACTOR = 0.6
 
 MODELS: dict[str, ModelInfo] = {
     m.id: m
     for m in (
-        ModelInfo("kimi-k2.5", 262_144, 0.10, 0.60, 3.00, images=True),
-        ModelInfo("kimi-k2.6", 262_144, 0.16, 0.95, 4.00, images=True),
+        ModelInfo("kimi-k2.5", 262_144, 0.10, 0.60, 3.00, images=True, batch_price_factor=BATCH_FACTOR),
+        ModelInfo("kimi-k2.6", 262_144, 0.16, 0.95, 4.00, images=True, batch_price_factor=BATCH_FACTOR),
         ModelInfo("kimi-k3", 1_048_576, 0.30, 3.00, 15.00, images=True, max_output=65_536),
         ModelInfo("kimi-k2-0905-preview", 262_144, 0.15, 0.60, 2.50, thinking_switch=False, retired=True),
         ModelInfo(
@@ -57,9 +82,28 @@ MODELS: dict[str, ModelInfo] = {
             retired=True,
         ),
         # Emulator-only models with small windows, so tests force map-reduce on real documents.
-        ModelInfo("kimidocs-test-8k", 8_192, 0.10, 0.60, 3.00, images=True, max_output=2_048, test_only=True),
+        # They take batches like kimi-k2.5, whose prices they copy.
         ModelInfo(
-            "kimidocs-test-32k", 32_768, 0.10, 0.60, 3.00, images=True, max_output=4_096, test_only=True
+            "kimidocs-test-8k",
+            8_192,
+            0.10,
+            0.60,
+            3.00,
+            images=True,
+            max_output=2_048,
+            test_only=True,
+            batch_price_factor=BATCH_FACTOR,
+        ),
+        ModelInfo(
+            "kimidocs-test-32k",
+            32_768,
+            0.10,
+            0.60,
+            3.00,
+            images=True,
+            max_output=4_096,
+            test_only=True,
+            batch_price_factor=BATCH_FACTOR,
         ),
     )
 }

@@ -554,3 +554,37 @@ def test_cache_entries_expire_after_the_ttl(make_emulator) -> None:
         soon = c.post("/chat/completions", json=chat_body("three")).json()["usage"]
     assert late["cached_tokens"] == 0
     assert soon["cached_tokens"] > 0
+
+
+def test_batch_endpoints_need_the_key_and_answer_moonshots_envelope(kimi_emulator) -> None:
+    base = kimi_emulator.base_url
+    for method, path in [
+        ("POST", "/files"),
+        ("GET", "/files"),
+        ("GET", "/files/file-x/content"),
+        ("POST", "/batches"),
+        ("GET", "/batches"),
+        ("GET", "/batches/batch-x"),
+        ("POST", "/batches/batch-x/cancel"),
+    ]:
+        answer = httpx.request(method, base + path)
+        assert answer.status_code == 401, path
+        assert answer.json()["error"]["type"] == "invalid_authentication_error"
+    with client(kimi_emulator) as c:
+        missing = c.get("/batches/batch-x")
+        upload = c.post(
+            "/files",
+            files={"file": ("in.jsonl", b'{"custom_id": "a"}\n', "application/jsonl")},
+            data={"purpose": "batch"},
+        )
+        listed = c.get("/files").json()["data"]
+        gone = c.delete(f"/files/{upload.json()['id']}")
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "resource_not_found_error"
+    assert upload.status_code == 200 and upload.json()["bytes"] == 19 and upload.json()["object"] == "file"
+    assert [f["id"] for f in listed] == [upload.json()["id"]]
+    assert gone.json() == {"id": upload.json()["id"], "object": "file", "deleted": True}
+    assert [e["path"] for e in kimi_emulator.requests()][-3:] == [
+        "/v1/files",
+        "/v1/files",
+        gone.request.url.path,
+    ]

@@ -275,3 +275,16 @@ def test_without_the_limiter_the_same_burst_is_rate_limited(emulator):
         out = _hammer(client, 8)
     limited = [r for r in out if isinstance(r, RateLimited)]
     assert limited and all(r.kind == "concurrency" for r in limited)
+
+
+def test_send_json_and_send_bytes_are_one_attempt_with_typed_errors(emulator) -> None:
+    with client_for(emulator) as client:
+        models = client.send_json("GET", "/models")
+        listed = client.list_models()
+        with pytest.raises(EndpointNotFound):
+            client.send_bytes("GET", "/nowhere")
+        with pytest.raises(KimiError) as info:
+            client.send_json("GET", "/batches/batch-none")
+    assert models["data"] and models["data"] == listed
+    assert info.value.attempts == 1 and info.value.status == 404
+    assert len(emulator.requests("/batches/batch-none")) == 1  # no retry layer inside

@@ -82,6 +82,8 @@ ROWS = [
      {}, QuotaExceeded, False, True, None),
     ("model_not_found", 404, err("resource_not_found_error", NO_MODEL),
      {}, ModelNotFound, False, False, None),
+    ("batch_not_found", 404, err("resource_not_found_error", "batch batch-emu00000009 not found"),
+     {}, NotFound, False, False, None),
     ("gateway_url_not_found", 404,
      {"code": 5, "error": "url.not_found", "message": "没找到对象", "scode": "0x5", "status": False},
      {}, EndpointNotFound, False, True, None),

@@ -256,6 +256,33 @@ class KimiClient:
             models=tuple(models),
         )
 
+    # --- building blocks for other endpoints (batch.py) --------------------------------------------------
+
+    def send_json(self, method: str, path: str, *, describe: str | None = None, **kw: Any) -> dict[str, Any]:
+        """ONE attempt of a JSON endpoint (`path` relative to the base URL, e.g. "/batches"): a limiter
+        slot of 0 tokens, typed errors with the key redacted. `kw` goes to httpx (json, files, data,
+        params). Callers wrap it in `call_with_retries(..., self.retry_policy, on_retry=self.on_retry)`
+        and decide themselves whether a non-idempotent request may be repeated."""
+        endpoint = describe or f"{method} {path}"
+        with self._slot(0):
+            return self._request_json(method, path, endpoint, None, **kw)[0]
+
+    def send_bytes(self, method: str, path: str, *, describe: str | None = None, **kw: Any) -> bytes:
+        """ONE attempt of an endpoint that answers raw bytes (file content); errors as `send_json`."""
+        endpoint = describe or f"{method} {path}"
+        with self._slot(0):
+            try:
+                response = self._http.request(method, self._url(path), **kw)
+            except httpx.HTTPError as error:
+                raise self._transport_error(error, endpoint) from None
+            if response.status_code >= 400:
+                raise self._api_error(response, endpoint, None)
+            return response.content
+
+    def redact(self, text: str) -> str:
+        """`text` with this client's key removed in every form (for messages built from answers)."""
+        return redact(text, self._key)
+
     def _models(self) -> tuple[list[dict[str, Any]], bool]:
         endpoint = "GET /models"
 

@@ -21,6 +21,7 @@ The tree (branch on the class, never on the status: three different meanings sha
     ├── StreamInterrupted                      yes     no        SSE ended before `data: [DONE]`
     ├── UnexpectedResponse                     no      no        a 2xx answer we cannot read
     ├── LimitUnreachable                       no      no        one request > the TPM or TPD limit
+    ├── BatchWaitTimeout(batch_id, status)     no      no        a batch still running when wait() gave up
     ├── RequestNotSendable                     no      YES       httpx refused to build it (bad header, URL)
     └── MissingApiKey                          no      YES       no key for a non-loopback base URL
 
@@ -51,6 +52,7 @@ __all__ = [
     "RETRYABLE_STATUSES",
     "APIError",
     "AuthenticationError",
+    "BatchWaitTimeout",
     "ContentFiltered",
     "ContextLengthExceeded",
     "EndpointNotFound",
@@ -174,6 +176,21 @@ class LimitUnreachable(KimiError):
         self.tokens = tokens
         self.limit_name = limit_name
         self.limit = limit
+
+
+class BatchWaitTimeout(KimiError):
+    """`BatchClient.wait` polled until its timeout and the batch is still not finished. The batch keeps
+    running on the server: wait for the same id again later (it is not lost, and not retried here)."""
+
+    def __init__(self, batch_id: str, status: str, waited_s: float, polls: int) -> None:
+        super().__init__(
+            f"batch {batch_id} is still {status} after {waited_s:.1f}s ({polls} polls); it keeps running "
+            "on the server: wait for the same batch id again to collect it"
+        )
+        self.batch_id = batch_id
+        self.status = status
+        self.waited_s = waited_s
+        self.polls = polls
 
 
 class APIError(KimiError):
@@ -409,6 +426,8 @@ def _class_for(status: int, type_: str | None, message: str) -> type[APIError]:
     """`error.type` decides; the status only when the type is missing or unknown."""
     if type_ in _TYPE_TO_CLASS:
         cls = _TYPE_TO_CLASS[type_]
+        if cls is ModelNotFound and "model" not in message.lower():
+            return NotFound  # the same type names a missing batch or file
         return ContextLengthExceeded if cls is InvalidRequest and _is_context(message) else cls
     about_quota = any(w in message.lower() for w in _QUOTA_WORDS)
     if status == 401:

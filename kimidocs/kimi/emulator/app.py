@@ -4,6 +4,8 @@
     POST /v1/tokenizers/estimate-token-count  {"data": {"total_tokens": N}}, counted like prompt_tokens
     GET  /v1/models                           the account's models
     GET  /v1/users/me/balance                 starting balance minus what completed calls cost
+    POST|GET /v1/files, GET|DELETE /v1/files/{id}, GET /v1/files/{id}/content
+    POST|GET /v1/batches, GET /v1/batches/{id}, POST /v1/batches/{id}/cancel   Batch API (batches.py)
     GET|POST /_emulator/config                read / change knobs (JSON object of EmulatorConfig fields)
     POST /_emulator/fail_next                 {"kind": "500", "count": 2, "match": null}: fail the next
                                               chat requests (only those whose body contains `match`)
@@ -198,11 +200,15 @@ class Emulator:
         return model
 
     def new_entry(self, request: Request, request_id: str) -> dict[str, Any]:
+        return self.log_entry(request.method, request.url.path, request_id)
+
+    def log_entry(self, method: str, path: str, request_id: str) -> dict[str, Any]:
+        """A request-log entry with every field empty (batch lines use it without an HTTP request)."""
         return {
             "id": request_id,
             "time": time.time(),
-            "method": request.method,
-            "path": request.url.path,
+            "method": method,
+            "path": path,
             "model": None,
             "stream": False,
             "status": None,
@@ -272,24 +278,7 @@ class Emulator:
             raise ApiError(400, "invalid_request_error", str(error)) from None
         turn.prompt, chain_scope = prompt, f"{cfg.api_key}|{model.id}"
         turn.entry["prompt_tokens"] = prompt.prompt_tokens
-        if prompt.image_count and not model.images:
-            raise ApiError(
-                400,
-                "invalid_request_error",
-                f"Invalid request: the model {model.id} does not support image input",
-            )
-        requested = prompt.prompt_tokens + (max_tokens or 0)
-        if requested > model.window:
-            raise ApiError(
-                400,
-                "invalid_request_error",
-                f"Your request exceeded model token limit: {model.window} (requested: {requested})",
-            )
-        budget = (
-            max_tokens
-            if max_tokens is not None
-            else min(model.max_output, model.window - prompt.prompt_tokens)
-        )
+        budget = self.check_prompt(model, prompt, max_tokens)
 
         fault = self.state.draw_fault(turn.body_text)
         turn.entry["fault"] = fault
@@ -420,6 +409,27 @@ class Emulator:
                 400, "invalid_request_error", f"Invalid request: unknown response_format type {fmt!r}"
             )
         return thinking
+
+    def check_prompt(self, model: ModelInfo, prompt: Prompt, max_tokens: int | None) -> int:
+        """Image support and the window (prompt + max_tokens); returns the output budget."""
+        if prompt.image_count and not model.images:
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                f"Invalid request: the model {model.id} does not support image input",
+            )
+        requested = prompt.prompt_tokens + (max_tokens or 0)
+        if requested > model.window:
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                f"Your request exceeded model token limit: {model.window} (requested: {requested})",
+            )
+        return (
+            max_tokens
+            if max_tokens is not None
+            else min(model.max_output, model.window - prompt.prompt_tokens)
+        )
 
     def tokenize(self, body: ChatBody | dict[str, Any], cfg: EmulatorConfig) -> Prompt:
         messages = body.messages if isinstance(body, ChatBody) else body.get("messages")
@@ -640,6 +650,9 @@ class Emulator:
             self.finish(turn, error.status, error.type)
             return self.error_response(error, turn.request_id)
         self.finish(turn, 200)
+        if isinstance(payload, Response):  # raw bytes (file content)
+            payload.headers.update(self.headers(turn.request_id))
+            return payload
         return JSONResponse(payload, headers=self.headers(turn.request_id))
 
     async def estimate(self, request: Request, turn: Turn) -> dict[str, Any]:
@@ -735,8 +748,21 @@ def create_app(config: EmulatorConfig | None = None, state: EmulatorState | None
 
         return endpoint
 
+    # Imported here: batches.py builds on this module's Emulator (the chat path it reuses per line).
+    from kimidocs.kimi.emulator.batches import BatchApi
+
+    batch = BatchApi(emu)
     routes = [
         Route("/v1/chat/completions", emu.chat, methods=["POST"]),
+        Route("/v1/files", simple(batch.upload), methods=["POST"]),
+        Route("/v1/files", simple(batch.list_files), methods=["GET"]),
+        Route("/v1/files/{file_id}", simple(batch.get_file), methods=["GET"]),
+        Route("/v1/files/{file_id}", simple(batch.delete_file), methods=["DELETE"]),
+        Route("/v1/files/{file_id}/content", simple(batch.file_content), methods=["GET"]),
+        Route("/v1/batches", simple(batch.create), methods=["POST"]),
+        Route("/v1/batches", simple(batch.list_batches), methods=["GET"]),
+        Route("/v1/batches/{batch_id}", simple(batch.get_batch), methods=["GET"]),
+        Route("/v1/batches/{batch_id}/cancel", simple(batch.cancel), methods=["POST"]),
         Route("/v1/tokenizers/estimate-token-count", simple(emu.estimate), methods=["POST"]),
         Route("/v1/models", simple(emu.models), methods=["GET"]),
         Route("/v1/users/me/balance", simple(emu.balance), methods=["GET"]),

@@ -100,6 +100,21 @@ class EmulatorConfig(BaseModel):
     # how long a "timeout" fault stalls (it stops early when the client disconnects)
     timeout_sleep_s: float = Field(600.0, ge=0)
 
+    # Batch API (batches.py). Durations are emulated seconds (x time_scale), like the limit windows.
+    batch_api: bool = True  # False: /v1/batches answers 403, as for an account below Tier1 (tier0 too)
+    batch_models: list[str] | None = None  # models that take batches; None = those with a batch price
+    batch_validate_s: float = Field(2.0, ge=0)  # time in `validating`
+    batch_processing_s: float = Field(60.0, ge=0)  # time in `in_progress` for the whole batch
+    batch_finalize_s: float = Field(2.0, ge=0)  # time in `finalizing`
+    batch_line_failure_rate: float = Field(0.0, ge=0, le=1)  # lines answered 500 (seeded per batch)
+    # Deterministic expiry for tests: the window runs out after this many lines (else it runs out when
+    # `completion_window` x time_scale has passed, which needs batch_processing_s > the window).
+    batch_expire_after_lines: int | None = Field(None, ge=0)
+    batch_cache: bool = False  # whether the prefix cache serves lines of a batch (undocumented: off)
+    batch_max_file_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    batch_max_lines: int = Field(50_000, ge=1)
+    batch_max_files: int = Field(1_000, ge=1)
+
     # request log
     log_file: str | None = None  # JSON Lines, appended (shared by processes)
     log_max_entries: int = Field(100_000, ge=1)  # in memory

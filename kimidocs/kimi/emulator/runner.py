@@ -98,6 +98,9 @@ class EmulatorHandle:
         return {"KIMI_BASE_URL": self.base_url, "KIMI_API_KEY": self.api_key}
 
     def stop(self) -> None:
+        with self.state.lock:
+            for job in self.state.batches.values():
+                job.abort.set()  # batch workers stop too
         self._server.should_exit = True
         self._thread.join(timeout=5)
         if self._thread.is_alive():

@@ -1,4 +1,5 @@
-"""The emulator's mutable state: knobs, prefix cache, account limits, faults, request log, spend.
+"""The emulator's mutable state: knobs, prefix cache, account limits, faults, request log, spend, and
+the Batch API's files and jobs.
 
 Shared by the server's event loop, its worker threads and the in-process handle, so every change goes
 through a lock. Faults are drawn from one seeded generator in a fixed order, so a run with the same seed
@@ -55,6 +56,9 @@ class EmulatorState:
         self.log: deque[dict[str, Any]] = deque(maxlen=config.log_max_entries)
         self.spent_usd = 0.0
         self.counter = 0
+        # Batch API (batches.py): uploaded files and batch jobs by id, in creation order
+        self.files: dict[str, Any] = {}
+        self.batches: dict[str, Any] = {}
 
     # --- knobs -------------------------------------------------------------------------------------------
 
@@ -70,7 +74,7 @@ class EmulatorState:
             return new
 
     def reset(self) -> None:
-        """Forget requests, cache, limit windows, queued faults and spend; knobs stay."""
+        """Forget requests, cache, limit windows, queued faults, spend, files and batches; knobs stay."""
         with self.lock:
             self.log.clear()
             self.cache.clear()
@@ -78,6 +82,10 @@ class EmulatorState:
             self.fail_queue.clear()
             self.rng = random.Random(self.config.seed)
             self.spent_usd = 0.0
+            for job in self.batches.values():
+                job.abort.set()  # its worker thread stops without writing anything
+            self.batches.clear()
+            self.files.clear()
 
     def next_id(self, prefix: str = "chatcmpl") -> str:
         with self.lock:
