@@ -5,6 +5,7 @@ The manifest rows and ground-truth floors for both engines are in test_extract_m
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pypdfium2
@@ -236,3 +237,27 @@ def test_pdfium_text_is_normalised() -> None:
 )
 def test_pdf_dates(raw: str | None, iso: str | None) -> None:
     assert pdf_date(raw) == iso
+
+
+def test_a_worker_killed_inside_pdfium_is_retried_with_pypdf(tmp_path: Path, monkeypatch) -> None:
+    """pdfium is C: a crash there (or an allocation failure under the memory cap: pdfium aborts) ends
+    the worker instead of raising. "auto" then reads the file once more with pypdf, in a fresh worker;
+    pdfium chosen alone reports the dead worker. The crash is planted in the workers' interpreter."""
+    from extractors import isolation
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\nimport pypdfium2\n\n\ndef _crash(*args, **kwargs):\n    os.abort()\n\n\n"
+        "pypdfium2.PdfDocument = _crash\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
+    isolation.shutdown()  # workers started from here on load the hook
+    try:
+        doc = extractors.extract(CRAZY, limits=Limits(timeout_s=60))
+        assert doc.extractor_version == _version("pypdf") and doc.chars > 800
+        assert doc.warnings[0].startswith("pdf engine: the extraction worker died (exit code -6)")
+        with pytest.raises(CorruptDocument, match=r"extractor process died \(exit code -6\)"):
+            extractors.extract(CRAZY, limits=Limits(timeout_s=60, pdf_engine="pdfium"))
+    finally:
+        isolation.shutdown()
