@@ -1,4 +1,4 @@
-"""File -> `Document`: PDF (pypdf), DOCX (lxml over the OOXML parts), plain text.
+"""File -> `Document`: PDF (pdfium or pypdf: extractors.pdf_engine), DOCX (lxml over OOXML), plain text.
 
     extract(path, limits=Limits(), keep_images=False) -> Document     one file, typed errors
     extract_many(paths, limits=..., workers=2) -> (path, Document | ExtractionError) pairs
@@ -36,7 +36,8 @@ Progress = Callable[[int, int], None]
 
 # Bump when the text produced for the same bytes changes: stored documents record it, so a
 # re-extraction can be scheduled for files extracted by an older version.
-EXTRACTOR_VERSION = "1.2.0"  # 1.1: PDF tabs and space runs folded; 1.2: NFKC
+EXTRACTOR_VERSION = "1.3.0"  # 1.1: PDF tabs and space runs folded; 1.2: NFKC; 1.3: pdfium engine
+#: A PDF's `Document.extractor_version` adds the engine that read its text: "1.3.0+pdfium", "1.3.0+pypdf".
 
 __all__ = [
     "EXTRACTOR_VERSION",
@@ -111,7 +112,7 @@ def extract_here(
         kind=kind,
         size=len(data),
         pages=out.pages,
-        extractor_version=EXTRACTOR_VERSION,
+        extractor_version=f"{EXTRACTOR_VERSION}+{out.engine}" if out.engine else EXTRACTOR_VERSION,
         title=out.title,
         author=out.author,
         created=out.created,
@@ -127,9 +128,9 @@ def _read(
     p: str, data: bytes, kind: str, limits: Limits, keep_images: bool, on_progress: Progress
 ) -> Extracted:
     if kind == "pdf":
-        from extractors.pdf import extract_pdf
+        from extractors.pdf_engine import read_pdf
 
-        return extract_pdf(p, data, limits, keep_images, on_progress)
+        return read_pdf(p, data, limits, keep_images, on_progress)
     elif kind == "docx":
         from extractors.docx import extract_docx
 

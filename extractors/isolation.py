@@ -36,6 +36,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -240,7 +241,36 @@ def run_isolated(
     At most MAX_WORKERS extractions run at once; callers beyond that wait for a slot (the
     wait does not count against the timeout)."""
     with _slots:
-        return _run_in_worker(path, limits, keep_images, on_progress)
+        try:
+            return _run_in_worker(path, limits, keep_images, on_progress)
+        except _WorkerDied as died:
+            if limits.pdf_engine != "auto" or not _is_pdf(path):
+                raise died.error from died.__cause__
+            first = died
+        # pdfium is C: a crash (or an allocation failure under the memory cap, which aborts) ends
+        # the worker rather than raising. "auto" then asks pypdf, once, in a fresh worker.
+        try:
+            doc = _run_in_worker(path, replace(limits, pdf_engine="pypdf"), keep_images, on_progress)
+        except _WorkerDied as again:
+            raise again.error from again.__cause__
+        note = f"pdf engine: the extraction worker died (exit code {first.code}); text from pypdf"
+        return replace(doc, warnings=(note, *doc.warnings))
+
+
+class _WorkerDied(Exception):
+    def __init__(self, error: CorruptDocument, code: int | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.code = code
+
+
+def _is_pdf(path: str) -> bool:
+    """As `sniff` decides it: the PDF header in the first KiB."""
+    try:
+        with open(path, "rb") as fh:
+            return b"%PDF-" in fh.read(1024)
+    except OSError:
+        return False
 
 
 def _run_in_worker(
@@ -252,9 +282,9 @@ def _run_in_worker(
         reply = worker.call((path, limits, keep_images), limits.timeout_s, on_progress)
     except (EOFError, OSError) as exc:
         worker.close()
-        raise CorruptDocument(
-            path, f"extractor process died (exit code {worker.proc.returncode}): the file crashes the parser"
-        ) from exc
+        code = worker.proc.returncode
+        reason = f"extractor process died (exit code {code}): the file crashes the parser"
+        raise _WorkerDied(CorruptDocument(path, reason), code) from exc
     if reply is None:
         worker.close()
         done, total = worker.progress

@@ -10,6 +10,10 @@ from extractors.errors import TooLarge
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
+#: Which library reads PDF text: "auto" = pdfium, with pypdf for files pdfium refuses or finds
+#: no text in (see `extractors.pdf_engine`); "pdfium" or "pypdf" = that one alone.
+PDF_ENGINES = ("auto", "pdfium", "pypdf")
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -21,13 +25,20 @@ class Limits:
 
     `max_memory` caps the worker's address space (RLIMIT_AS), so a file that would take more
     ends as TooLarge instead of swapping the machine or waking the OOM killer. It applies only
-    in a worker: capping the caller's own process would break the caller. None: no cap."""
+    in a worker: capping the caller's own process would break the caller. None: no cap.
+
+    `pdf_engine` is one of `PDF_ENGINES`."""
 
     max_bytes: int = 200 * MiB
     max_pages: int = 5000
     timeout_s: float | None = None
     max_memory: int | None = 2 * GiB
     timeout_hint: str | None = None
+    pdf_engine: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.pdf_engine not in PDF_ENGINES:
+            raise ValueError(f"pdf_engine must be one of {', '.join(PDF_ENGINES)}, not {self.pdf_engine!r}")
 
     def check_size(self, path: str, size: int) -> None:
         """Before reading anything: a file over the byte limit is never opened."""

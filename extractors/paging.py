@@ -80,10 +80,12 @@ def number(pages: Iterable[tuple[str, str | None]]) -> tuple[Page, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Extracted:
-    """What a format reader hands back; `extract()` adds identity (path, sha256, size, kind)."""
+    """What a format reader hands back; `extract()` adds identity (path, sha256, size, kind).
+    `engine` names the PDF library that read the text ("pdfium", "pypdf"); "" for other formats."""
 
     pages: tuple[Page, ...]
     warnings: tuple[str, ...] = ()
     title: str | None = None
     author: str | None = None
     created: str | None = None
+    engine: str = ""

@@ -1,5 +1,8 @@
 """PDF -> pages with pypdf: one `Page` per PDF page, bad pages skipped with a warning.
 
+The reference engine (pure Python), and the fallback of the "auto" engine (`extractors.pdf_engine`)
+for files pdfium refuses or reads no text from.
+
 One pass: each page's content stream is parsed once, by `extract_text`. Image counts come
 from the page's resource dictionary (no content parsing), and image bytes are decoded only
 for pages that need them (no text, images present, and the caller asked for images).
@@ -23,6 +26,7 @@ from extractors.errors import CorruptDocument, EmptyDocument, EncryptedDocument,
 from extractors.limits import Limits
 from extractors.paging import Extracted, clean, fold_spaces
 
+ENGINE = "pypdf"
 PAGE_IMAGE_BUDGET = 4 * 1024 * 1024  # bytes of images kept per page (base64 adds a third)
 MAX_IMAGE_SIDE = 2048  # pixels; larger scans are downscaled before sending to a model
 MIN_IMAGE_SIDE = 16  # smaller images are masks and decorations, not content
@@ -67,7 +71,7 @@ def extract_pdf(
             pages = [_with_images(reader, p, warnings) if p.needs_ocr else p for p in pages]
         title, author, created = _metadata(reader)
     warnings.extend(log.summary())
-    return Extracted(tuple(pages), tuple(warnings), title, author, created)
+    return Extracted(tuple(pages), tuple(warnings), title, author, created, engine=ENGINE)
 
 
 def _open(path: str, data: bytes) -> PdfReader:

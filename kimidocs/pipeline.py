@@ -349,6 +349,7 @@ def extraction_limits(settings: Settings) -> extractors.Limits:
         timeout_s=settings.extract_timeout_s,
         max_memory=settings.extract_max_memory_bytes,
         timeout_hint="KIMIDOCS_EXTRACT_TIMEOUT_S",
+        pdf_engine=settings.pdf_engine,
     )
 
 

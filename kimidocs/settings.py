@@ -44,6 +44,8 @@ class Settings(BaseSettings):
         ge=256 * 1024**2,
         validation_alias=AliasChoices("KIMIDOCS_EXTRACT_MAX_MEMORY_BYTES"),
     )
+    # Which library reads PDF text: auto (pdfium, pypdf where pdfium reads worse), pdfium or pypdf.
+    pdf_engine: str = Field(default="auto", validation_alias=AliasChoices("KIMIDOCS_PDF_ENGINE"))
     request_timeout_s: float = Field(
         default=300.0, gt=0, validation_alias=AliasChoices("KIMIDOCS_REQUEST_TIMEOUT_S")
     )
@@ -82,6 +84,16 @@ class Settings(BaseSettings):
         key = value.lower().replace(" ", "").replace("_", "")
         if key not in TIERS:
             raise ValueError(f"unknown tier {value!r}; known: {', '.join(TIERS)}")
+        return key
+
+    @field_validator("pdf_engine")
+    @classmethod
+    def _check_pdf_engine(cls, value: str) -> str:
+        from extractors.limits import PDF_ENGINES
+
+        key = value.strip().lower()
+        if key not in PDF_ENGINES:
+            raise ValueError(f"unknown PDF engine {value!r}; known: {', '.join(PDF_ENGINES)}")
         return key
 
     def api_key_value(self) -> str | None:

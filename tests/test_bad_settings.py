@@ -54,6 +54,7 @@ CASES = {
     "negative timeout": ({"KIMIDOCS_EXTRACT_TIMEOUT_S": "-5"}, (), "KIMIDOCS_EXTRACT_TIMEOUT_S"),
     "negative max bytes": ({"KIMIDOCS_MAX_FILE_BYTES": "-1"}, (), "KIMIDOCS_MAX_FILE_BYTES"),
     "negative retries": ({"KIMIDOCS_MAX_RETRIES": "-1"}, (), "KIMIDOCS_MAX_RETRIES"),
+    "unknown PDF engine": ({"KIMIDOCS_PDF_ENGINE": "mupdf"}, (), "unknown PDF engine 'mupdf'"),
     "base URL without scheme": ({"KIMI_BASE_URL": "api.moonshot.ai/v1"}, (), "KIMI_BASE_URL"),
     "non-ASCII key": ({"KIMI_API_KEY": "sk-clé-0123456789"}, (), "non-ASCII"),
     "unknown model": ({}, ("--model", "kimi-k9"), "unknown model 'kimi-k9'"),

@@ -42,7 +42,7 @@ def test_json_lines_exact_keys_and_exit_code_1_on_any_failure(corpus) -> None:
     assert "needs a password" in encrypted["message"]
     assert renamed["ok"] and renamed["kind"] == "docx"
     assert bad_pages["ok"] and bad_pages["pages"] == 19
-    assert any(w.startswith("page 2: ") for w in bad_pages["warnings"])
+    assert any("startxref" in w for w in bad_pages["warnings"])  # pdfium reads all 19; the xref repair shows
 
 
 def test_plain_lines_and_exit_code_0_when_all_ok(corpus) -> None:

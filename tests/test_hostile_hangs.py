@@ -72,7 +72,8 @@ def test_analyze_records_special_files_and_goes_on(
 
 @pytest.mark.timeout(120)
 def test_extract_command_has_the_time_bound_of_analyze(tmp_path: Path) -> None:
-    env = {**os.environ, "KIMIDOCS_EXTRACT_TIMEOUT_S": "0.3"}
+    # The page is seconds of work for pypdf (pdfium reads it in ~0.5 s): the setting picks pypdf.
+    env = {**os.environ, "KIMIDOCS_EXTRACT_TIMEOUT_S": "0.3", "KIMIDOCS_PDF_ENGINE": "pypdf"}
     stuck = slow_pdf(tmp_path / "stuck.pdf", [200_000])
     proc = subprocess.run(
         [str(KIMIDOCS), "extract", str(stuck)],
