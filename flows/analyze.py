@@ -26,7 +26,7 @@ from kimidocs.settings import Settings, load_settings
 
 # Open runs of this process by run id: tasks get the id (a string Prefect can record), not the
 # context object with its locks, store and HTTP client.
-_RUNS: dict[str, tuple[pipeline.RunContext, pipeline.Packer | None]] = {}
+_RUNS: dict[str, pipeline.RunContext] = {}
 
 
 class DocumentFailed(Exception):
@@ -34,51 +34,43 @@ class DocumentFailed(Exception):
     message, so the Prefect UI shows red where a document failed. Carries the task's outcomes, so the
     flow still records every document (a pack's task returns several)."""
 
-    def __init__(self, outcomes: list[pipeline.DocumentOutcome]) -> None:
-        self.outcomes = outcomes
-        failed = [o for o in outcomes if o.status == "failed"]
+    def __init__(self, result: pipeline.BatchResult) -> None:
+        self.result = result
+        failed = [o for o in result.outcomes if o.status == "failed"]
         super().__init__("; ".join(f"{Path(o.path).name}: {o.error_type}: {o.message}" for o in failed))
 
-    def __reduce__(self) -> tuple[type[DocumentFailed], tuple[list[pipeline.DocumentOutcome]]]:
-        return (DocumentFailed, (self.outcomes,))
+    def __reduce__(self) -> tuple[type[DocumentFailed], tuple[pipeline.BatchResult]]:
+        return (DocumentFailed, (self.result,))
 
 
-def _finish_task(outcomes: list[pipeline.DocumentOutcome]) -> list[pipeline.DocumentOutcome]:
-    _log_outcomes(outcomes)
-    if any(o.status == "failed" for o in outcomes):
-        raise DocumentFailed(outcomes)
-    return outcomes
+def _finish_task(result: pipeline.BatchResult) -> pipeline.BatchResult:
+    _log_outcomes(result.outcomes)
+    if any(o.status == "failed" for o in result.outcomes):
+        raise DocumentFailed(result)
+    return result
 
 
 @task(name="analyze-document", retries=0, cache_policy=NO_CACHE)
-def analyze_document(run_id: str, found: FoundFile) -> list[pipeline.DocumentOutcome]:
-    """One document end to end (extract, plan, calls, store); Failed when the document failed.
+def analyze_document(run_id: str, files: list[FoundFile]) -> pipeline.BatchResult:
+    """A batch of documents end to end (extract, plan, calls, store); Failed when a document failed.
 
-    With packing on, a small document may wait for its pack (no outcome yet) or fill one, and then
-    the outcomes of every document in that pack come back from this task.
+    One document, or with packing on a pack's worth: packed within the batch, flushed at its end.
     """
-    return _finish_task(pipeline.analyze_in_folder(*_RUNS[run_id], found))
+    return _finish_task(pipeline.analyze_batch(_RUNS[run_id], files))
 
 
-@task(name="send-remaining-packs", retries=0, cache_policy=NO_CACHE)
-def send_remaining_packs(run_id: str) -> list[pipeline.DocumentOutcome]:
-    """The last, partly filled pack, once every document went through `analyze_document`."""
-    _ctx, packer = _RUNS[run_id]
-    return _finish_task(packer.flush() if packer is not None else [])
-
-
-def _outcomes(state_or_future: State | PrefectFuture) -> list[pipeline.DocumentOutcome]:
-    """A document task's outcomes, whether it ended Completed or Failed with `DocumentFailed`; any other
+def _batch_result(state_or_future: State | PrefectFuture) -> pipeline.BatchResult:
+    """A document task's result, whether it ended Completed or Failed with `DocumentFailed`; any other
     failure (a bug, a store error) is raised and fails the flow run."""
     value = state_or_future.result(raise_on_failure=False)
     if isinstance(value, DocumentFailed):
-        return value.outcomes
+        return value.result
     if isinstance(value, BaseException):
         raise value
     return value
 
 
-def _log_outcomes(outcomes: list[pipeline.DocumentOutcome]) -> None:
+def _log_outcomes(outcomes: tuple[pipeline.DocumentOutcome, ...]) -> None:
     logger = get_run_logger()
     for outcome in outcomes:
         if outcome.status == "failed":
@@ -123,25 +115,26 @@ def require_backend(settings: Settings) -> None:
     )
 
 
-def _analyze_all(run_id: str, files: list[FoundFile], limit: int) -> list[pipeline.DocumentOutcome]:
-    """At most `limit` documents in flight, like `run_folder`'s pool, so `concurrency` means the same.
+def _analyze_all(
+    ctx: pipeline.RunContext, files: list[FoundFile], limit: int
+) -> list[pipeline.DocumentOutcome]:
+    """At most `limit` batches in flight, like `run_folder`'s pool, so `concurrency` means the same.
 
     Without this the task runner's 4 threads would start 4 documents even at concurrency 1, and a wrong
     key would be sent 4 times before the first 401 stops the run.
     """
     slots = threading.BoundedSemaphore(limit)
     futures = []
-    for found in files:
+    for batch in pipeline.batches(ctx, files):
         slots.acquire()
-        future = analyze_document.with_options(task_run_name=f"analyze {Path(found.path).name}").submit(
-            run_id, found
-        )
+        name = Path(batch[0].path).name + (f" (+{len(batch) - 1} more)" if len(batch) > 1 else "")
+        future = analyze_document.with_options(task_run_name=f"analyze {name}").submit(ctx.run_id, batch)
         future.add_done_callback(lambda _: slots.release())
         futures.append(future)
-    batches = [_outcomes(future) for future in futures]
-    if _RUNS[run_id][1] is not None:  # no empty task run when packing is off
-        batches.append(_outcomes(send_remaining_packs(run_id, return_state=True)))
-    return pipeline.in_file_order(files, batches)
+    results = [_batch_result(future) for future in futures]
+    for result in results:
+        ctx.packs.add(result.packs)
+    return pipeline.in_file_order(files, (result.outcomes for result in results))
 
 
 def _observer(event: str, data: dict) -> None:
@@ -198,11 +191,11 @@ def analyze_folder(
             pack=pack,
         )
         ctx = pipeline.open_run(options, settings, observer=_observer, limiter=limiter)
-        _RUNS[ctx.run_id] = (ctx, pipeline.packer_for(ctx))
+        _RUNS[ctx.run_id] = ctx
         try:
             files = pipeline.list_files(ctx)
             logger.info("found %d files in %s", len(files), folder)
-            outcomes = _analyze_all(ctx.run_id, files, max(1, concurrency))
+            outcomes = _analyze_all(ctx, files, max(1, concurrency))
         except BaseException as err:
             pipeline.abandon_run(ctx, err)
             raise

@@ -208,3 +208,15 @@ def test_scanned_pages_are_images_for_multimodal_models_and_skipped_otherwise(co
     assert pages[0].unreadable == "no text layer and kimi-k2-0905-preview reads no images"
     with pytest.raises(PlanningError, match="nothing to read"):
         plan_document(pages, budget_for(text_only, PROFILE))
+
+
+def test_plan_refuses_what_analyze_refuses(corpus: Path) -> None:
+    """Issue 11.1: `kimidocs plan` prepares a file as `analyze` does (limits, quality gate, count, plan):
+    jo.pdf, refused by the run with LowTextQuality, is not priced by `plan` either."""
+    from typer.testing import CliRunner
+
+    from kimidocs.cli import app
+
+    refused = CliRunner().invoke(app, ["plan", str(corpus / "pdf/jo.pdf")])
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("error: LowTextQuality: ") and refused.stderr.count("\n") == 1

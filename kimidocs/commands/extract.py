@@ -19,8 +19,8 @@ import typer
 
 import extractors
 from extractors import Document, ExtractionError, Limits
+from kimidocs.analysis import extraction_limits
 from kimidocs.paths import shown
-from kimidocs.pipeline import extraction_limits
 from kimidocs.settings import load_settings
 
 
