@@ -131,11 +131,16 @@ class Attempt:
     caller: KimiCaller | None = field(default=None, repr=False)  # whose totals a failure still carries
 
 
+def skipped_by_abort(ctx: RunContext, found: FoundFile) -> DocumentOutcome:
+    """A file not started because the run stopped (a wrong key, no quota)."""
+    return DocumentOutcome(found.path, "skipped", error_type="RunAborted", message=ctx.abort_reason)
+
+
 def prepare(ctx: RunContext, attempt: Attempt) -> DocumentOutcome | Prepared:
     """Everything before the first call: the outcome when the document ends here, else its plan."""
     found = attempt.found
     if ctx.aborted.is_set():
-        return DocumentOutcome(found.path, "skipped", error_type="RunAborted", message=ctx.abort_reason)
+        return skipped_by_abort(ctx, found)
     if found.error:
         status = "skipped" if found.error_type == NOT_REGULAR_FILE else "failed"
         return _fail(ctx, found, "discover", found.error_type, f"{found.path}: {found.error}", status=status)

@@ -13,9 +13,12 @@ screen, and every row the run writes carries `backend = 'emulator'`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+from pydantic import SecretStr
 
 from kimidocs.kimi.client import KimiClient, is_loopback
 from kimidocs.kimi.errors import KimiError
@@ -95,3 +98,37 @@ def _probe(client: KimiClient) -> ServerInfo | None:
     except KimiError as err:
         log.debug("GET /models failed (%s): labelling by address, model not checked", err)
         return None
+
+
+# ---------------------------------------------------------------------- the key policy of unattended runs
+
+
+class EmulatorNotAllowed(RuntimeError):
+    """A deployment run without KIMI_API_KEY: fail fast instead of quietly summarising with the emulator."""
+
+
+def require_backend(settings: Settings) -> None:
+    """A worker needs KIMI_API_KEY, unless it is told the emulator is fine.
+
+    The CLI falls back to the emulator on purpose and says so on screen; an unattended worker has no
+    screen, so a forgotten key must stop the run at once instead of filling the DB with emulated rows.
+    Allowed without a key: KIMIDOCS_ALLOW_EMULATOR=1, or KIMI_BASE_URL on loopback (a local emulator).
+    """
+    if settings.api_key_value() or is_loopback_url(settings.kimi_base_url):
+        return
+    if settings.allow_emulator:
+        return
+    raise EmulatorNotAllowed(
+        "KIMI_API_KEY is not set in this worker's environment. Set KIMI_API_KEY (e.g. in the worker's "
+        "environment or the work pool's job variables), or set KIMIDOCS_ALLOW_EMULATOR=1 to run against "
+        "the built-in Kimi emulator (rows are marked backend='emulator')."
+    )
+
+
+def with_key_from_secret(settings: Settings, load_secret: Callable[[str], str]) -> Settings:
+    """KIMI_API_KEY from the environment or `.env`, else `load_secret(KIMIDOCS_PREFECT_SECRET_BLOCK)` (the
+    Prefect shell passes its Secret block loader: a work pool's workers then need no key of their own)."""
+    if settings.api_key_value() or not settings.prefect_secret_block:
+        return settings
+    value = load_secret(settings.prefect_secret_block)
+    return settings.model_copy(update={"kimi_api_key": SecretStr(str(value))})

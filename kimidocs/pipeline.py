@@ -28,6 +28,7 @@ from kimidocs.analysis import (
     outcome_of,
     prepare_document,
     prepare_file,
+    skipped_by_abort,
 )
 from kimidocs.backend import Backend
 from kimidocs.caller import KimiCaller, estimated_usage
@@ -87,6 +88,7 @@ __all__ = [
     "prepare_file",
     "release_run",
     "run_folder",
+    "skipped_by_abort",
 ]
 
 
