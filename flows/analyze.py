@@ -49,7 +49,7 @@ class DocumentFailed(Exception):
 def _load_secret_block(name: str) -> str:
     from prefect.blocks.system import Secret
 
-    return str(Secret.load(name).get())
+    return str(Secret.load(name).get())  # type: ignore[union-attr]
 
 
 def with_secret_block_key(settings: Settings) -> Settings:
@@ -178,14 +178,16 @@ def _analyze_all(
     return pipeline.in_file_order(files, [*(result.outcomes for result in results), skipped])
 
 
-def _observer(event: str, data: dict) -> None:
-    if event == "run_started":
+class _FlowLog(pipeline.QuietObserver):
+    """The run's start in the flow run's log (documents are logged by their tasks)."""
+
+    def run_started(self, info: pipeline.RunStarted) -> None:
         get_run_logger().info(
-            "run %s: backend=%s model=%s db=%s", data["run_id"], data["backend"], data["model"], data["db"]
+            "run %s: backend=%s model=%s db=%s", info.run_id, info.backend, info.model, info.db
         )
 
 
-@flow(name="analyze-folder", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
+@flow(name="analyze-folder", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)  # type: ignore[arg-type]
 def analyze_folder(
     folder: str = "data/inbox",
     profile: str = "summary",
@@ -230,7 +232,7 @@ def analyze_folder(
             flow_run_id=str(flow_run_id) if flow_run_id else None,
             pack=pack,
         )
-        ctx = pipeline.open_run(options, settings, observer=_observer, limiter=limiter)
+        ctx = pipeline.open_run(options, settings, observer=_FlowLog(), limiter=limiter)
         try:
             files = pipeline.list_files(ctx)
             logger.info("found %d files in %s", len(files), folder)

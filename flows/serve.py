@@ -26,7 +26,7 @@ ZOMBIE_AUTOMATION = "kimidocs-crash-zombie-flow-runs"
 def ensure_zombie_automation(within_s: float = 540.0) -> bool:
     """Create the automation unless one with our name exists; True when it was created."""
     try:
-        Automation.read(name=ZOMBIE_AUTOMATION)
+        Automation.read(name=ZOMBIE_AUTOMATION)  # type: ignore[unused-coroutine]
         return False
     except ValueError:
         pass

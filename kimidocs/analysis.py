@@ -34,7 +34,7 @@ from kimidocs.kimi.errors import KimiError
 from kimidocs.mapreduce import MapReduceResult, run_plan
 from kimidocs.models import ModelInfo
 from kimidocs.planning import Plan, PlanningError, budget_for, page_tokens_of, plan_document
-from kimidocs.records import FailureRecord, FileRecord
+from kimidocs.records import CallTotals, DocumentStatus, FailureRecord, FailureStage, FileRecord
 from kimidocs.results import check_citations
 from kimidocs.run import DocumentOutcome, RunAborted, RunContext
 from kimidocs.settings import Settings
@@ -133,7 +133,9 @@ class Attempt:
 
 def skipped_by_abort(ctx: RunContext, found: FoundFile) -> DocumentOutcome:
     """A file not started because the run stopped (a wrong key, no quota)."""
-    return DocumentOutcome(found.path, "skipped", error_type="RunAborted", message=ctx.abort_reason)
+    return DocumentOutcome(
+        found.path, DocumentStatus.SKIPPED, error_type="RunAborted", message=ctx.abort_reason
+    )
 
 
 def prepare(ctx: RunContext, attempt: Attempt) -> DocumentOutcome | Prepared:
@@ -142,8 +144,10 @@ def prepare(ctx: RunContext, attempt: Attempt) -> DocumentOutcome | Prepared:
     if ctx.aborted.is_set():
         return skipped_by_abort(ctx, found)
     if found.error:
-        status = "skipped" if found.error_type == NOT_REGULAR_FILE else "failed"
-        return _fail(ctx, found, "discover", found.error_type, f"{found.path}: {found.error}", status=status)
+        status = DocumentStatus.SKIPPED if found.error_type == NOT_REGULAR_FILE else DocumentStatus.FAILED
+        return _fail(
+            ctx, found, FailureStage.DISCOVER, found.error_type, f"{found.path}: {found.error}", status=status
+        )
     # Type and size are checked before a byte is hashed: a FIFO or a 30 GB file ends here.
     doc_id = extractors.sha256_file(found.path, extraction_limits(ctx.settings))
     attempt.doc_id = doc_id
@@ -153,7 +157,7 @@ def prepare(ctx: RunContext, attempt: Attempt) -> DocumentOutcome | Prepared:
         # The same work key as a real run: a dry run says "unchanged, $0" where the run would pay nothing.
         if not ctx.options.dry_run:
             ctx.store.touch_file(file)
-        return DocumentOutcome(found.path, "unchanged", doc_id=doc_id, cost_usd_est=0.0)
+        return DocumentOutcome(found.path, DocumentStatus.UNCHANGED, doc_id=doc_id, cost_usd_est=0.0)
 
     def store_document(doc: Document, page_tokens: tuple[int, ...]) -> None:
         # The file may have changed since it was hashed: its row points at the bytes actually extracted.
@@ -165,7 +169,7 @@ def prepare(ctx: RunContext, attempt: Attempt) -> DocumentOutcome | Prepared:
     doc, plan = prepared.doc, prepared.plan
     base = DocumentOutcome(
         found.path,
-        "planned",
+        DocumentStatus.PLANNED,
         doc_id=doc_id,
         pages=len(doc.pages),
         strategy=plan.strategy,
@@ -198,16 +202,16 @@ def summarise(ctx: RunContext, attempt: Attempt, prepared: Prepared) -> Document
 
 
 def store_result(
-    ctx: RunContext, prepared: Prepared, result: MapReduceResult, totals: dict
+    ctx: RunContext, prepared: Prepared, result: MapReduceResult, totals: CallTotals
 ) -> DocumentOutcome:
     """Check citations against the document's own pages and store its summary (alone or packed)."""
     found, doc, base = prepared.found, prepared.doc, prepared.base
     if result.summary is None:
         reason = "; ".join(result.errors) or "no summary produced"
-        return replace(
-            _fail(ctx, found, "validate", "OutputInvalid", f"{found.path}: {reason}", doc.sha256),
-            **totals,
+        outcome = _fail(
+            ctx, found, FailureStage.VALIDATE, "OutputInvalid", f"{found.path}: {reason}", doc.sha256
         )
+        return outcome.with_totals(totals)
     pages = {p.number: p.text for p in doc.pages}
     summary, report = check_citations(result.summary, pages, set(pages))
     for chunk in result.failed_chunks:
@@ -215,7 +219,7 @@ def store_result(
             FailureRecord(
                 ctx.run_id,
                 found.path,
-                "call",
+                FailureStage.CALL,
                 "ChunkFailed",
                 f"{found.path}: pages {chunk.first_page}-{chunk.last_page}: {chunk.reason}",
                 doc_id=doc.sha256,
@@ -234,7 +238,7 @@ def store_result(
             coverage=result.coverage,
             pages_total=len(doc.pages),
             pages_read=result.pages_read,
-            raw=result.raw,
+            raw=result.raw,  # type: ignore[arg-type]
             created_at=datetime.now(UTC),
             pages_failed=len({p for chunk in result.failed_chunks for p in chunk.pages}),
         ),
@@ -242,12 +246,11 @@ def store_result(
     )
     return replace(
         base,
-        status="ok",
+        status=DocumentStatus.OK,
         coverage=result.coverage,
         title=summary.title or None,
-        **totals,
         message=report.describe() if report.dropped else None,
-    )
+    ).with_totals(totals)
 
 
 # -------------------------------------------------------------------------------- errors become outcomes
@@ -279,38 +282,40 @@ def outcome_of(ctx: RunContext, attempt: Attempt, err: Exception) -> DocumentOut
     found, doc_id = attempt.found, attempt.doc_id
     if isinstance(err, ExtractionError):
         if doc_id is None:  # while hashing: type, size
-            outcome = _fail(ctx, found, "extract", err.error_type, str(err))
+            outcome = _fail(ctx, found, FailureStage.EXTRACT, err.error_type, str(err))
         else:
             ctx.store.save_failed_file(
                 ctx.run_id, found.path, doc_id, found.size, found.mtime, err.error_type, str(err)
             )
             outcome = DocumentOutcome(
-                found.path, "failed", doc_id=doc_id, error_type=err.error_type, message=str(err)
+                found.path, DocumentStatus.FAILED, doc_id=doc_id, error_type=err.error_type, message=str(err)
             )
     elif isinstance(err, LowTextQuality):
-        outcome = _fail(ctx, found, "extract", err.error_type, str(err), doc_id)
+        outcome = _fail(ctx, found, FailureStage.EXTRACT, err.error_type, str(err), doc_id)
     elif isinstance(err, PlanningError):
-        outcome = _fail(ctx, found, "plan", "PlanningError", f"{found.path}: {err}", doc_id)
+        outcome = _fail(ctx, found, FailureStage.PLAN, "PlanningError", f"{found.path}: {err}", doc_id)
     elif isinstance(err, BudgetExceeded):
-        outcome = _fail(ctx, found, "call", "BudgetExceeded", str(err), doc_id, status="skipped")
+        outcome = _fail(
+            ctx, found, FailureStage.CALL, "BudgetExceeded", str(err), doc_id, status=DocumentStatus.SKIPPED
+        )
     elif isinstance(err, RunAborted):
-        outcome = _fail(ctx, found, "call", "RunAborted", str(err), doc_id)
+        outcome = _fail(ctx, found, FailureStage.CALL, "RunAborted", str(err), doc_id)
     elif isinstance(err, KimiError):
-        outcome = _fail(ctx, found, "call", type(err).__name__, str(err), doc_id)
+        outcome = _fail(ctx, found, FailureStage.CALL, type(err).__name__, str(err), doc_id)
     else:
         log.error("unexpected error on %s", found.path, exc_info=err)
-        outcome = _fail(ctx, found, "pipeline", type(err).__name__, f"{found.path}: {err}", doc_id)
-    return replace(outcome, **attempt.caller.totals()) if attempt.caller is not None else outcome
+        outcome = _fail(ctx, found, FailureStage.PIPELINE, type(err).__name__, f"{found.path}: {err}", doc_id)
+    return outcome.with_totals(attempt.caller.totals()) if attempt.caller is not None else outcome
 
 
 def _fail(
     ctx: RunContext,
     found: FoundFile,
-    stage: str,
+    stage: FailureStage,
     error_type: str,
     message: str,
     doc_id: str | None = None,
-    status: str = "failed",
+    status: DocumentStatus = DocumentStatus.FAILED,
 ) -> DocumentOutcome:
     ctx.store.record_failure(
         FailureRecord(ctx.run_id, found.path, stage, error_type, message, doc_id=doc_id, at=datetime.now(UTC))
@@ -325,14 +330,14 @@ def _fail(
 
 def started(ctx: RunContext, found: FoundFile) -> float:
     """Say a document starts; its start time, for `finished`."""
-    ctx.observer("document_started", {"path": found.path})
+    ctx.observer.document_started(found.path)
     return time.perf_counter()
 
 
 def finished(ctx: RunContext, outcome: DocumentOutcome, t0: float) -> DocumentOutcome:
     """The outcome with its duration, said to the observer."""
     outcome = replace(outcome, seconds=time.perf_counter() - t0)
-    ctx.observer("document_finished", {"outcome": outcome})
+    ctx.observer.document_finished(outcome)
     return outcome
 
 

@@ -60,20 +60,25 @@ class Backend:
 def open_backend(settings: Settings, *, limiter: Limiter | None = None) -> Backend:
     """A client for the configured service, or an in-process emulator when no key is set."""
     key = settings.api_key_value()
-    common = {
-        "timeout_s": settings.request_timeout_s,
-        "max_retries": settings.max_retries,
-        "limiter": limiter,
-    }
+
+    def client_for(base_url: str, api_key: str) -> KimiClient:
+        return KimiClient(
+            base_url,
+            api_key,
+            timeout_s=settings.request_timeout_s,
+            max_retries=settings.max_retries,
+            limiter=limiter,
+        )
+
     if key:
-        client = KimiClient(settings.kimi_base_url, key, **common)
+        client = client_for(settings.kimi_base_url, key)
         info = _probe(client)
         name = label(settings.kimi_base_url, info)
         return Backend(client, name, settings.kimi_base_url, offered=info.model_ids if info else None)
     from kimidocs.kimi.emulator import EmulatorConfig, run_emulator_in_thread
 
     handle = run_emulator_in_thread(EmulatorConfig())
-    client = KimiClient(handle.base_url, handle.api_key, **common)
+    client = client_for(handle.base_url, handle.api_key)
     info = _probe(client)
     return Backend(client, EMULATOR, handle.base_url, handle, offered=info.model_ids if info else None)
 

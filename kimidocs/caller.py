@@ -21,7 +21,7 @@ from kimidocs.kimi.errors import KimiError
 from kimidocs.kimi.policy import apply_policy, should_stream
 from kimidocs.mapreduce import CallOutcome
 from kimidocs.packing import split_usage
-from kimidocs.records import CallRecord, Usage
+from kimidocs.records import CallRecord, CallStatus, CallTotals, Usage
 from kimidocs.requests import ChatRequest
 from kimidocs.results import unusable_reason
 from kimidocs.run import RunAborted, RunContext
@@ -50,28 +50,17 @@ class KimiCaller:
         self.doc_id = doc_id
         self.shares = shares
         self._lock = threading.Lock()
-        self._totals: dict[str | None, list] = {}  # doc_id -> [calls, prompt, cached, completion, cost]
+        self._totals: dict[str | None, CallTotals] = {}  # doc_id -> what its calls cost
 
-    def totals(self, doc_id: str | None = None) -> dict:
+    def totals(self, doc_id: str | None = None) -> CallTotals:
+        """What the calls cost: this document's, or (a pack) document `doc_id`'s share."""
         key = doc_id if self.shares else self.doc_id
         with self._lock:
-            calls, prompt, cached, completion, cost = self._totals.get(key, [0, 0, 0, 0, 0.0])
-        return {
-            "calls": calls,
-            "prompt_tokens": prompt,
-            "cached_tokens": cached,
-            "completion_tokens": completion,
-            "cost_usd": cost,
-        }
+            return self._totals.get(key, CallTotals())
 
     def _add(self, doc_id: str | None, usage: Usage, cost: float) -> None:
         with self._lock:
-            t = self._totals.setdefault(doc_id, [0, 0, 0, 0, 0.0])
-            t[0] += 1
-            t[1] += usage.prompt_tokens
-            t[2] += usage.cached_tokens
-            t[3] += usage.completion_tokens
-            t[4] += cost
+            self._totals[doc_id] = self._totals.get(doc_id, CallTotals()).plus(usage, cost)
 
     def _per_document(self, record: CallRecord, usage: Usage) -> list[tuple[CallRecord, Usage, float]]:
         """The call's log rows: one, or one per document of a pack with its share of the usage."""
@@ -96,8 +85,8 @@ class KimiCaller:
         # the user asked for a fresh analysis with --force.
         prior = None if ctx.options.force else ctx.store.find_completed_call(request.request_key)
         if prior is not None and _reusable(prior):
-            ctx.observer("call_reused", {"request_key": request.request_key})
-            return CallOutcome(content=prior.response, finish_reason=prior.finish_reason, reused=True)
+            ctx.observer.call_reused(request.request_key)
+            return CallOutcome(content=prior.response or "", finish_reason=prior.finish_reason, reused=True)
         max_tokens = int(request.body.get("max_tokens") or 0)
         estimate = ctx.model.price_cache_miss * request.prompt_tokens_est / 1e6 + ctx.model.price_output * (
             max_tokens / 1e6
@@ -128,7 +117,7 @@ class KimiCaller:
             ctx.guard.settle(estimate, 0.0)
             failed = replace(
                 record,
-                status="error",
+                status=CallStatus.ERROR,
                 error=str(err),
                 http_status=getattr(err, "status", None),
                 attempts=getattr(err, "attempts", 1) or 1,
@@ -148,7 +137,7 @@ class KimiCaller:
         done = replace(
             record,
             usage_source=usage_source,
-            status="unusable" if unusable else "ok",
+            status=CallStatus.UNUSABLE if unusable else CallStatus.OK,
             error=unusable,
             latency_ms=result.latency_ms,
             ttft_ms=result.ttft_ms,
@@ -161,7 +150,7 @@ class KimiCaller:
         ctx.store.save_calls([replace(row, usage=part, cost_usd=c) for row, part, c in rows])
         for row, part, c in rows:
             self._add(row.doc_id, part, c)
-        ctx.observer("call_finished", {"usage": usage, "cost_usd": cost, "stage": request.stage})
+        ctx.observer.call_finished(usage, cost, request.stage)
         return CallOutcome(content=result.content, finish_reason=result.finish_reason)
 
     def _policy_body(self, request: ChatRequest, max_tokens: int) -> dict:
@@ -172,10 +161,10 @@ class KimiCaller:
         """
         model = self.ctx.model
         if tokens.with_margin(request.prompt_tokens_est) + max_tokens <= model.window:
-            return apply_policy(request.body, model)
+            return apply_policy(dict(request.body), model)
         exact = self.ctx.backend.client.estimate_tokens(model.id, request.body["messages"])
-        self.ctx.observer("exact_count", {"estimate": request.prompt_tokens_est, "exact": exact})
-        return apply_policy(request.body, model, prompt_tokens=exact)
+        self.ctx.observer.exact_count(request.prompt_tokens_est, exact)
+        return apply_policy(dict(request.body), model, prompt_tokens=exact)
 
 
 def estimated_usage(request: ChatRequest, content: str | None) -> Usage:

@@ -10,7 +10,7 @@ part of the answer is unusable is read again alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from kimidocs.analysis import (
     Attempt,
@@ -36,7 +36,8 @@ from kimidocs.packing import (
     pack_output_tokens,
     packing_pays,
 )
-from kimidocs.planning import SINGLE, budget_for
+from kimidocs.planning import SINGLE_CALL, budget_for
+from kimidocs.records import CallTotals
 from kimidocs.requests import PackedDocument, pack_request
 from kimidocs.results import OutputInvalid, Summary, check_packed_part, parse_packed, summary_json
 from kimidocs.run import DocumentOutcome, PackCounts, RunAborted, RunContext
@@ -130,7 +131,7 @@ class Packer:
     def _packable(self, p: Prepared) -> bool:
         plan = p.plan
         return (
-            plan.strategy == SINGLE
+            plan.strategy == SINGLE_CALL
             and not plan.skipped_pages
             and not any(piece.images for piece in plan.chunks[0].pieces)
             and is_small(_pack_tokens(p), self.budget)
@@ -182,16 +183,16 @@ class Packer:
         ]
 
     def _part(
-        self, p: Prepared, attempt: Attempt, t0: float, part: Summary | Exception, share: dict
+        self, p: Prepared, attempt: Attempt, t0: float, part: Summary | Exception, share: CallTotals
     ) -> DocumentOutcome:
         """One document of a sent pack: its part stored, or (unusable) the document read alone."""
         ctx = self.ctx
         if isinstance(part, Summary):
             result = _packed_result(p, part)
             return finished(ctx, guarded(ctx, attempt, lambda _a: store_result(ctx, p, result, share)), t0)
-        ctx.observer("pack_part_failed", {"path": p.found.path, "reason": str(part)})
+        ctx.observer.pack_part_failed(p.found.path, str(part))
         alone = self._alone(p, attempt, t0)
-        return replace(alone, **{k: getattr(alone, k) + v for k, v in share.items()})
+        return alone.with_totals(alone.totals + share)
 
 
 def _page_texts(p: Prepared) -> dict[int, str]:

@@ -34,13 +34,16 @@ from kimidocs.backend import Backend
 from kimidocs.caller import KimiCaller, estimated_usage
 from kimidocs.packer import BatchResult, Packer, analyze_batch, batches, packer_for, packing_on
 from kimidocs.run import (
+    QUIET,
     DocumentOutcome,
     Observer,
     PackCounts,
+    QuietObserver,
     RunAborted,
     RunContext,
     RunOptions,
     RunReport,
+    RunStarted,
     abandon_run,
     attach_run,
     check_model_offered,
@@ -55,6 +58,7 @@ from kimidocs.run import (
 from kimidocs.settings import Settings
 
 __all__ = [
+    "QUIET",
     "BatchResult",
     "DocumentOutcome",
     "KimiCaller",
@@ -63,10 +67,12 @@ __all__ = [
     "PackCounts",
     "Packer",
     "PreparedDocument",
+    "QuietObserver",
     "RunAborted",
     "RunContext",
     "RunOptions",
     "RunReport",
+    "RunStarted",
     "abandon_run",
     "analyze_batch",
     "analyze_file",
@@ -92,15 +98,11 @@ __all__ = [
 ]
 
 
-def _quiet(event: str, data: dict) -> None:
-    """Default observer: nothing on screen."""
-
-
 def run_folder(
     options: RunOptions,
     settings: Settings | None = None,
     *,
-    observer: Observer = _quiet,
+    observer: Observer = QUIET,
     backend: Backend | None = None,
 ) -> RunReport:
     """Analyse a folder without Prefect: batches of documents in a thread pool, calls limited per
@@ -108,7 +110,7 @@ def run_folder(
     ctx = open_run(options, settings, observer=observer, backend=backend)
     try:
         files = list_files(ctx)
-        observer("files_found", {"count": len(files)})
+        observer.files_found(len(files))
         work = batches(ctx, files)
         workers = max(1, min(options.concurrency, len(work) or 1))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kimidocs-doc") as pool:

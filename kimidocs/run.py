@@ -17,28 +17,89 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from kimidocs.backend import Backend, open_backend
 from kimidocs.budget import CostGuard
 from kimidocs.discover import FoundFile, discover
 from kimidocs.kimi.limits import Limiter, RateLimiter
 from kimidocs.models import ModelInfo, UnknownModel, get_model
-from kimidocs.records import RunRecord, RunTotals
+from kimidocs.planning import Strategy
+from kimidocs.records import CallTotals, DocumentStatus, RunRecord, RunStatus, RunTotals, Stage, Usage
 from kimidocs.settings import ConfigError, Settings, check_db_path, load_settings
 from kimidocs.store import RunLock, Store, StoreError
 from prompts import Profile, ProfileError, load_profile
 
 log = logging.getLogger(__name__)
 
-Observer = Callable[[str, dict], None]
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """What a run talks to, said when it opens (the CLI warns about the emulator from it)."""
+
+    run_id: str
+    backend: str
+    emulated_here: bool
+    base_url: str
+    model: str
+    db: str
 
 
-def _quiet(event: str, data: dict) -> None:
-    """Default observer: nothing on screen."""
+class Observer(Protocol):
+    """What a run tells whoever shows its progress (the CLI's screen, the flow's log), one method per
+    event. Called from worker threads: implementations lock what they share."""
+
+    def run_started(self, info: RunStarted) -> None: ...
+    def run_waiting(self, message: str) -> None: ...
+    def files_found(self, count: int) -> None: ...
+    def document_started(self, path: str) -> None: ...
+    def document_finished(self, outcome: DocumentOutcome) -> None: ...
+    def call_finished(self, usage: Usage, cost_usd: float, stage: Stage) -> None: ...
+    def call_reused(self, request_key: str) -> None: ...
+    def exact_count(self, estimate: int, exact: int) -> None: ...
+    def pack_part_failed(self, path: str, reason: str) -> None: ...
+    def run_finished(self, report: RunReport) -> None: ...
+
+
+class QuietObserver:
+    """Hears every event and shows nothing: the default, and a base that overrides only what it shows."""
+
+    def run_started(self, info: RunStarted) -> None:
+        pass
+
+    def run_waiting(self, message: str) -> None:
+        pass
+
+    def files_found(self, count: int) -> None:
+        pass
+
+    def document_started(self, path: str) -> None:
+        pass
+
+    def document_finished(self, outcome: DocumentOutcome) -> None:
+        pass
+
+    def call_finished(self, usage: Usage, cost_usd: float, stage: Stage) -> None:
+        pass
+
+    def call_reused(self, request_key: str) -> None:
+        pass
+
+    def exact_count(self, estimate: int, exact: int) -> None:
+        pass
+
+    def pack_part_failed(self, path: str, reason: str) -> None:
+        pass
+
+    def run_finished(self, report: RunReport) -> None:
+        pass
+
+
+QUIET: Observer = QuietObserver()
 
 
 class RunAborted(Exception):
@@ -109,12 +170,12 @@ class DocumentOutcome:
     """How one file ended in this run."""
 
     path: str
-    status: str  # ok | unchanged | failed | skipped | planned
+    status: DocumentStatus
     doc_id: str | None = None
     error_type: str | None = None
     message: str | None = None
     pages: int = 0
-    strategy: str | None = None
+    strategy: Strategy | None = None
     coverage: float | None = None
     calls: int = 0
     prompt_tokens: int = 0
@@ -124,6 +185,23 @@ class DocumentOutcome:
     cost_usd_est: float | None = None
     seconds: float = 0.0
     title: str | None = None
+
+    def with_totals(self, totals: CallTotals) -> DocumentOutcome:
+        """This outcome carrying `totals` (what the document's calls cost)."""
+        return replace(
+            self,
+            calls=totals.calls,
+            prompt_tokens=totals.prompt_tokens,
+            cached_tokens=totals.cached_tokens,
+            completion_tokens=totals.completion_tokens,
+            cost_usd=totals.cost_usd,
+        )
+
+    @property
+    def totals(self) -> CallTotals:
+        return CallTotals(
+            self.calls, self.prompt_tokens, self.cached_tokens, self.completion_tokens, self.cost_usd
+        )
 
 
 @dataclass
@@ -139,7 +217,7 @@ class RunContext:
     profile: Profile
     run_id: str
     guard: CostGuard
-    observer: Observer = _quiet
+    observer: Observer = QUIET
     aborted: threading.Event = field(default_factory=threading.Event)
     abort_reason: str | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -168,7 +246,7 @@ def open_run(
     options: RunOptions,
     settings: Settings | None = None,
     *,
-    observer: Observer = _quiet,
+    observer: Observer = QUIET,
     limiter: Limiter | None = None,
     backend: Backend | None = None,
 ) -> RunContext:
@@ -217,16 +295,8 @@ def open_run(
     ctx.run_lock = run_lock
     if crashed:
         log.warning("runs whose process died before finishing, now marked crashed: %s", ", ".join(crashed))
-    observer(
-        "run_started",
-        {
-            "run_id": run_id,
-            "backend": backend.name,
-            "emulated_here": backend.emulated_here,
-            "base_url": backend.base_url,
-            "model": model.id,
-            "db": str(settings.db),
-        },
+    observer.run_started(
+        RunStarted(run_id, backend.name, backend.emulated_here, backend.base_url, model.id, str(settings.db))
     )
     return ctx
 
@@ -236,7 +306,7 @@ def attach_run(
     options: RunOptions,
     settings: Settings | None = None,
     *,
-    observer: Observer = _quiet,
+    observer: Observer = QUIET,
     limiter: Limiter | None = None,
     backend: Backend | None = None,
 ) -> RunContext:
@@ -297,7 +367,7 @@ def _lock_database(db: Path, run_id: str, observer: Observer) -> RunLock:
 
     def waiting(message: str) -> None:
         log.info("%s", message)
-        observer("run_waiting", {"message": message})  # the CLI says it on stderr, the flow in its log
+        observer.run_waiting(message)  # the CLI says it on stderr, the flow in its log
 
     lock = RunLock(db)
     lock.acquire(f"run={run_id}", on_wait=waiting)
@@ -341,12 +411,12 @@ class RunReport:
     model: str
     db: str
     outcomes: tuple[DocumentOutcome, ...]
-    status: str
+    status: RunStatus
     message: str | None = None
     seconds: float = 0.0
     packed_requests_saved: int = 0
 
-    def count(self, *statuses: str) -> int:
+    def count(self, *statuses: DocumentStatus | str) -> int:
         return sum(1 for o in self.outcomes if o.status in statuses)
 
     @property
@@ -371,7 +441,7 @@ class RunReport:
 
     @property
     def failed(self) -> bool:
-        return self.count("failed") > 0 or self.status == "failed"
+        return self.count(DocumentStatus.FAILED) > 0 or self.status == RunStatus.FAILED
 
 
 def in_file_order(
@@ -385,7 +455,11 @@ def in_file_order(
 def close_run(ctx: RunContext, outcomes: Iterable[DocumentOutcome]) -> RunReport:
     """Write the run's totals, refresh the search index, close the backend."""
     outs = tuple(outcomes)
-    status = "dry_run" if ctx.options.dry_run else ("stopped" if ctx.aborted.is_set() else "completed")
+    status = (
+        RunStatus.DRY_RUN
+        if ctx.options.dry_run
+        else (RunStatus.STOPPED if ctx.aborted.is_set() else RunStatus.COMPLETED)
+    )
     report = RunReport(
         ctx.run_id,
         ctx.backend.name,
@@ -401,9 +475,9 @@ def close_run(ctx: RunContext, outcomes: Iterable[DocumentOutcome]) -> RunReport
         ctx.run_id,
         RunTotals(
             status=status,
-            documents_ok=report.count("ok", "unchanged"),
-            documents_skipped=report.count("skipped"),
-            documents_failed=report.count("failed"),
+            documents_ok=report.count(DocumentStatus.OK, DocumentStatus.UNCHANGED),
+            documents_skipped=report.count(DocumentStatus.SKIPPED),
+            documents_failed=report.count(DocumentStatus.FAILED),
             calls=sum(o.calls for o in outs) - ctx.packs.extra_call_rows,
             prompt_tokens=report.prompt_tokens,
             cached_tokens=report.cached_tokens,
@@ -412,11 +486,11 @@ def close_run(ctx: RunContext, outcomes: Iterable[DocumentOutcome]) -> RunReport
             message=ctx.abort_reason,
         ),
     )
-    if any(o.status == "ok" for o in outs):
+    if any(o.status == DocumentStatus.OK for o in outs):
         ctx.store.refresh_search_index()
     ctx.store.close()  # release the file now so analysts and the next run get in at once
     release_run(ctx)
-    ctx.observer("run_finished", {"report": report})
+    ctx.observer.run_finished(report)
     return report
 
 
@@ -424,7 +498,7 @@ def abandon_run(ctx: RunContext, error: BaseException) -> None:
     """A run that ends by an exception is closed as `failed` with the reason, never left `running`."""
     try:
         ctx.store.finish_run(
-            ctx.run_id, RunTotals(status="failed", message=f"{type(error).__name__}: {error}")
+            ctx.run_id, RunTotals(status=RunStatus.FAILED, message=f"{type(error).__name__}: {error}")
         )
     except StoreError as store_error:  # the database itself is what failed: say so, keep the first error
         log.error("could not mark run %s failed: %s", ctx.run_id, store_error)

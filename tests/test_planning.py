@@ -14,7 +14,7 @@ from kimidocs.models import get_model
 from kimidocs.planning import (
     MAP_REDUCE,
     PAGE_OVERHEAD_TOKENS,
-    SINGLE,
+    SINGLE_CALL,
     PageTokens,
     PlanningError,
     budget_for,
@@ -73,7 +73,7 @@ def test_window_too_small_is_a_clear_error() -> None:
 def test_short_document_is_one_call_on_kimi_k25(corpus: Path) -> None:
     pages = _page_tokens(corpus / "pdf/multi_page.pdf")
     plan = plan_document(pages, budget_for(get_model("kimi-k2.5"), PROFILE))
-    assert plan.strategy == SINGLE
+    assert plan.strategy == SINGLE_CALL
     assert (len(plan.chunks), plan.calls, plan.reduce_levels, plan.coverage) == (1, 1, 0, 1.0)
     assert plan.chunks[0].pages == (1, 2, 3, 4, 5)
     assert plan.tokens_est == sum(p.tokens for p in pages)
@@ -91,7 +91,7 @@ def test_handbook_on_8k_window_is_many_chunks_and_several_reduce_levels(handbook
 
 def test_handbook_fits_one_call_on_kimi_k25(handbook: list[PageTokens]) -> None:
     plan = plan_document(handbook, budget_for(get_model("kimi-k2.5"), PROFILE))
-    assert plan.strategy == SINGLE and plan.calls == 1
+    assert plan.strategy == SINGLE_CALL and plan.calls == 1
     assert plan.chunks[0].tokens_est == plan.tokens_est + PAGE_OVERHEAD_TOKENS * len(handbook)
 
 
@@ -104,7 +104,7 @@ def test_art_of_public_speaking_near_the_256k_window(corpus: Path) -> None:
     rendered = plan.tokens_est + PAGE_OVERHEAD_TOKENS * len(pages)
     assert plan.tokens_est > 200_000
     if rendered <= budget.chunk_tokens:
-        assert plan.strategy == SINGLE
+        assert plan.strategy == SINGLE_CALL
     else:  # over the budget by less than a window: two chunks and one reduce
         assert plan.strategy == MAP_REDUCE
         assert (len(plan.chunks), plan.reduce_levels, plan.calls) == (2, 1, 3)
