@@ -214,15 +214,18 @@ def child_run(folder: str, db: str, base_url: str, api_key: str, model: str) -> 
 
     done, samples, reused, lock = [0], [], [0], threading.Lock()
 
-    def observer(event: str, data: dict) -> None:
-        if event == "call_reused":
+    class Counting(pipeline.QuietObserver):
+        def call_reused(self, request_key: str) -> None:
             with lock:
                 reused[0] += 1
-        if event == "document_finished":
+
+        def document_finished(self, outcome: pipeline.DocumentOutcome) -> None:
             with lock:
                 done[0] += 1
                 if done[0] % 25 == 0:
                     samples.append((done[0], _status_kb("VmRSS")))
+
+    observer = Counting()
 
     settings = Settings(
         KIMI_API_KEY=api_key, KIMI_BASE_URL=base_url, KIMIDOCS_DB=db, KIMIDOCS_TIER="tier5", _env_file=None

@@ -40,7 +40,7 @@ from kimidocs.kimi.limits import RateLimiter, RateLimits  # noqa: E402
 from kimidocs.kimi.policy import apply_policy, should_stream  # noqa: E402
 from kimidocs.mapreduce import CallOutcome, fan_out, fan_out_requests  # noqa: E402
 from kimidocs.models import get_model  # noqa: E402
-from kimidocs.planning import SINGLE, PageTokens, budget_for, plan_document  # noqa: E402
+from kimidocs.planning import SINGLE_CALL, PageTokens, budget_for, plan_document  # noqa: E402
 from kimidocs.records import Usage  # noqa: E402
 from kimidocs.requests import ChatRequest, task_requests  # noqa: E402
 from kimidocs.settings import Settings  # noqa: E402
@@ -213,7 +213,7 @@ def run_cost(corpus: Path, name: str, model_id: str = "kimi-k2.5") -> dict[str, 
     plan = plan_document(
         [PageTokens(n, t, c) for (n, t), c in zip(pages, counts, strict=True)], budget_for(model, profile)
     )
-    if plan.strategy != SINGLE:
+    if plan.strategy != SINGLE_CALL:
         raise SystemExit(f"{name}: does not fit one {model_id} call ({plan.strategy}); pick another document")
     tasks = [t.replace("$total_pages", str(len(pages))) for t in TASKS]
     requests = task_requests(profile, model, plan.chunks[0], plan.budget, tasks, pages_total=len(pages))

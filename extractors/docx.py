@@ -33,7 +33,7 @@ import re
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
@@ -91,6 +91,10 @@ _W_TAGS = _W_TAG_NAMES.split()
 
 class _Tags:
     """Clark-notation tag names for one namespace flavour, computed once per document."""
+
+    if TYPE_CHECKING:  # the names are set from _W_TAGS in __init__; each is a str
+
+        def __getattr__(self, name: str) -> str: ...
 
     def __init__(self, w: str, r: str, m: str) -> None:
         def q(ns: str, name: str) -> str:

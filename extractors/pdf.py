@@ -201,7 +201,7 @@ def _metadata(reader: PdfReader) -> tuple[str | None, str | None, str | None]:
     return (
         _field(lambda: meta.title),
         _field(lambda: meta.author),
-        _field(lambda: meta.creation_date.isoformat()),
+        _field(lambda: meta.creation_date.isoformat()),  # type: ignore[union-attr]
     )
 
 

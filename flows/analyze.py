@@ -1,12 +1,19 @@
-"""Prefect shell around `kimidocs.pipeline`: one flow per folder, one task per document.
+"""Prefect shell around `kimidocs.pipeline`: one flow per folder, one task per document (or batch).
 
-Task bodies are single calls into kimidocs; retries live in the Kimi client (one layer), so
-Prefect task retries stay at 0 and never stack on top of them.
+The flow opens the run (its `runs` row and the database's run lock) and closes it; a task gets the run
+id, the run's options and a batch of files, and opens what it needs itself (`pipeline.attach_run`:
+settings, store, backend, limiter), so tasks run under any task runner, in any process. A batch is one
+document, or with packing on a pack's worth, packed and flushed within the task: no state crosses tasks.
+
+Task bodies are single calls into kimidocs; retries live in the Kimi client (one layer), so Prefect
+task retries stay at 0 and never stack on top of them.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from prefect import flow, get_run_logger, runtime, task
@@ -19,66 +26,106 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.limits import limiter_for_run
 from flows.logs import kimidocs_logs_to_run
 from kimidocs import pipeline
-from kimidocs.backend import is_loopback_url
+from kimidocs.backend import require_backend, with_key_from_secret
 from kimidocs.discover import FoundFile
 from kimidocs.report import report_markdown
 from kimidocs.settings import Settings, load_settings
 
-# Open runs of this process by run id: tasks get the id (a string Prefect can record), not the
-# context object with its locks, store and HTTP client.
-_RUNS: dict[str, tuple[pipeline.RunContext, pipeline.Packer | None]] = {}
-
 
 class DocumentFailed(Exception):
     """A document of this task ended `failed`: the task run ends Failed with the typed error as its
-    message, so the Prefect UI shows red where a document failed. Carries the task's outcomes, so the
-    flow still records every document (a pack's task returns several)."""
+    message, so the Prefect UI shows red where a document failed. Carries the task's result, so the
+    flow still records every document (a batch's task returns several)."""
 
-    def __init__(self, outcomes: list[pipeline.DocumentOutcome]) -> None:
-        self.outcomes = outcomes
-        failed = [o for o in outcomes if o.status == "failed"]
+    def __init__(self, result: pipeline.BatchResult) -> None:
+        self.result = result
+        failed = [o for o in result.outcomes if o.status == "failed"]
         super().__init__("; ".join(f"{Path(o.path).name}: {o.error_type}: {o.message}" for o in failed))
 
-    def __reduce__(self) -> tuple[type[DocumentFailed], tuple[list[pipeline.DocumentOutcome]]]:
-        return (DocumentFailed, (self.outcomes,))
+    def __reduce__(self) -> tuple[type[DocumentFailed], tuple[pipeline.BatchResult]]:
+        return (DocumentFailed, (self.result,))
 
 
-def _finish_task(outcomes: list[pipeline.DocumentOutcome]) -> list[pipeline.DocumentOutcome]:
-    _log_outcomes(outcomes)
-    if any(o.status == "failed" for o in outcomes):
-        raise DocumentFailed(outcomes)
-    return outcomes
+def _load_secret_block(name: str) -> str:
+    from prefect.blocks.system import Secret
+
+    return str(Secret.load(name).get())  # type: ignore[union-attr]
+
+
+def with_secret_block_key(settings: Settings) -> Settings:
+    """KIMI_API_KEY from the environment or `.env`, else from the Prefect Secret block named by
+    KIMIDOCS_PREFECT_SECRET_BLOCK (so a work pool's workers need no key in their environment)."""
+    return with_key_from_secret(settings, _load_secret_block)
+
+
+def worker_settings() -> Settings:
+    """The settings of a flow or task process: the key (maybe from a Secret block), checked."""
+    settings = with_secret_block_key(load_settings())
+    require_backend(settings)
+    return settings
+
+
+# Contexts attached by this process, by run id: a cache any process rebuilds from the run id (the live
+# run is the `runs` row), kept so the documents of a run in one process share one limiter and client.
+_ATTACHED: OrderedDict[str, pipeline.RunContext] = OrderedDict()
+_ATTACHED_LOCK = threading.Lock()
+_ATTACHED_MAX = 4
+
+
+def attached(run_id: str, options: pipeline.RunOptions) -> pipeline.RunContext:
+    """This process's context for run `run_id`, attached on first use."""
+    with _ATTACHED_LOCK:
+        ctx = _ATTACHED.get(run_id)
+        if ctx is None:
+            settings = worker_settings()
+            limiter = limiter_for_run(settings.tier, shared=settings.shared_limits)
+            ctx = pipeline.attach_run(run_id, options, settings, limiter=limiter)
+            _ATTACHED[run_id] = ctx
+            while len(_ATTACHED) > _ATTACHED_MAX:
+                pipeline.detach_run(_ATTACHED.popitem(last=False)[1])
+        _ATTACHED.move_to_end(run_id)
+        return ctx
+
+
+def detach(run_id: str) -> None:
+    """Close this process's context for `run_id`, if it attached one."""
+    with _ATTACHED_LOCK:
+        ctx = _ATTACHED.pop(run_id, None)
+    if ctx is not None:
+        pipeline.detach_run(ctx)
 
 
 @task(name="analyze-document", retries=0, cache_policy=NO_CACHE)
-def analyze_document(run_id: str, found: FoundFile) -> list[pipeline.DocumentOutcome]:
-    """One document end to end (extract, plan, calls, store); Failed when the document failed.
+def analyze_document(
+    run_id: str, options: pipeline.RunOptions, files: list[FoundFile]
+) -> pipeline.BatchResult:
+    """A batch of documents end to end (extract, plan, calls, store); Failed when a document failed.
 
-    With packing on, a small document may wait for its pack (no outcome yet) or fill one, and then
-    the outcomes of every document in that pack come back from this task.
+    One document, or with packing on a pack's worth: packed within the batch, flushed at its end.
+    Runs in any process: what it needs is opened from the run id and the options.
     """
-    return _finish_task(pipeline.analyze_in_folder(*_RUNS[run_id], found))
+    logger = get_run_logger()
+    with kimidocs_logs_to_run(runtime.flow_run.id):
+        logger.info("%d file(s) of run %s in process %d", len(files), run_id, os.getpid())
+        result = pipeline.analyze_batch(attached(run_id, options), files)
+    _log_outcomes(result.outcomes)
+    if any(o.status == "failed" for o in result.outcomes):
+        raise DocumentFailed(result)
+    return result
 
 
-@task(name="send-remaining-packs", retries=0, cache_policy=NO_CACHE)
-def send_remaining_packs(run_id: str) -> list[pipeline.DocumentOutcome]:
-    """The last, partly filled pack, once every document went through `analyze_document`."""
-    _ctx, packer = _RUNS[run_id]
-    return _finish_task(packer.flush() if packer is not None else [])
-
-
-def _outcomes(state_or_future: State | PrefectFuture) -> list[pipeline.DocumentOutcome]:
-    """A document task's outcomes, whether it ended Completed or Failed with `DocumentFailed`; any other
+def _batch_result(state_or_future: State | PrefectFuture) -> pipeline.BatchResult:
+    """A document task's result, whether it ended Completed or Failed with `DocumentFailed`; any other
     failure (a bug, a store error) is raised and fails the flow run."""
     value = state_or_future.result(raise_on_failure=False)
     if isinstance(value, DocumentFailed):
-        return value.outcomes
+        return value.result
     if isinstance(value, BaseException):
         raise value
     return value
 
 
-def _log_outcomes(outcomes: list[pipeline.DocumentOutcome]) -> None:
+def _log_outcomes(outcomes: tuple[pipeline.DocumentOutcome, ...]) -> None:
     logger = get_run_logger()
     for outcome in outcomes:
         if outcome.status == "failed":
@@ -89,69 +136,58 @@ def _log_outcomes(outcomes: list[pipeline.DocumentOutcome]) -> None:
             )
 
 
-def with_secret_block_key(settings: Settings) -> Settings:
-    """KIMI_API_KEY from the environment or `.env`, else from the Prefect Secret block named by
-    KIMIDOCS_PREFECT_SECRET_BLOCK (so a work pool's workers need no key in their environment)."""
-    if settings.api_key_value() or not settings.prefect_secret_block:
-        return settings
-    from prefect.blocks.system import Secret
-    from pydantic import SecretStr
-
-    value = Secret.load(settings.prefect_secret_block).get()
-    return settings.model_copy(update={"kimi_api_key": SecretStr(str(value))})
-
-
-class EmulatorNotAllowed(RuntimeError):
-    """A deployment run without KIMI_API_KEY: fail fast instead of quietly summarising with the emulator."""
-
-
-def require_backend(settings: Settings) -> None:
-    """A worker needs KIMI_API_KEY, unless it is told the emulator is fine.
-
-    The CLI falls back to the emulator on purpose and says so on screen; an unattended worker has no
-    screen, so a forgotten key must stop the run at once instead of filling the DB with emulated rows.
-    Allowed without a key: KIMIDOCS_ALLOW_EMULATOR=1, or KIMI_BASE_URL on loopback (a local emulator).
-    """
-    if settings.api_key_value() or is_loopback_url(settings.kimi_base_url):
-        return
-    if settings.allow_emulator:
-        return
-    raise EmulatorNotAllowed(
-        "KIMI_API_KEY is not set in this worker's environment. Set KIMI_API_KEY (e.g. in the worker's "
-        "environment or the work pool's job variables), or set KIMIDOCS_ALLOW_EMULATOR=1 to run against "
-        "the built-in Kimi emulator (rows are marked backend='emulator')."
-    )
-
-
-def _analyze_all(run_id: str, files: list[FoundFile], limit: int) -> list[pipeline.DocumentOutcome]:
-    """At most `limit` documents in flight, like `run_folder`'s pool, so `concurrency` means the same.
+def _analyze_all(
+    ctx: pipeline.RunContext, files: list[FoundFile], limit: int
+) -> list[pipeline.DocumentOutcome]:
+    """At most `limit` batches in flight, like `run_folder`'s pool, so `concurrency` means the same.
 
     Without this the task runner's 4 threads would start 4 documents even at concurrency 1, and a wrong
-    key would be sent 4 times before the first 401 stops the run.
+    key would be sent 4 times before the first 401 stops the run. A task that stopped the run (a wrong
+    key, no quota: `RunAborted`) stops the flow from starting more.
     """
     slots = threading.BoundedSemaphore(limit)
     futures = []
-    for found in files:
+    skipped: list[pipeline.DocumentOutcome] = []
+
+    def done(future: PrefectFuture) -> None:
+        try:
+            if not ctx.aborted.is_set():
+                for outcome in _batch_result(future).outcomes:
+                    if outcome.error_type == "RunAborted" and outcome.status == "failed":
+                        ctx.abort(outcome.message or "run aborted")
+        except BaseException:  # the flow raises it when it collects this future
+            pass
+        finally:
+            slots.release()
+
+    for batch in pipeline.batches(ctx, files):
         slots.acquire()
-        future = analyze_document.with_options(task_run_name=f"analyze {Path(found.path).name}").submit(
-            run_id, found
+        if ctx.aborted.is_set():
+            skipped += [pipeline.skipped_by_abort(ctx, found) for found in batch]
+            slots.release()
+            continue
+        name = Path(batch[0].path).name + (f" (+{len(batch) - 1} more)" if len(batch) > 1 else "")
+        future = analyze_document.with_options(task_run_name=f"analyze {name}").submit(
+            ctx.run_id, ctx.options, batch
         )
-        future.add_done_callback(lambda _: slots.release())
+        future.add_done_callback(done)
         futures.append(future)
-    batches = [_outcomes(future) for future in futures]
-    if _RUNS[run_id][1] is not None:  # no empty task run when packing is off
-        batches.append(_outcomes(send_remaining_packs(run_id, return_state=True)))
-    return pipeline.in_file_order(files, batches)
+    results = [_batch_result(future) for future in futures]
+    for result in results:
+        ctx.packs.add(result.packs)
+    return pipeline.in_file_order(files, [*(result.outcomes for result in results), skipped])
 
 
-def _observer(event: str, data: dict) -> None:
-    if event == "run_started":
+class _FlowLog(pipeline.QuietObserver):
+    """The run's start in the flow run's log (documents are logged by their tasks)."""
+
+    def run_started(self, info: pipeline.RunStarted) -> None:
         get_run_logger().info(
-            "run %s: backend=%s model=%s db=%s", data["run_id"], data["backend"], data["model"], data["db"]
+            "run %s: backend=%s model=%s db=%s", info.run_id, info.backend, info.model, info.db
         )
 
 
-@flow(name="analyze-folder", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
+@flow(name="analyze-folder", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)  # type: ignore[arg-type]
 def analyze_folder(
     folder: str = "data/inbox",
     profile: str = "summary",
@@ -176,8 +212,7 @@ def analyze_folder(
     if not Path(folder).exists():  # one clear line in the run's state, no engine traceback
         return Failed(message=f"folder does not exist: {folder} (resolved: {Path(folder).resolve()})")
     with kimidocs_logs_to_run(runtime.flow_run.id):
-        settings = with_secret_block_key(load_settings())
-        require_backend(settings)
+        settings = worker_settings()
         # With a Prefect server every worker shares the account's limits through global limits.
         limiter = limiter_for_run(settings.tier, shared=settings.shared_limits)
         if limiter is not None:
@@ -197,17 +232,16 @@ def analyze_folder(
             flow_run_id=str(flow_run_id) if flow_run_id else None,
             pack=pack,
         )
-        ctx = pipeline.open_run(options, settings, observer=_observer, limiter=limiter)
-        _RUNS[ctx.run_id] = (ctx, pipeline.packer_for(ctx))
+        ctx = pipeline.open_run(options, settings, observer=_FlowLog(), limiter=limiter)
         try:
             files = pipeline.list_files(ctx)
             logger.info("found %d files in %s", len(files), folder)
-            outcomes = _analyze_all(ctx.run_id, files, max(1, concurrency))
+            outcomes = _analyze_all(ctx, files, max(1, concurrency))
         except BaseException as err:
             pipeline.abandon_run(ctx, err)
             raise
         finally:
-            _RUNS.pop(ctx.run_id, None)
+            detach(ctx.run_id)  # this process's task context, when a task ran here
         report = pipeline.close_run(ctx, outcomes)
         create_markdown_artifact(
             key="kimidocs-run-report",

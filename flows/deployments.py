@@ -38,14 +38,14 @@ def build_deployments(
         tags=["kimidocs"],
         description=f"Analyse every new or changed document in {folder}, on '{cron}' ({TIMEZONE}).",
     )
-    for schedule in nightly.schedules or []:
+    for schedule in nightly.schedules or []:  # type: ignore[union-attr]
         # to_deployment(cron=...) leaves the timezone to the server's default; pin it like prefect.yaml.
         if getattr(schedule.schedule, "timezone", None) is None:
-            schedule.schedule.timezone = TIMEZONE
+            schedule.schedule.timezone = TIMEZONE  # type: ignore[union-attr]
     adhoc = analyze_folder.to_deployment(
         name=ADHOC,
         parameters=base,
         tags=["kimidocs"],
         description="Analyse a folder on demand: deployment run analyze-folder/adhoc --param folder=...",
     )
-    return [nightly, adhoc]
+    return [nightly, adhoc]  # type: ignore[list-item]

@@ -5,7 +5,7 @@ extraction notes (`extractors`) are logged to plain Python loggers; Prefect ship
 the API unless `PREFECT_LOGGING_EXTRA_LOGGERS` was set before the process started. This attaches Prefect's
 API handler to those loggers for the duration of a flow run, whatever started the process (worker,
 `kimidocs serve`, a test). Records from threads without a Prefect run context (the pipeline's own pools)
-are stamped with the flow run id, so they are not dropped.
+are stamped with the flow run id, so they are not dropped. Tasks in other processes attach their own.
 """
 
 from __future__ import annotations
@@ -38,10 +38,20 @@ class _StampFlowRun(logging.Filter):
         return True
 
 
+def _attached(flow_run_id: UUID | str) -> bool:
+    """Whether this process already sends kimidocs' records to this flow run (the flow does, and its
+    tasks run in its threads): a second handler would send every line twice."""
+    return any(
+        isinstance(f, _StampFlowRun) and f.flow_run_id == str(flow_run_id)
+        for h in logging.getLogger(LOGGERS[0]).handlers
+        for f in h.filters
+    )
+
+
 @contextmanager
 def kimidocs_logs_to_run(flow_run_id: UUID | str | None, level: int = logging.INFO) -> Iterator[None]:
     """While the block runs, INFO and above from kimidocs' loggers also go to the flow run's logs."""
-    if flow_run_id is None:
+    if flow_run_id is None or _attached(flow_run_id):  # a task in the flow's own process: already sent
         yield
         return
     handler = APILogHandler(level=level)

@@ -13,9 +13,12 @@ screen, and every row the run writes carries `backend = 'emulator'`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+from pydantic import SecretStr
 
 from kimidocs.kimi.client import KimiClient, is_loopback
 from kimidocs.kimi.errors import KimiError
@@ -57,20 +60,25 @@ class Backend:
 def open_backend(settings: Settings, *, limiter: Limiter | None = None) -> Backend:
     """A client for the configured service, or an in-process emulator when no key is set."""
     key = settings.api_key_value()
-    common = {
-        "timeout_s": settings.request_timeout_s,
-        "max_retries": settings.max_retries,
-        "limiter": limiter,
-    }
+
+    def client_for(base_url: str, api_key: str) -> KimiClient:
+        return KimiClient(
+            base_url,
+            api_key,
+            timeout_s=settings.request_timeout_s,
+            max_retries=settings.max_retries,
+            limiter=limiter,
+        )
+
     if key:
-        client = KimiClient(settings.kimi_base_url, key, **common)
+        client = client_for(settings.kimi_base_url, key)
         info = _probe(client)
         name = label(settings.kimi_base_url, info)
         return Backend(client, name, settings.kimi_base_url, offered=info.model_ids if info else None)
     from kimidocs.kimi.emulator import EmulatorConfig, run_emulator_in_thread
 
     handle = run_emulator_in_thread(EmulatorConfig())
-    client = KimiClient(handle.base_url, handle.api_key, **common)
+    client = client_for(handle.base_url, handle.api_key)
     info = _probe(client)
     return Backend(client, EMULATOR, handle.base_url, handle, offered=info.model_ids if info else None)
 
@@ -95,3 +103,37 @@ def _probe(client: KimiClient) -> ServerInfo | None:
     except KimiError as err:
         log.debug("GET /models failed (%s): labelling by address, model not checked", err)
         return None
+
+
+# ---------------------------------------------------------------------- the key policy of unattended runs
+
+
+class EmulatorNotAllowed(RuntimeError):
+    """A deployment run without KIMI_API_KEY: fail fast instead of quietly summarising with the emulator."""
+
+
+def require_backend(settings: Settings) -> None:
+    """A worker needs KIMI_API_KEY, unless it is told the emulator is fine.
+
+    The CLI falls back to the emulator on purpose and says so on screen; an unattended worker has no
+    screen, so a forgotten key must stop the run at once instead of filling the DB with emulated rows.
+    Allowed without a key: KIMIDOCS_ALLOW_EMULATOR=1, or KIMI_BASE_URL on loopback (a local emulator).
+    """
+    if settings.api_key_value() or is_loopback_url(settings.kimi_base_url):
+        return
+    if settings.allow_emulator:
+        return
+    raise EmulatorNotAllowed(
+        "KIMI_API_KEY is not set in this worker's environment. Set KIMI_API_KEY (e.g. in the worker's "
+        "environment or the work pool's job variables), or set KIMIDOCS_ALLOW_EMULATOR=1 to run against "
+        "the built-in Kimi emulator (rows are marked backend='emulator')."
+    )
+
+
+def with_key_from_secret(settings: Settings, load_secret: Callable[[str], str]) -> Settings:
+    """KIMI_API_KEY from the environment or `.env`, else `load_secret(KIMIDOCS_PREFECT_SECRET_BLOCK)` (the
+    Prefect shell passes its Secret block loader: a work pool's workers then need no key of their own)."""
+    if settings.api_key_value() or not settings.prefect_secret_block:
+        return settings
+    value = load_secret(settings.prefect_secret_block)
+    return settings.model_copy(update={"kimi_api_key": SecretStr(str(value))})

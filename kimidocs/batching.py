@@ -289,7 +289,8 @@ def parse_batch(data: Mapping[str, Any]) -> Batch:
     batch_id, status = data.get("id"), data.get("status")
     if not isinstance(batch_id, str) or not batch_id or status not in STATUSES:
         raise BatchOutputError(f"not a batch object (id={batch_id!r}, status={status!r})")
-    counts = data.get("request_counts") if isinstance(data.get("request_counts"), dict) else {}
+    raw_counts = data.get("request_counts")
+    counts: dict[str, Any] = raw_counts if isinstance(raw_counts, dict) else {}
     raw_errors = data.get("errors")
     items = raw_errors.get("data") if isinstance(raw_errors, dict) else raw_errors
     errors = tuple(
@@ -302,7 +303,8 @@ def parse_batch(data: Mapping[str, Any]) -> Batch:
         for e in (items if isinstance(items, list) else [])
         if isinstance(e, dict)
     )
-    metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    raw_metadata = data.get("metadata")
+    metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
     times = {
         name: _opt_int(data.get(name))
         for name in (

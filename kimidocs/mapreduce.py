@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from kimidocs import tokens
 from kimidocs.models import ModelInfo
-from kimidocs.planning import PARTIAL_OVERHEAD_TOKENS, SINGLE, Chunk, Plan, plan_reduce, split_chunk
+from kimidocs.planning import PARTIAL_OVERHEAD_TOKENS, SINGLE_CALL, Chunk, Plan, plan_reduce, split_chunk
 from kimidocs.requests import ChatRequest, ImageData, Partial, chunk_request, reduce_request
 from kimidocs.results import (
     OutputInvalid,
@@ -246,7 +246,7 @@ class _Runner:
             step = _Level(level, len(groups) == 1, partials, rendered)
             partials = fan_out(
                 groups,
-                lambda g, step=step: self._reduce_group(step, g, notes),
+                lambda g, step=step: self._reduce_group(step, g, notes),  # type: ignore[misc]
                 self.concurrency,
                 first_alone=False,
             )
@@ -363,7 +363,7 @@ def run_plan(
     runner = _Runner(
         plan, profile, model, call, concurrency, _images(document), _page_texts(plan, document), counter
     )
-    single = plan.strategy == SINGLE
+    single = plan.strategy == SINGLE_CALL
     reads: list[_Read] = fan_out(list(plan.chunks), lambda c: runner.read(c, single), concurrency)
     partials = [p for r in reads for p in r.partials]
     failed = tuple(f for r in reads for f in r.failed)

@@ -21,6 +21,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 from kimidocs import tokens
@@ -43,8 +44,16 @@ REPAIR_ERROR_TOKENS = 120
 MIN_CHUNK_TOKENS = 256
 MIN_PARTIAL_OUTPUT_TOKENS = 256
 
-SINGLE = "single"
-MAP_REDUCE = "map_reduce"
+
+class Strategy(StrEnum):
+    """How a document is read: in one call, or map-reduce (chunks, then reduce levels)."""
+
+    SINGLE_CALL = "single"
+    MAP_REDUCE = "map_reduce"
+
+
+SINGLE_CALL = Strategy.SINGLE_CALL
+MAP_REDUCE = Strategy.MAP_REDUCE
 
 
 class PlanningError(ValueError):
@@ -209,7 +218,7 @@ class Plan:
     pages are in `skipped_pages` with the reason.
     """
 
-    strategy: str  # "single" | "map_reduce"
+    strategy: Strategy
     chunks: tuple[Chunk, ...]
     reduce_levels: int
     calls: int
@@ -319,7 +328,10 @@ def _flush(group: list[str], limit: int, counter: Counter) -> list[tuple[str, in
 
 
 def iter_pieces(
-    pages: Iterable[PageTokens], limit: int, counter: Counter = tokens.count, skipped: list | None = None
+    pages: Iterable[PageTokens],
+    limit: int,
+    counter: Counter = tokens.count,
+    skipped: list[SkippedPage] | None = None,
 ) -> Iterator[Piece]:
     """Pieces of at most `limit` rendered tokens, in page order. Unreadable pages go to `skipped`."""
     for page in pages:
@@ -369,23 +381,22 @@ def plan_document(pages: Sequence[PageTokens], budget: Budget, counter: Counter 
     pages_total = len(pages)
     read = pages_total - len(skipped)
     text_tokens = sum(p.tokens for p in pages if p.unreadable is None)
-    common = {
-        "coverage": read / pages_total,
-        "pages_total": pages_total,
-        "tokens_est": text_tokens,
-        "budget": budget,
-        "skipped_pages": tuple(skipped),
-    }
-    if len(chunks) == 1:
-        return Plan(SINGLE, chunks, reduce_levels=0, calls=1, **common)
-    groups = estimate_reduce(len(chunks), budget)
+    strategy, reduce_levels, calls, reduce_groups = SINGLE_CALL, 0, 1, tuple[int, ...]()
+    if len(chunks) > 1:
+        groups = estimate_reduce(len(chunks), budget)
+        strategy, reduce_levels, calls = MAP_REDUCE, len(groups), len(chunks) + sum(groups)
+        reduce_groups = tuple(groups)
     return Plan(
-        MAP_REDUCE,
+        strategy,
         chunks,
-        reduce_levels=len(groups),
-        calls=len(chunks) + sum(groups),
-        reduce_groups=tuple(groups),
-        **common,
+        reduce_levels=reduce_levels,
+        calls=calls,
+        coverage=read / pages_total,
+        pages_total=pages_total,
+        tokens_est=text_tokens,
+        budget=budget,
+        skipped_pages=tuple(skipped),
+        reduce_groups=reduce_groups,
     )
 
 

@@ -5,8 +5,60 @@ Only pydantic models (see `results.py`) hold untrusted model output; everything 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from enum import StrEnum
+
+
+class Stage(StrEnum):
+    """What a chat call does (`calls.stage`)."""
+
+    SINGLE = "single"  # the whole document in one call
+    MAP = "map"  # one chunk of a map-reduce plan
+    REDUCE = "reduce"  # partial results combined
+    REPAIR = "repair"  # the one retry that shows the model its invalid answer
+    PACK = "pack"  # several small documents in one call
+
+
+class CallStatus(StrEnum):
+    """How a call ended (`calls.status`)."""
+
+    OK = "ok"
+    ERROR = "error"  # no answer (HTTP or network error)
+    UNUSABLE = "unusable"  # answered, but not usable: never reused
+
+
+class DocumentStatus(StrEnum):
+    """How one file ended in a run (`DocumentOutcome.status`)."""
+
+    OK = "ok"
+    UNCHANGED = "unchanged"  # already analysed with the same work key: nothing paid
+    FAILED = "failed"
+    SKIPPED = "skipped"  # not analysed: budget reached, run stopped, not a regular file
+    PLANNED = "planned"  # a dry run's plan and estimate
+
+
+class RunStatus(StrEnum):
+    """How a run ended (`runs.status`)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"  # ended by an exception
+    STOPPED = "stopped"  # a problem every document would have had (wrong key, no quota)
+    DRY_RUN = "dry_run"
+    CRASHED = "crashed"  # its process died before it finished
+
+
+class FailureStage(StrEnum):
+    """Where a file's failure happened (`failures.stage`)."""
+
+    DISCOVER = "discover"
+    EXTRACT = "extract"
+    PLAN = "plan"
+    CALL = "call"
+    VALIDATE = "validate"
+    STORE = "store"
+    PIPELINE = "pipeline"  # an unexpected error (a bug, an unforeseen file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +85,7 @@ class CallRecord:
     call_id: str
     run_id: str
     doc_id: str | None
-    stage: str  # single | map | reduce | repair | pack
+    stage: Stage
     request_key: str
     model: str
     backend: str  # "kimi" | "emulator"
@@ -47,7 +99,7 @@ class CallRecord:
     attempts: int = 1
     finish_reason: str | None = None
     http_status: int | None = None
-    status: str = "ok"  # ok | error | unusable (answered, but not usable: never reused)
+    status: CallStatus = CallStatus.OK
     error: str | None = None
     response: str | None = None
     started_at: datetime | None = None
@@ -73,7 +125,7 @@ class RunRecord:
 class RunTotals:
     """What a run did, written when it ends."""
 
-    status: str  # completed | failed | stopped | dry_run
+    status: RunStatus
     documents_ok: int = 0
     documents_skipped: int = 0
     documents_failed: int = 0
@@ -101,8 +153,39 @@ class FailureRecord:
 
     run_id: str
     path: str
-    stage: str  # discover | extract | plan | call | validate | store
+    stage: FailureStage
     error_type: str
     message: str
     doc_id: str | None = None
     at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallTotals:
+    """What a document's calls (or its share of a pack's) cost: calls, tokens, dollars."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def plus(self, usage: Usage, cost_usd: float) -> CallTotals:
+        """These totals and one more call."""
+        return replace(
+            self,
+            calls=self.calls + 1,
+            prompt_tokens=self.prompt_tokens + usage.prompt_tokens,
+            cached_tokens=self.cached_tokens + usage.cached_tokens,
+            completion_tokens=self.completion_tokens + usage.completion_tokens,
+            cost_usd=self.cost_usd + cost_usd,
+        )
+
+    def __add__(self, other: CallTotals) -> CallTotals:
+        return CallTotals(
+            self.calls + other.calls,
+            self.prompt_tokens + other.prompt_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cost_usd + other.cost_usd,
+        )

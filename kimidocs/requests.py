@@ -33,13 +33,12 @@ from kimidocs.planning import (
     Chunk,
     Piece,
 )
+from kimidocs.records import Stage
 from prompts import Profile
 
 Counter = Callable[[str], int]
 # An image as (mime type, bytes); scanned pages are sent as image_url parts beside their page marker.
 ImageData = tuple[str, bytes]
-
-SINGLE, MAP, REDUCE, REPAIR, PACK = "single", "map", "reduce", "repair", "pack"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +59,7 @@ class ChatRequest:
     body: Mapping[str, Any] = field(hash=False, compare=False)
     request_key: str
     prompt_tokens_est: int
-    stage: str
+    stage: Stage
     chunk_index: int | None = None
     level: int | None = None
     prefix_key: str = ""
@@ -165,7 +164,7 @@ def build_request(
     content: str | list[dict[str, Any]],
     task: str,
     *,
-    stage: str,
+    stage: Stage,
     max_tokens: int,
     content_tokens: int,
     chunk_index: int | None = None,
@@ -239,7 +238,7 @@ def chunk_request(
         model,
         document_content(chunk.pieces, images),
         task,
-        stage=SINGLE if single else MAP,
+        stage=Stage.SINGLE if single else Stage.MAP,
         max_tokens=budget.max_output_tokens if single else budget.partial_output_tokens,
         content_tokens=chunk.tokens_est,
         chunk_index=chunk.index,
@@ -295,7 +294,7 @@ def reduce_request(
         model,
         render_partials(partials),
         task,
-        stage=REDUCE,
+        stage=Stage.REDUCE,
         max_tokens=budget.max_output_tokens if final else budget.partial_output_tokens,
         content_tokens=sum(p.cost for p in partials),
         chunk_index=index,
@@ -339,14 +338,14 @@ def pack_request(
         model,
         content,
         task,
-        stage=PACK,
+        stage=Stage.PACK,
         max_tokens=max_tokens or budget.max_output_tokens,
         content_tokens=sum(d.cost for d in documents),
     )
 
 
 def followup_request(
-    original: ChatRequest, extra_messages: Sequence[dict[str, Any]], extra_tokens: int, *, stage: str
+    original: ChatRequest, extra_messages: Sequence[dict[str, Any]], extra_tokens: int, *, stage: Stage
 ) -> ChatRequest:
     """`original` with messages appended after the task (same prefix, same max_tokens)."""
     body = dict(original.body)
@@ -366,12 +365,7 @@ def followup_request(
 
 __all__ = [
     "IMAGE_TOKENS_EST",
-    "MAP",
-    "PACK",
     "PAGE_OVERHEAD_TOKENS",
-    "REDUCE",
-    "REPAIR",
-    "SINGLE",
     "ChatRequest",
     "PackedDocument",
     "Partial",

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kimidocs import markup, tokens
 from kimidocs.planning import REPAIR_ERROR_TOKENS, REPAIR_RAW_TOKENS
-from kimidocs.requests import PACK, REPAIR, ChatRequest, followup_request
+from kimidocs.records import Stage
+from kimidocs.requests import ChatRequest, followup_request
 from prompts import Profile, available_profiles, load_profile
 
 
@@ -133,8 +134,8 @@ def parse_packed(content: str, doc_ids: Sequence[str]) -> dict[str, Summary | Ou
         return dict.fromkeys(doc_ids, err)
     docs = obj.get("documents")
     if not isinstance(docs, dict):
-        err = OutputInvalid('expected {"documents": {"ID": {...}}}', content)
-        return dict.fromkeys(doc_ids, err)
+        shape = OutputInvalid('expected {"documents": {"ID": {...}}}', content)
+        return dict.fromkeys(doc_ids, shape)
     out: dict[str, Summary | OutputInvalid] = {}
     for doc_id in doc_ids:
         item = docs.get(doc_id)
@@ -170,14 +171,14 @@ def check_packed_part(
     return part
 
 
-def unusable_reason(stage: str, content: str | None, finish_reason: str | None) -> str | None:
+def unusable_reason(stage: Stage | str, content: str | None, finish_reason: str | None) -> str | None:
     """Why an answer can never be a result (cut at max_tokens, no valid JSON of the stage's shape),
     or None when it can. Such a call is logged `unusable`: billed, but never reused by request key,
     so a rerun after the fault is gone asks again instead of failing the same way."""
     if finish_reason == "length":
         return "output cut at max_tokens (finish_reason=length)"
     try:
-        if stage != PACK:
+        if stage != Stage.PACK:
             parse_summary(content or "")
             return None
         docs = extract_json_object(content or "").get("documents")
@@ -208,7 +209,7 @@ def repair_request(
     text = profile.task("repair", error=_truncate_tokens(error, REPAIR_ERROR_TOKENS))
     extra = [{"role": "assistant", "content": excerpt}, {"role": "user", "content": text}]
     extra_tokens = tokens.count(excerpt) + tokens.count(text) + 2 * tokens.MESSAGE_OVERHEAD
-    return followup_request(original, extra, extra_tokens, stage=REPAIR)
+    return followup_request(original, extra, extra_tokens, stage=Stage.REPAIR)
 
 
 def _profile_of(request: ChatRequest) -> Profile:

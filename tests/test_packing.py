@@ -218,6 +218,33 @@ def test_one_bad_part_is_read_again_alone(tmp_path: Path, tier0) -> None:
     assert _rows(db, "SELECT calls FROM runs ORDER BY started_at DESC LIMIT 1")[0][0] == 1
 
 
+def test_an_unexpected_error_on_one_packed_file_is_recorded_and_the_batch_goes_on(
+    tmp_path: Path, tier0, monkeypatch
+) -> None:
+    """Issue 11.1: a bug on one file (here a RuntimeError out of its extraction) with packing on fails
+    that file, stage `pipeline`, as `analyze_file` would; the others are packed and stored, the run
+    completes."""
+    import extractors
+
+    real = extractors.extract
+
+    def extract(path, **kwargs):
+        if str(path).endswith("note-3.txt"):
+            raise RuntimeError("injected")
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(extractors, "extract", extract)
+    folder, db = _small_docs(tmp_path / "in"), tmp_path / "k.duckdb"
+    report = _run(folder, db, tier0, pack=True)
+    bad = next(o for o in report.outcomes if o.path.endswith("note-3.txt"))
+    assert (bad.status, bad.error_type) == ("failed", "RuntimeError") and "injected" in (bad.message or "")
+    assert report.count("ok") == 5 and report.status == "completed"
+    assert _rows(db, "SELECT stage, error_type FROM failures") == [("pipeline", "RuntimeError")]
+    assert _rows(db, "SELECT status, documents_ok, documents_failed FROM runs") == [("completed", 5, 1)]
+    assert _rows(db, "SELECT count(*) FROM summaries")[0][0] == 5
+    assert {e["answer_kind"] for e in tier0.requests("/chat/completions")} == {"packed"}
+
+
 @pytest.mark.prefect_server
 def test_prefect_flow_packs_like_run_folder(tmp_path: Path, make_emulator, prefect_api, monkeypatch) -> None:
     """The deployments' flow packs too (a Tier0 nightly run would otherwise take a request per document):

@@ -14,7 +14,7 @@ from kimidocs.models import get_model
 from kimidocs.planning import (
     MAP_REDUCE,
     PAGE_OVERHEAD_TOKENS,
-    SINGLE,
+    SINGLE_CALL,
     PageTokens,
     PlanningError,
     budget_for,
@@ -73,7 +73,7 @@ def test_window_too_small_is_a_clear_error() -> None:
 def test_short_document_is_one_call_on_kimi_k25(corpus: Path) -> None:
     pages = _page_tokens(corpus / "pdf/multi_page.pdf")
     plan = plan_document(pages, budget_for(get_model("kimi-k2.5"), PROFILE))
-    assert plan.strategy == SINGLE
+    assert plan.strategy == SINGLE_CALL
     assert (len(plan.chunks), plan.calls, plan.reduce_levels, plan.coverage) == (1, 1, 0, 1.0)
     assert plan.chunks[0].pages == (1, 2, 3, 4, 5)
     assert plan.tokens_est == sum(p.tokens for p in pages)
@@ -91,7 +91,7 @@ def test_handbook_on_8k_window_is_many_chunks_and_several_reduce_levels(handbook
 
 def test_handbook_fits_one_call_on_kimi_k25(handbook: list[PageTokens]) -> None:
     plan = plan_document(handbook, budget_for(get_model("kimi-k2.5"), PROFILE))
-    assert plan.strategy == SINGLE and plan.calls == 1
+    assert plan.strategy == SINGLE_CALL and plan.calls == 1
     assert plan.chunks[0].tokens_est == plan.tokens_est + PAGE_OVERHEAD_TOKENS * len(handbook)
 
 
@@ -104,7 +104,7 @@ def test_art_of_public_speaking_near_the_256k_window(corpus: Path) -> None:
     rendered = plan.tokens_est + PAGE_OVERHEAD_TOKENS * len(pages)
     assert plan.tokens_est > 200_000
     if rendered <= budget.chunk_tokens:
-        assert plan.strategy == SINGLE
+        assert plan.strategy == SINGLE_CALL
     else:  # over the budget by less than a window: two chunks and one reduce
         assert plan.strategy == MAP_REDUCE
         assert (len(plan.chunks), plan.reduce_levels, plan.calls) == (2, 1, 3)
@@ -208,3 +208,15 @@ def test_scanned_pages_are_images_for_multimodal_models_and_skipped_otherwise(co
     assert pages[0].unreadable == "no text layer and kimi-k2-0905-preview reads no images"
     with pytest.raises(PlanningError, match="nothing to read"):
         plan_document(pages, budget_for(text_only, PROFILE))
+
+
+def test_plan_refuses_what_analyze_refuses(corpus: Path) -> None:
+    """Issue 11.1: `kimidocs plan` prepares a file as `analyze` does (limits, quality gate, count, plan):
+    jo.pdf, refused by the run with LowTextQuality, is not priced by `plan` either."""
+    from typer.testing import CliRunner
+
+    from kimidocs.cli import app
+
+    refused = CliRunner().invoke(app, ["plan", str(corpus / "pdf/jo.pdf")])
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("error: LowTextQuality: ") and refused.stderr.count("\n") == 1

@@ -22,7 +22,8 @@ from kimidocs.profiles import (
     views_of,
 )
 from kimidocs.profiles.prompt import templates
-from kimidocs.requests import SINGLE, build_request
+from kimidocs.records import Stage
+from kimidocs.requests import build_request
 from prompts import PROFILES_DIR, available_profiles, load_profile
 
 MINI = """
@@ -174,7 +175,7 @@ def test_tasks_share_the_system_message_and_document_prefix() -> None:
                 model,
                 '<page number="1">\nx\n</page>',
                 text,
-                stage=SINGLE,
+                stage=Stage.SINGLE,
                 max_tokens=99,
                 content_tokens=5,
             )

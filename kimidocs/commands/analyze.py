@@ -16,10 +16,11 @@ from rich.table import Table
 from kimidocs import pipeline
 from kimidocs.discover import FolderError
 from kimidocs.paths import shown
+from kimidocs.records import Stage, Usage
 from kimidocs.settings import load_settings
 
 
-class _Screen:
+class _Screen(pipeline.QuietObserver):
     """Rich progress bars fed by the pipeline's events (documents, calls, tokens, dollars)."""
 
     def __init__(self, console: Console, quiet: bool) -> None:
@@ -42,45 +43,51 @@ class _Screen:
         self.prompt = self.cached = 0
         self.cost = 0.0
 
-    def __call__(self, event: str, data: dict) -> None:
+    def run_waiting(self, message: str) -> None:
+        with self.lock:  # said even with --quiet: a cron log should show why a run idled
+            Console(stderr=True).print(f"[yellow]{message}[/yellow]", soft_wrap=True, highlight=False)
+
+    def run_started(self, info: pipeline.RunStarted) -> None:
+        if self.quiet:
+            return
         with self.lock:
-            if event == "run_waiting":  # said even with --quiet: a cron log should show why a run idled
-                Console(stderr=True).print(
-                    f"[yellow]{data['message']}[/yellow]", soft_wrap=True, highlight=False
+            if info.emulated_here:
+                self.console.print(
+                    "[yellow]No KIMI_API_KEY set: running against the local Kimi emulator. "
+                    "Results are emulated and marked backend='emulator' in the database.[/yellow]"
                 )
-            elif event == "run_started" and not self.quiet:
-                if data.get("emulated_here"):
-                    self.console.print(
-                        "[yellow]No KIMI_API_KEY set: running against the local Kimi emulator. "
-                        "Results are emulated and marked backend='emulator' in the database.[/yellow]"
-                    )
-                elif data["backend"] == "emulator":
-                    self.console.print(
-                        f"[yellow]{data['base_url']} is a kimidocs emulator: results are emulated and "
-                        "marked backend='emulator' in the database.[/yellow]"
-                    )
-                elif data["backend"] != "kimi":
-                    self.console.print(
-                        f"[yellow]{data['base_url']} is not Kimi but an OpenAI-compatible server: rows are "
-                        f"marked backend='{data['backend']}'.[/yellow]"
-                    )
-                self.console.print(f"model [bold]{data['model']}[/bold], database [bold]{data['db']}[/bold]")
-            elif event == "files_found":
-                self.progress.update(self.docs, total=data["count"])
-            elif event == "document_finished":
-                o: pipeline.DocumentOutcome = data["outcome"]
-                self.progress.update(self.docs, advance=1, info=f"{shown(Path(o.path).name)}: {o.status}")
-            elif event == "call_finished":
-                usage = data["usage"]
-                self.n_calls += 1
-                self.prompt += usage.prompt_tokens
-                self.cached += usage.cached_tokens
-                self.cost += data["cost_usd"]
-                self.progress.update(
-                    self.calls,
-                    completed=self.n_calls,
-                    info=f"{self.prompt:,} tokens in ({self.cached:,} cached), ${self.cost:.4f}",
+            elif info.backend == "emulator":
+                self.console.print(
+                    f"[yellow]{info.base_url} is a kimidocs emulator: results are emulated and "
+                    "marked backend='emulator' in the database.[/yellow]"
                 )
+            elif info.backend != "kimi":
+                self.console.print(
+                    f"[yellow]{info.base_url} is not Kimi but an OpenAI-compatible server: rows are "
+                    f"marked backend='{info.backend}'.[/yellow]"
+                )
+            self.console.print(f"model [bold]{info.model}[/bold], database [bold]{info.db}[/bold]")
+
+    def files_found(self, count: int) -> None:
+        with self.lock:
+            self.progress.update(self.docs, total=count)
+
+    def document_finished(self, outcome: pipeline.DocumentOutcome) -> None:
+        with self.lock:
+            name = shown(Path(outcome.path).name)
+            self.progress.update(self.docs, advance=1, info=f"{name}: {outcome.status}")
+
+    def call_finished(self, usage: Usage, cost_usd: float, stage: Stage) -> None:
+        with self.lock:
+            self.n_calls += 1
+            self.prompt += usage.prompt_tokens
+            self.cached += usage.cached_tokens
+            self.cost += cost_usd
+            self.progress.update(
+                self.calls,
+                completed=self.n_calls,
+                info=f"{self.prompt:,} tokens in ({self.cached:,} cached), ${self.cost:.4f}",
+            )
 
 
 def _reason(o: pipeline.DocumentOutcome) -> str:

@@ -21,9 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 import extractors
 from extractors import Document, ExtractionError, Limits
+from kimidocs.analysis import extraction_limits
 from kimidocs.commands.analyze import plural
 from kimidocs.paths import shown
-from kimidocs.pipeline import extraction_limits
 from kimidocs.settings import load_settings
 
 FileProgress = Callable[[str, int, int], None]

@@ -17,11 +17,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-import extractors
 from extractors import ExtractionError
-from kimidocs.costs import estimate_plan_cost, lower_bound
+from kimidocs.analysis import LowTextQuality, prepare_file
+from kimidocs.costs import lower_bound
 from kimidocs.models import ModelInfo, UnknownModel, get_model
-from kimidocs.planning import Plan, PlanningError, budget_for, page_tokens_of, plan_document
+from kimidocs.planning import Plan, PlanningError
+from kimidocs.settings import load_settings
 from prompts import ProfileError, load_profile
 
 
@@ -90,21 +91,22 @@ def register(app: typer.Typer) -> None:
         profile: Annotated[str, typer.Option("--profile", "-p", help="Prompt profile.")] = "summary",
         as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON object.")] = False,
     ) -> None:
-        """Plan FILE for a model (chunks, reduce levels, calls, estimated cost) without calling anything."""
-        try:
-            if model is None:
-                from kimidocs.settings import load_settings
+        """Plan FILE for a model (chunks, reduce levels, calls, estimated cost) without calling anything.
 
-                model = load_settings().kimi_model
-            info = get_model(model)
+        The same preparation as `kimidocs analyze` (limits, quality gate, count, plan): a file that
+        `analyze` refuses is refused here, with the same typed error.
+        """
+        try:
+            settings = load_settings()
+            info = get_model(model or settings.kimi_model)
             prof = load_profile(profile)
-            doc = extractors.extract(file, keep_images=info.images)
-            plan = plan_document(page_tokens_of(doc, info), budget_for(info, prof))
-        except (ExtractionError, PlanningError, UnknownModel, ProfileError) as exc:
-            typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            prepared = prepare_file(file, settings, info, prof)
+        except (ExtractionError, LowTextQuality, PlanningError, UnknownModel, ProfileError) as exc:
+            name = getattr(exc, "error_type", None) or type(exc).__name__
+            typer.echo(f"error: {name}: {exc}", err=True)
             raise typer.Exit(1) from None
-        estimate = estimate_plan_cost(plan, prof, info)
-        rec = plan_record(str(file), info, plan, estimate.usd)
+        plan = prepared.plan
+        rec = plan_record(str(file), info, plan, prepared.cost_usd_est)
         if as_json:
             typer.echo(json.dumps(rec))
             return

@@ -32,7 +32,8 @@ from kimidocs.profiles import (
 from kimidocs.profiles.catalog import DECLARATION, USER_DEFAULT
 from kimidocs.profiles.declaration import parse_profile
 from kimidocs.profiles.starter import starter_profile
-from kimidocs.requests import SINGLE, build_request
+from kimidocs.records import Stage
+from kimidocs.requests import build_request
 from kimidocs.settings import ConfigError, load_settings
 
 SAMPLE_PAGES = {
@@ -167,7 +168,7 @@ def register(app: typer.Typer) -> None:
             info,
             content,
             text,
-            stage=SINGLE,
+            stage=Stage.SINGLE,
             max_tokens=first.max_output_tokens,
             content_tokens=tokens.count(content),
         )

@@ -1,13 +1,30 @@
 """`kimidocs serve`: both deployments (nightly + adhoc) from one long-running process, no work pool.
 
-Imports `flows` (and so Prefect) only when the command runs, so the rest of the CLI starts fast.
+The core never imports the Prefect shell: this command replaces itself with `python -m flows.serve`
+(same options), so the rest of the CLI starts fast and the process that serves is Prefect's own.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated
 
 import typer
+
+
+def serve_argv(
+    folder: str, cron: str, profile: str, db: str | None, limit: int | None, setup_only: bool
+) -> list[str]:
+    """The command line of the Prefect shell's `serve` for these options."""
+    argv = [sys.executable, "-m", "flows.serve", "--folder", folder, "--cron", cron, "--profile", profile]
+    if db is not None:
+        argv += ["--db", db]
+    if limit is not None:
+        argv += ["--limit", str(limit)]
+    if setup_only:
+        argv.append("--setup-only")
+    return argv
 
 
 def serve(
@@ -26,41 +43,10 @@ def serve(
     ] = False,
 ) -> None:
     """Serve analyze-folder/nightly and analyze-folder/adhoc until stopped (SIGTERM pauses the schedule)."""
-    from flows.analyze import EmulatorNotAllowed, require_backend
-    from flows.deployments import build_deployments
-    from flows.limits import ensure_limits, prefect_server_configured
-    from flows.serve import ensure_zombie_automation, serve_deployments
-    from kimidocs.kimi.limits import RateLimits
-    from kimidocs.settings import load_settings
-
-    settings = load_settings()
-    try:
-        if not setup_only:  # the processes that run flows need the key; setting up the server does not
-            require_backend(settings)
-    except EmulatorNotAllowed as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    if prefect_server_configured():
-        created = ensure_limits(RateLimits.for_tier(settings.tier))
-        if created:
-            typer.echo(f"created Prefect limits for {settings.tier}: {', '.join(created)}")
-        if ensure_zombie_automation():
-            typer.echo("created the automation that marks flow runs Crashed when their heartbeats stop")
-    elif setup_only:
-        typer.echo("error: --setup-only needs a Prefect server: set PREFECT_API_URL", err=True)
-        raise typer.Exit(2)
-    else:
-        typer.echo(
-            "warning: PREFECT_API_URL is not set: serving against a temporary Prefect server that lives only "
-            "as long as this process (no UI, no shared limits). Start `prefect server start` and set "
-            "PREFECT_API_URL=http://127.0.0.1:4200/api for schedules you can watch.",
-            err=True,
-        )
-    if setup_only:
-        return
-    parameters = {"profile": profile, **({"db": db} if db else {})}
-    deployments = build_deployments(folder=folder, cron=cron, parameters=parameters)
-    serve_deployments(deployments, limit=limit)
+    argv = serve_argv(folder, cron, profile, db, limit, setup_only)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)  # signals (SIGTERM from a service manager) then reach the server directly
 
 
 def register(app: typer.Typer) -> None:

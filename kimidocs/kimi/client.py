@@ -467,7 +467,7 @@ class KimiClient:
         except KimiError:
             return ()
         models = data.get("data") if isinstance(data.get("data"), list) else []
-        return tuple(sorted(str(m.get("id")) for m in models if isinstance(m, dict) and m.get("id")))
+        return tuple(sorted(str(m.get("id")) for m in models if isinstance(m, dict) and m.get("id")))  # type: ignore[union-attr]
 
 
 def _request_id(response: httpx.Response) -> str | None:

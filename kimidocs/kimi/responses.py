@@ -93,10 +93,10 @@ def parse_completion(payload: dict[str, Any]) -> ParsedAnswer:
     choices = payload.get("choices")
     first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = first.get("message") if isinstance(first.get("message"), dict) else {}
-    tool_calls = message.get("tool_calls") or ()
+    tool_calls = message.get("tool_calls") or ()  # type: ignore[union-attr]
     return ParsedAnswer(
-        content=message.get("content") or "",
-        reasoning_content=message.get("reasoning_content") or "",
+        content=message.get("content") or "",  # type: ignore[union-attr]
+        reasoning_content=message.get("reasoning_content") or "",  # type: ignore[union-attr]
         finish_reason=first.get("finish_reason"),
         usage=parse_usage(payload),
         tool_calls=tuple(tc for tc in tool_calls if isinstance(tc, dict)),
@@ -134,12 +134,12 @@ class StreamAccumulator:
                 continue
             delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
             for key, sink in (("reasoning_content", self.reasoning), ("content", self.content)):
-                piece = delta.get(key)
+                piece = delta.get(key)  # type: ignore[union-attr]
                 if isinstance(piece, str) and piece:
                     first_token = first_token or self.chars == 0
                     sink.append(piece)
                     self.chars += len(piece)
-            for fragment in delta.get("tool_calls") or ():
+            for fragment in delta.get("tool_calls") or ():  # type: ignore[union-attr]
                 self._add_tool_fragment(fragment)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]

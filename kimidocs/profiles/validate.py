@@ -188,7 +188,7 @@ def answer_model(task: TaskSpec, *, partial: bool = False, prefix: str = "") -> 
 def _field_type(field: FieldSpec, owner: str) -> Any:
     name = owner + _camel(field.name)
     if field.is_list:
-        return Annotated[list[_item_type(field, name)], BeforeValidator(_to_list)]
+        return Annotated[list[_item_type(field, name)], BeforeValidator(_to_list)]  # type: ignore[misc]
     if field.cite:
         wrap = _money if field.type == "money" else _wrap
         return Annotated[_cited_model(field, name) | None, BeforeValidator(wrap)]
@@ -202,7 +202,7 @@ def _item_type(field: FieldSpec, name: str) -> Any:
             if f.is_list:
                 assert f.items is not None
                 members[f.name] = (
-                    Annotated[list[_non_null(_scalar_type(f.items))], BeforeValidator(_to_list)],
+                    Annotated[list[_non_null(_scalar_type(f.items))], BeforeValidator(_to_list)],  # type: ignore[misc]
                     Field(default_factory=list),
                 )
             elif f.required:  # an item without it is no item, in a partial too (as Summary's points)

@@ -58,14 +58,14 @@ def summary_columns(row: SummaryRow) -> SummaryColumns:
         )
     amounts = []
     for i, a in enumerate(s.amounts):
-        parsed = parse_amount(a.value, a.currency)
+        parsed = parse_amount(a.value, a.currency)  # type: ignore[assignment]
         if parsed.value is None:
             warnings.append(f"amounts[{i}]: cannot read {str(a.value)[:80]!r} as a number")
         amounts.append(
             {
                 "value": parsed.value,
                 "value_text": clean_text(str(a.value)),
-                "currency": clean_text(parsed.currency),
+                "currency": clean_text(parsed.currency),  # type: ignore[attr-defined]
                 "what": clean_text(a.what),
                 "pages": _pages(a.pages, f"amounts[{i}]", warnings),
             }

@@ -331,7 +331,7 @@ def json_answer(
         "page_count": len(numbers),
     }
     if schema is not None and not is_summary_schema(schema):
-        return Answer(_dump(fill_schema(schema, facts_of(pages, user_text))), "schema", **span)
+        return Answer(_dump(fill_schema(schema, facts_of(pages, user_text))), "schema", **span)  # type: ignore[arg-type]
     if documents:
         parsed = [
             (doc_id, extract.parse_pages(body) or [extract.Page(1, markup.unescape(body))])
@@ -343,7 +343,7 @@ def json_answer(
         def packed(size: Size) -> str:
             return _dump({"documents": {doc_id: render(size) for doc_id, render in renders.items()}})
 
-        return Answer(fit(packed, MAP_SIZES, budget), "packed", **span)
+        return Answer(fit(packed, MAP_SIZES, budget), "packed", **span)  # type: ignore[arg-type]
     partials = extract.parse_partials(user_text)
     if partials:
         first, last = min(a for a, _, _ in partials), max(b for _, b, _ in partials)
@@ -361,7 +361,7 @@ def json_answer(
 
         return Answer(fit(plain, MAP_SIZES, budget), "summary")
     render = summarizer(pages)
-    return Answer(fit(lambda size: _dump(render(size)), MAP_SIZES, budget), "summary", **span)
+    return Answer(fit(lambda size: _dump(render(size)), MAP_SIZES, budget), "summary", **span)  # type: ignore[arg-type]
 
 
 def text_answer(user_text: str, last_user: str) -> Answer:

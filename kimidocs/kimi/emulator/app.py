@@ -435,7 +435,7 @@ class Emulator:
         messages = body.messages if isinstance(body, ChatBody) else body.get("messages")
         tools = body.tools if isinstance(body, ChatBody) else body.get("tools")
         return parse_prompt(
-            messages,
+            messages,  # type: ignore[arg-type]
             tools,
             token_ratio=cfg.token_ratio,
             image_tokens=cfg.image_tokens,
@@ -464,10 +464,10 @@ class Emulator:
         wants_tool = body.tools and body.tool_choice != "none" and last.get("role") != "tool"
         fmt = body.response_format or {}
         if wants_tool:
-            tool = body.tools[0]
+            tool = body.tools[0]  # type: ignore[index]
             if isinstance(body.tool_choice, dict):
                 name = (body.tool_choice.get("function") or {}).get("name")
-                tool = next((t for t in body.tools if (t.get("function") or {}).get("name") == name), tool)
+                tool = next((t for t in body.tools if (t.get("function") or {}).get("name") == name), tool)  # type: ignore[union-attr]
             answer, tool_call = answers.tool_call_answer(tool, user_text)
         elif fmt.get("type") in ("json_object", "json_schema"):
             schema = (

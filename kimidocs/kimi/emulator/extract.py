@@ -291,9 +291,9 @@ def language(text: str) -> str:
     letters = sum(ch.isalpha() for ch in sample) or 1
     if counts["kana"] / letters > 0.05:
         return "ja"
-    for script, code in (("han", "zh"), ("hangul", "ko"), ("cyrillic", "ru"), ("arabic", "ar")):
+    for script, code in (("han", "zh"), ("hangul", "ko"), ("cyrillic", "ru"), ("arabic", "ar")):  # type: ignore[assignment]
         if counts[script] / letters > 0.2:
-            return code
+            return code  # type: ignore[return-value]
     words = re.findall(r"[a-zà-ÿ]+", sample.lower())
     scores = {lang: sum(w in stop for w in words) for lang, stop in _STOPWORDS.items()}
     best = max(scores, key=lambda k: scores[k])
