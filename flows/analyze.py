@@ -11,6 +11,7 @@ task retries stay at 0 and never stack on top of them.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -28,6 +29,8 @@ from flows.logs import kimidocs_logs_to_run
 from kimidocs import pipeline
 from kimidocs.backend import require_backend, with_key_from_secret
 from kimidocs.discover import FoundFile
+from kimidocs.paths import shown
+from kimidocs.records import Stage
 from kimidocs.report import report_markdown
 from kimidocs.settings import Settings, load_settings
 
@@ -67,6 +70,8 @@ def worker_settings() -> Settings:
 
 # Contexts attached by this process, by run id: a cache any process rebuilds from the run id (the live
 # run is the `runs` row), kept so the documents of a run in one process share one limiter and client.
+progress_log = logging.getLogger("kimidocs.progress")
+
 _ATTACHED: OrderedDict[str, pipeline.RunContext] = OrderedDict()
 _ATTACHED_LOCK = threading.Lock()
 _ATTACHED_MAX = 4
@@ -79,7 +84,7 @@ def attached(run_id: str, options: pipeline.RunOptions) -> pipeline.RunContext:
         if ctx is None:
             settings = worker_settings()
             limiter = limiter_for_run(settings.tier, shared=settings.shared_limits)
-            ctx = pipeline.attach_run(run_id, options, settings, limiter=limiter)
+            ctx = pipeline.attach_run(run_id, options, settings, limiter=limiter, observer=TaskProgress())
             _ATTACHED[run_id] = ctx
             while len(_ATTACHED) > _ATTACHED_MAX:
                 pipeline.detach_run(_ATTACHED.popitem(last=False)[1])
@@ -185,6 +190,42 @@ class _FlowLog(pipeline.QuietObserver):
         get_run_logger().info(
             "run %s: backend=%s model=%s db=%s", info.run_id, info.backend, info.model, info.db
         )
+
+
+class TaskProgress(pipeline.QuietObserver):
+    """Progress inside a document task, in the run's logs: pages extracted (at every tenth of the
+    document), the plan, and map-reduce calls (at every tenth of the plan). Through the `kimidocs.progress`
+    logger, which `kimidocs_logs_to_run` ships to the flow run from any thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.steps: dict[tuple[str, str], int] = {}
+        self.calls: dict[str, list[int]] = {}
+
+    def _tenth(self, key: tuple[str, str], done: int, total: int) -> bool:
+        step = (10 * done) // max(total, 1)
+        with self.lock:
+            if self.steps.get(key, -1) >= step:
+                return False
+            self.steps[key] = step
+            return True
+
+    def extract_progress(self, path: str, done: int, total: int) -> None:
+        if total > 1 and self._tenth((path, "pages"), done, total):
+            progress_log.info("%s: %d/%d pages extracted", shown(Path(path).name), done, total)
+
+    def document_planned(self, path: str, strategy: str, calls: int) -> None:
+        with self.lock:
+            self.calls[path] = [0, calls]
+        progress_log.info("%s: planned %s, %d call(s)", shown(Path(path).name), strategy, calls)
+
+    def document_call(self, path: str, stage: Stage) -> None:
+        with self.lock:
+            done_total = self.calls.setdefault(path, [0, 1])
+            done_total[0] += 1
+            done, total = done_total[0], max(done_total)
+        if total > 1 and self._tenth((path, "calls"), done, total):
+            progress_log.info("%s: %d/%d calls done (last: %s)", shown(Path(path).name), done, total, stage)
 
 
 @flow(name="analyze-folder", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)  # type: ignore[arg-type]

@@ -106,11 +106,15 @@ def prepare_file(
     profile: Profile,
     *,
     on_counted: Counted | None = None,
+    on_progress: extractors.Progress | None = None,
 ) -> PreparedDocument:
     """Extract (within the settings' limits), count, gate and plan one file: what `analyze`, `--dry-run`
     and `kimidocs plan` all do before a call. Raises `ExtractionError`, `LowTextQuality`, `PlanningError`.
+    `on_progress(pages_done, pages_total)` hears the extraction as pages finish.
     """
-    doc = extractors.extract(path, limits=extraction_limits(settings), keep_images=model.images)
+    doc = extractors.extract(
+        path, limits=extraction_limits(settings), keep_images=model.images, on_progress=on_progress
+    )
     return prepare_document(doc, model, profile, on_counted=on_counted)
 
 
@@ -167,8 +171,19 @@ def prepare(ctx: RunContext, attempt: Attempt) -> DocumentOutcome | Prepared:
         extracted = replace(file, doc_id=doc.sha256, size=doc.size)
         ctx.store.save_document(doc, extracted, tokens_est=sum(page_tokens), page_tokens=page_tokens)
 
-    prepared = prepare_file(found.path, ctx.settings, ctx.model, ctx.profile, on_counted=store_document)
+    def extracting(done: int, total: int) -> None:
+        ctx.observer.extract_progress(found.path, done, total)
+
+    prepared = prepare_file(
+        found.path,
+        ctx.settings,
+        ctx.model,
+        ctx.profile,
+        on_counted=store_document,
+        on_progress=extracting,
+    )
     doc, plan = prepared.doc, prepared.plan
+    ctx.observer.document_planned(found.path, str(plan.strategy), plan.calls)
     base = DocumentOutcome(
         found.path,
         DocumentStatus.PLANNED,
@@ -189,7 +204,7 @@ def prepare(ctx: RunContext, attempt: Attempt) -> DocumentOutcome | Prepared:
 def summarise(ctx: RunContext, attempt: Attempt, prepared: Prepared) -> DocumentOutcome:
     """The document's calls (one, or map-reduce), then its result stored."""
     doc = prepared.doc
-    caller = KimiCaller(ctx, doc.sha256)
+    caller = KimiCaller(ctx, doc.sha256, path=prepared.found.path)
     attempt.caller = caller
     result = run_plan(
         doc.sha256,

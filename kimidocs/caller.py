@@ -45,10 +45,18 @@ class KimiCaller:
     per-document costs stay right. `totals(doc_id)` is one document's share.
     """
 
-    def __init__(self, ctx: RunContext, doc_id: str | None, *, shares: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        doc_id: str | None,
+        *,
+        shares: dict[str, int] | None = None,
+        path: str | None = None,
+    ) -> None:
         self.ctx = ctx
         self.doc_id = doc_id
         self.shares = shares
+        self.path = path  # the document's file, for progress (None for a pack)
         self._lock = threading.Lock()
         self._totals: dict[str | None, CallTotals] = {}  # doc_id -> what its calls cost
 
@@ -86,6 +94,8 @@ class KimiCaller:
         prior = None if ctx.options.force else ctx.store.find_completed_call(request.request_key)
         if prior is not None and _reusable(prior):
             ctx.observer.call_reused(request.request_key)
+            if self.path is not None:
+                ctx.observer.document_call(self.path, request.stage)
             return CallOutcome(content=prior.response or "", finish_reason=prior.finish_reason, reused=True)
         max_tokens = int(request.body.get("max_tokens") or 0)
         estimate = ctx.model.price_cache_miss * request.prompt_tokens_est / 1e6 + ctx.model.price_output * (
@@ -151,6 +161,8 @@ class KimiCaller:
         for row, part, c in rows:
             self._add(row.doc_id, part, c)
         ctx.observer.call_finished(usage, cost, request.stage)
+        if self.path is not None:
+            ctx.observer.document_call(self.path, request.stage)
         return CallOutcome(content=result.content, finish_reason=result.finish_reason)
 
     def _policy_body(self, request: ChatRequest, max_tokens: int) -> dict:

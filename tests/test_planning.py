@@ -212,11 +212,14 @@ def test_scanned_pages_are_images_for_multimodal_models_and_skipped_otherwise(co
 
 def test_plan_refuses_what_analyze_refuses(corpus: Path) -> None:
     """Issue 11.1: `kimidocs plan` prepares a file as `analyze` does (limits, quality gate, count, plan):
-    jo.pdf, refused by the run with LowTextQuality, is not priced by `plan` either."""
+    jo.pdf read by pypdf (garbled vertical Japanese), refused by the run with LowTextQuality, is not
+    priced by `plan` either. (pdfium, the default engine, reads it well enough to pass the gate.)"""
     from typer.testing import CliRunner
 
     from kimidocs.cli import app
 
-    refused = CliRunner().invoke(app, ["plan", str(corpus / "pdf/jo.pdf")])
+    refused = CliRunner().invoke(
+        app, ["plan", str(corpus / "pdf/jo.pdf")], env={"KIMIDOCS_PDF_ENGINE": "pypdf"}
+    )
     assert refused.exit_code == 1
     assert refused.stderr.startswith("error: LowTextQuality: ") and refused.stderr.count("\n") == 1

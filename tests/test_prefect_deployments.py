@@ -228,6 +228,8 @@ def test_worker_runs_adhoc_end_to_end(batch: Batch) -> None:
     )
     messages = " ".join(entry["message"] for entry in logs)  # type: ignore[union-attr]
     assert "backend=emulator" in messages and "crazyones.pdf" in messages
+    # Progress inside a document task (issue 13.2): pages extracted and the plan, in the run's logs.
+    assert "multi_page.pdf: 5/5 pages extracted" in messages and "multi_page.pdf: planned single" in messages
 
     with duckdb.connect(str(batch.tmp / "ok.duckdb"), read_only=True) as con:
         docs = con.execute("select count(*) from documents").fetchone()[0]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from kimidocs import pipeline
@@ -18,6 +19,15 @@ from kimidocs.discover import FolderError
 from kimidocs.paths import shown
 from kimidocs.records import Stage, Usage
 from kimidocs.settings import load_settings
+
+
+@dataclass
+class InFlight:
+    """A document's progress row: its rich task and the calls its plan has and has made."""
+
+    task: TaskID
+    calls_total: int = 0
+    calls_done: int = 0
 
 
 class _Screen(pipeline.QuietObserver):
@@ -34,7 +44,7 @@ class _Screen(pipeline.QuietObserver):
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
             console=console,
-            disable=quiet,
+            disable=quiet or not console.is_terminal,  # quiet in pipes and CI logs, as with --quiet
             transient=False,
         )
         self.docs = self.progress.add_task("documents", total=None, info="")
@@ -42,6 +52,39 @@ class _Screen(pipeline.QuietObserver):
         self.n_calls = 0
         self.prompt = self.cached = 0
         self.cost = 0.0
+        self.in_flight: dict[str, InFlight] = {}  # a row per document being worked on
+
+    def _row(self, path: str) -> InFlight:
+        row = self.in_flight.get(path)
+        if row is None:
+            name = "  " + shown(Path(path).name)
+            row = self.in_flight[path] = InFlight(self.progress.add_task(name, total=None, info="starting"))
+        return row
+
+    def document_started(self, path: str) -> None:
+        with self.lock:
+            self._row(path)
+
+    def extract_progress(self, path: str, done: int, total: int) -> None:
+        with self.lock:
+            row = self._row(path)
+            self.progress.update(row.task, completed=done, total=total, info="pages extracted")
+
+    def document_planned(self, path: str, strategy: str, calls: int) -> None:
+        with self.lock:
+            row = self._row(path)
+            row.calls_total = calls
+            what = "call" if calls == 1 else f"calls ({strategy.replace('_', '-')})"
+            self.progress.update(row.task, completed=0, total=calls, info=what)
+
+    def document_call(self, path: str, stage: Stage) -> None:
+        with self.lock:
+            row = self._row(path)
+            row.calls_done += 1
+            total = max(row.calls_total, row.calls_done)  # repairs and splits add calls to the plan
+            self.progress.update(
+                row.task, completed=row.calls_done, total=total, info=f"calls, last: {stage}"
+            )
 
     def run_waiting(self, message: str) -> None:
         with self.lock:  # said even with --quiet: a cron log should show why a run idled
@@ -74,6 +117,9 @@ class _Screen(pipeline.QuietObserver):
 
     def document_finished(self, outcome: pipeline.DocumentOutcome) -> None:
         with self.lock:
+            row = self.in_flight.pop(outcome.path, None)
+            if row is not None:
+                self.progress.remove_task(row.task)
             name = shown(Path(outcome.path).name)
             self.progress.update(self.docs, advance=1, info=f"{name}: {outcome.status}")
 

@@ -10,6 +10,7 @@ Exit code 1 with one `error: <Type>: <message>` line when the file cannot be ext
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ from rich.table import Table
 
 from extractors import ExtractionError
 from kimidocs.analysis import LowTextQuality, prepare_file
+from kimidocs.commands.extract import PageProgress
 from kimidocs.costs import lower_bound
 from kimidocs.models import ModelInfo, UnknownModel, get_model
 from kimidocs.planning import Plan, PlanningError
@@ -90,6 +92,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         profile: Annotated[str, typer.Option("--profile", "-p", help="Prompt profile.")] = "summary",
         as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON object.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Plan FILE for a model (chunks, reduce levels, calls, estimated cost) without calling anything.
 
@@ -100,7 +103,12 @@ def register(app: typer.Typer) -> None:
             settings = load_settings()
             info = get_model(model or settings.kimi_model)
             prof = load_profile(profile)
-            prepared = prepare_file(file, settings, info, prof)
+            # Pages extracted, on a terminal only (a 934-page book takes a while with pypdf).
+            bars = PageProgress(sys.stderr.isatty() and not (as_json or quiet))
+            with bars.progress:
+                prepared = prepare_file(
+                    file, settings, info, prof, on_progress=lambda d, t: bars(str(file), d, t)
+                )
         except (ExtractionError, LowTextQuality, PlanningError, UnknownModel, ProfileError) as exc:
             name = getattr(exc, "error_type", None) or type(exc).__name__
             typer.echo(f"error: {name}: {exc}", err=True)
