@@ -20,9 +20,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest -q
 
-# The fast tier: everything but long documents, the whole corpus and Prefect servers (under a minute).
+# The fast tier: everything but long documents, the whole corpus, Prefect servers and the few tests of
+# several seconds each, on both cores (pytest-xdist).
 test-fast: $(STAMP)
-	$(VENV)/bin/pytest -q -m "not slow"
+	$(VENV)/bin/pytest -q -m "not slow" -n 2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

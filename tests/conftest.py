@@ -25,6 +25,22 @@ SLOW_FILES = frozenset(
         "test_two_runs.py",
     }
 )
+#: Single tests of a few seconds each (a subprocess CLI run, a second emulator process, hypothesis suites).
+SLOW_TESTS = frozenset(
+    {
+        "test_messy_outputs_never_change_column_types",
+        "test_messy_answers_never_change_view_column_types",
+        "test_chunks_fit_cover_every_page_once_in_order_and_never_cut_words",
+        "test_piped_output_is_not_cut_at_80_columns",
+        "test_lying_zip_header_is_read_in_bounded_chunks",
+        "test_a_partial_document_is_retried_paying_only_for_the_missing_chunk",
+        "test_a_worker_that_keeps_finishing_pages_is_never_stopped",
+        "test_cli_run_with_a_newline_key_works_and_never_shows_it",
+        "test_separate_process_with_jsonl_log",
+        "test_extract_command_has_the_time_bound_of_analyze",
+        "test_batches_work_against_the_emulator_in_its_own_process",
+    }
+)
 PREFECT_FIXTURES = frozenset({"prefect_server", "prefect_api", "deployed", "batch"})
 
 
@@ -37,6 +53,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.prefect_server)
         if (
             item.path.name in SLOW_FILES
+            or getattr(item, "originalname", item.name) in SLOW_TESTS
             or fixtures & PREFECT_FIXTURES
             or any(long in item.nodeid for long in LONG_PDFS)
         ):
