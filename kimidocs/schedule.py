@@ -24,10 +24,8 @@ import threading
 from dataclasses import dataclass, field
 
 from kimidocs import tokens
+from kimidocs.costs import CACHE_BLOCK_TOKENS  # whole blocks of 256 tokens (kimi-api.md §2a)
 from kimidocs.models import ModelInfo
-
-#: The provider caches whole blocks of this many tokens (kimi-api.md §2a; the emulator's `cache_block`).
-CACHE_BLOCK_TOKENS = 256
 
 #: Default of `Settings.wait_min_saving_usd`. A warm system prompt (~2 blocks) re-read by 4 more calls
 #: saves 512 x $0.50/M x 4 = $0.001 at kimi-k2.5 prices, 20 small documents ~$0.005, a 100k-token
