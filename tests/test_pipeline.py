@@ -111,7 +111,7 @@ def test_long_document_map_reduce_with_small_window(tmp_path: Path, corpus: Path
     assert outcome.strategy == "map_reduce"
     assert outcome.coverage == 1.0
     stages = dict(_rows(db, "SELECT stage, count(*) FROM calls GROUP BY stage"))
-    assert stages["map"] >= 3 and stages["reduce"] >= 1
+    assert stages["map"] >= 2 and stages["reduce"] >= 1  # 2 since the system prompt shrank by 280 tokens
     pages = _rows(
         db,
         """
