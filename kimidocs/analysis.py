@@ -214,6 +214,7 @@ def summarise(ctx: RunContext, attempt: Attempt, prepared: Prepared) -> Document
         caller,
         concurrency=ctx.options.concurrency,
         document=doc,
+        scheduler=ctx.scheduler,
     )
     return store_result(ctx, prepared, result, caller.totals())
 

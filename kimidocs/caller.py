@@ -97,6 +97,23 @@ class KimiCaller:
             if self.path is not None:
                 ctx.observer.document_call(self.path, request.stage)
             return CallOutcome(content=prior.response or "", finish_reason=prior.finish_reason, reused=True)
+        # The run's first call goes alone (it warms the system prompt); the others wait for it here.
+        warmup = ctx.scheduler.warmup
+        if not warmup.enter():
+            return self._send(request)
+        warmed = 0
+        try:
+            outcome = self._send(request)
+            warmed = ctx.scheduler.system_tokens
+            return outcome
+        finally:
+            warmup.leave(warmed)
+
+    def _send(self, request: ChatRequest) -> CallOutcome:
+        """One request to the client, logged (budget, policy, call rows, totals)."""
+        ctx = self.ctx
+        if ctx.aborted.is_set():
+            raise RunAborted(ctx.abort_reason or "run aborted")
         max_tokens = int(request.body.get("max_tokens") or 0)
         estimate = ctx.model.price_cache_miss * request.prompt_tokens_est / 1e6 + ctx.model.price_output * (
             max_tokens / 1e6

@@ -12,9 +12,12 @@ below 1.0: nothing is dropped silently. Partials are reduced in levels (`plannin
 one summary remains; a reduce that fails falls back to a deterministic merge, so page citations of the
 original document survive either way.
 
-Scheduling for the prefix cache (DESIGN §3 Call): calls that start together all miss, so the first
-map call goes alone (it puts the system message in the cache) and the rest fan out; `fan_out` does
-the same per prefix group for any list of requests (several tasks over one document).
+Scheduling for the prefix cache (DESIGN §3 Call): calls that start together all miss, so a group of
+calls sharing a prefix may send its first call alone and fan out the rest once it returns. With a
+`Scheduler` (kimidocs/schedule.py) that is decided from the numbers: the map calls of a document share
+only the system message, which the run's first call has usually warmed, so they start together; several
+tasks over one document (`fan_out_requests`) share the document too, and go one first. Without one, the
+first call of a group always goes alone.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from kimidocs.results import (
     repair_request,
     summary_json,
 )
+from kimidocs.schedule import Scheduler
 from prompts import Profile
 
 T = TypeVar("T")
@@ -122,14 +126,28 @@ def fan_out(
     return results
 
 
-def fan_out_requests(requests: Sequence[ChatRequest], call: Call, concurrency: int = 4) -> list[CallOutcome]:
-    """Send requests so shared prefixes hit the cache: the first of each prefix group goes before the
-    rest of its group (groups run side by side). Outcomes come back in request order."""
+def fan_out_requests(
+    requests: Sequence[ChatRequest],
+    call: Call,
+    concurrency: int = 4,
+    *,
+    scheduler: Scheduler | None = None,
+    name: str = "tasks",
+) -> list[CallOutcome]:
+    """Send requests so shared prefixes hit the cache: the first of each prefix group that should wait
+    (all of them without a `scheduler`) goes before the rest of its group; groups run side by side.
+    Outcomes come back in request order."""
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(requests):
         groups.setdefault(r.prefix_key, []).append(i)
-    firsts = [idxs[0] for idxs in groups.values()]
-    others = [i for idxs in groups.values() for i in idxs[1:]]
+    firsts: list[int] = []
+    for idxs in groups.values():
+        head = requests[idxs[0]]
+        if len(idxs) > 1 and (
+            scheduler is None or scheduler.group(name, len(idxs), head.prefix_tokens_est).first_alone
+        ):
+            firsts.append(idxs[0])
+    others = [i for idxs in groups.values() for i in idxs if i not in firsts]
     out: dict[int, CallOutcome] = {}
     for i, res in zip(
         firsts, fan_out(firsts, lambda i: call(requests[i]), concurrency, first_alone=False), strict=True
@@ -353,18 +371,27 @@ def run_plan(
     concurrency: int = 4,
     document: Any | None = None,
     counter: Callable[[str], int] = tokens.count,
+    scheduler: Scheduler | None = None,
 ) -> MapReduceResult:
     """Execute `plan` for one document through `call`; never drops a page without saying so.
 
     `document` (an extractors Document) supplies whole-page text for evidence checks and the images
-    of scanned pages; without it the plan's own text is used. Exceptions raised by `call` (budget,
+    of scanned pages; without it the plan's own text is used. `scheduler` decides whether the first
+    map call goes alone (without one, it always does). Exceptions raised by `call` (budget,
     aborted run, non-retryable API errors) propagate to the caller.
     """
     runner = _Runner(
         plan, profile, model, call, concurrency, _images(document), _page_texts(plan, document), counter
     )
     single = plan.strategy == SINGLE_CALL
-    reads: list[_Read] = fan_out(list(plan.chunks), lambda c: runner.read(c, single), concurrency)
+    first_alone = True
+    if scheduler is not None and len(plan.chunks) > 1:  # map calls share only the system message
+        first_alone = scheduler.group(
+            f"document {doc_id[:12]} map", len(plan.chunks), scheduler.system_tokens
+        ).first_alone
+    reads: list[_Read] = fan_out(
+        list(plan.chunks), lambda c: runner.read(c, single), concurrency, first_alone=first_alone
+    )
     partials = [p for r in reads for p in r.partials]
     failed = tuple(f for r in reads for f in r.failed)
     notes = [n for r in reads for n in r.notes] + [

@@ -36,6 +36,8 @@ def report_markdown(report: RunReport, *, top: int = 5) -> str:
             "(small documents sent several to a request)"
         )
     lines.append("")
+    if report.scheduling:
+        lines += _scheduling(report.scheduling, top)
     done = [o for o in report.outcomes if o.status == "ok"]
     if done:
         lines += ["## Slowest documents", "", "| document | seconds | pages | calls |", "|---|---|---|---|"]
@@ -59,3 +61,14 @@ def report_markdown(report: RunReport, *, top: int = 5) -> str:
             lines.append(f"| {_name(o)} | {o.status} | {o.error_type or ''} | {reason} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _scheduling(decisions: tuple[str, ...], top: int) -> list[str]:
+    """The prefix-cache decisions: the run's warm-up first, then up to `top` groups and a count."""
+    shown = list(decisions[: top + 1])
+    lines = ["## Prefix cache scheduling", "", *(f"- {d}" for d in shown)]
+    if len(decisions) > len(shown):
+        alone = sum(1 for d in decisions[len(shown) :] if "first call alone" in d)
+        rest = len(decisions) - len(shown)
+        lines.append(f"- and {rest} more groups ({alone} with their first call alone)")
+    return [*lines, ""]

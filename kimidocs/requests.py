@@ -54,6 +54,7 @@ class ChatRequest:
         level: reduce level, from 1.
         prefix_key: sha256 of model + system + document message; requests sharing it share a cache prefix.
         first_page, last_page: the pages this request reads (for logs and failures).
+        prefix_tokens_est: our estimate of the prefix `prefix_key` names (system + document message).
     """
 
     body: Mapping[str, Any] = field(hash=False, compare=False)
@@ -65,6 +66,7 @@ class ChatRequest:
     prefix_key: str = ""
     first_page: int | None = None
     last_page: int | None = None
+    prefix_tokens_est: int = 0
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -199,6 +201,7 @@ def build_request(
         prefix_key=prefix_key_of(body),
         first_page=first_page,
         last_page=last_page,
+        prefix_tokens_est=_count_fixed(profile.system) + content_tokens + 2 * tokens.MESSAGE_OVERHEAD,
     )
 
 
@@ -360,6 +363,7 @@ def followup_request(
         prefix_key=original.prefix_key,
         first_page=original.first_page,
         last_page=original.last_page,
+        prefix_tokens_est=original.prefix_tokens_est,
     )
 
 

@@ -30,6 +30,7 @@ from kimidocs.kimi.limits import Limiter, RateLimiter
 from kimidocs.models import ModelInfo, UnknownModel, get_model
 from kimidocs.planning import Strategy
 from kimidocs.records import CallTotals, DocumentStatus, RunRecord, RunStatus, RunTotals, Stage, Usage
+from kimidocs.schedule import Scheduler, system_tokens
 from kimidocs.settings import ConfigError, Settings, check_db_path, load_settings
 from kimidocs.store import RunLock, Store, StoreError
 from prompts import Profile, ProfileError, load_profile
@@ -235,6 +236,13 @@ class RunContext:
     started: float = field(default_factory=time.perf_counter)
     packs: PackStats = field(default_factory=PackStats)
     run_lock: RunLock | None = None  # one analysing run per database file, released by close_run
+    # When calls wait for a shared prefix to be cached: the run's warm-up gate and every decision taken.
+    scheduler: Scheduler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scheduler = Scheduler(
+            self.model, system_tokens(self.profile.system), self.settings.wait_min_saving_usd
+        )
 
     def abort(self, reason: str) -> None:
         self.abort_reason = self.abort_reason or reason
@@ -411,6 +419,9 @@ def list_files(ctx: RunContext) -> list[FoundFile]:
     found = discover(ctx.options.folder, ctx.options.include or None, ctx.options.exclude or None)
     if Path(ctx.options.folder).is_dir():
         ctx.store.mark_deleted(str(Path(ctx.options.folder)), [f.path for f in found])
+    # The run's first call warms the system prompt for the rest, when enough calls will re-read it.
+    decision = ctx.scheduler.plan_run(len(found))
+    log.info("prefix cache: %s", decision.describe())
     return found
 
 
@@ -427,6 +438,7 @@ class RunReport:
     message: str | None = None
     seconds: float = 0.0
     packed_requests_saved: int = 0
+    scheduling: tuple[str, ...] = ()  # prefix-cache decisions (kimidocs/schedule.py), the run's first
 
     def count(self, *statuses: DocumentStatus | str) -> int:
         return sum(1 for o in self.outcomes if o.status in statuses)
@@ -482,6 +494,7 @@ def close_run(ctx: RunContext, outcomes: Iterable[DocumentOutcome]) -> RunReport
         ctx.abort_reason,
         time.perf_counter() - ctx.started,
         ctx.packs.requests_saved,
+        tuple(d.describe() for d in ctx.scheduler.decisions),
     )
     ctx.store.finish_run(
         ctx.run_id,

@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kimidocs.kimi.keys import CHINA_BASE_URL, INTERNATIONAL_BASE_URL, InvalidKeyFormat, clean_api_key
+from kimidocs.schedule import DEFAULT_MIN_SAVING_USD
 
 DEFAULT_BASE_URL = CHINA_BASE_URL
 
@@ -54,6 +55,11 @@ class Settings(BaseSettings):
     shared_limits: bool = Field(default=True, validation_alias=AliasChoices("KIMIDOCS_SHARED_LIMITS"))
     prefect_secret_block: str | None = Field(
         default=None, validation_alias=AliasChoices("KIMIDOCS_PREFECT_SECRET_BLOCK")
+    )
+    # Hold calls back so a shared prefix is cached first only when that saves at least this many dollars
+    # (kimidocs/schedule.py: shared tokens not yet cached x (miss - hit price) x (calls - 1)).
+    wait_min_saving_usd: float = Field(
+        default=DEFAULT_MIN_SAVING_USD, ge=0, validation_alias=AliasChoices("KIMIDOCS_WAIT_MIN_SAVING_USD")
     )
     # Folders of user profiles (os.pathsep-separated), searched before the built-ins; unset: ./profiles.
     profiles_path: str | None = Field(default=None, validation_alias=AliasChoices("KIMIDOCS_PROFILES"))

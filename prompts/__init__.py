@@ -2,8 +2,9 @@
 
 A profile is a folder `prompts/<name>/`:
 
-    system.md      fixed instructions; `$schema` is replaced by schema.json (the system message is
-                   identical for every call of the profile, so the provider's prefix cache holds it)
+    system.md      fixed instructions; `$schema` is replaced by schema.json, `$schema_compact` by its
+                   `compact_schema` rendering (half the tokens); the system message is identical for
+                   every call of the profile, so the provider's prefix cache holds it
     task.md        the task of a single call over a whole document
     map.md         the task of a map call over one chunk ($part $parts $first_page $last_page $total_pages)
     reduce.md      the task of a reduce call over partials ($first_page $last_page $total_pages)
@@ -30,7 +31,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["PROFILES_DIR", "TASK_FILES", "Profile", "ProfileError", "available_profiles", "load_profile"]
+__all__ = [
+    "PROFILES_DIR",
+    "TASK_FILES",
+    "Profile",
+    "ProfileError",
+    "available_profiles",
+    "compact_schema",
+    "load_profile",
+]
 
 PROFILES_DIR = Path(__file__).parent
 TASK_FILES = ("task", "map", "reduce", "repair", "pack")  # stage name -> <stage>.md ("task" = single)
@@ -71,6 +80,38 @@ def available_profiles() -> list[str]:
     )
 
 
+def _shape(schema: Any) -> str:
+    """One schema node as a TypeScript-like type: `{a: string, b?: int[]}`, descriptions in brackets."""
+    if not isinstance(schema, dict):
+        return "any"
+    kind = schema.get("type")
+    if schema.get("enum"):
+        return "|".join(json.dumps(v, ensure_ascii=False) for v in schema["enum"])
+    if kind == "object" or "properties" in schema:
+        return "{" + ", ".join(_fields(schema)) + "}"
+    if kind == "array" or "items" in schema:
+        inner = _shape(schema.get("items") or {})
+        return f"{inner}[]" if inner.startswith("{") or "|" not in inner else f"({inner})[]"
+    kinds = kind if isinstance(kind, list) else [kind or "any"]
+    return "|".join({"integer": "int"}.get(k, k) for k in kinds)
+
+
+def _fields(schema: dict[str, Any]) -> list[str]:
+    required = set(schema.get("required") or ())
+    out = []
+    for name, sub in (schema.get("properties") or {}).items():
+        text = f"{name}{'' if name in required else '?'}: {_shape(sub)}"
+        note = sub.get("description") if isinstance(sub, dict) else None
+        out.append(f"{text} ({note})" if note else text)
+    return out
+
+
+def compact_schema(schema: Mapping[str, Any]) -> str:
+    """The output shape a JSON Schema describes, in about half its tokens: one top-level field a line,
+    `?` after an optional name, `int[]` for arrays, `a|null` for unions, descriptions in brackets."""
+    return "{\n" + "\n".join(_fields(dict(schema))) + "\n}"
+
+
 @cache
 def load_profile(name: str = "summary") -> Profile:
     """Read `prompts/<name>/`; raise `ProfileError` naming what is missing or wrong."""
@@ -90,7 +131,11 @@ def load_profile(name: str = "summary") -> Profile:
     except (ValueError, tomllib.TOMLDecodeError) as err:
         raise ProfileError(f"profile {name!r}: {err}") from err
     schema_text = json.dumps(schema, ensure_ascii=False, separators=(",", ":"))
-    system = string.Template(files["system.md"].decode("utf-8")).safe_substitute(schema=schema_text).strip()
+    system = (
+        string.Template(files["system.md"].decode("utf-8"))
+        .safe_substitute(schema=schema_text, schema_compact=compact_schema(schema))
+        .strip()
+    )
     digest.update(b"rendered system\0" + system.encode("utf-8"))  # a loader change that alters what is sent
     tasks = {t: files[f"{t}.md"].decode("utf-8") for t in TASK_FILES}
     try:

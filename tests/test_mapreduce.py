@@ -26,7 +26,7 @@ from prompts import load_profile
 PROFILE = load_profile("summary")
 SMALL = get_model("kimidocs-test-8k")
 K25 = get_model("kimi-k2.5")
-PAGE = re.compile(r'<page number="(\d+)">\n(.*?)\n</page>', re.S)
+PAGE = re.compile(r"<page (\d+)>\n(.*?)\n</page>", re.S)
 PARTIAL = re.compile(r'<partial first_page="(\d+)" last_page="(\d+)">(.*?)</partial>', re.S)
 
 
@@ -273,5 +273,5 @@ def test_scanned_page_images_reach_the_request(corpus: Path) -> None:
     result = run_plan(doc.sha256, plan, PROFILE, K25, model, document=doc)
     content = model.requests[0].body["messages"][1]["content"]
     assert [p["type"] for p in content] == ["text", "image_url", "text"]
-    assert content[0]["text"] == '<page number="1">\n'
+    assert content[0]["text"] == "<page 1>\n"
     assert result.summary.summary == "a scanned page" and result.coverage == 1.0

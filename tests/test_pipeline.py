@@ -111,7 +111,7 @@ def test_long_document_map_reduce_with_small_window(tmp_path: Path, corpus: Path
     assert outcome.strategy == "map_reduce"
     assert outcome.coverage == 1.0
     stages = dict(_rows(db, "SELECT stage, count(*) FROM calls GROUP BY stage"))
-    assert stages["map"] >= 3 and stages["reduce"] >= 1
+    assert stages["map"] >= 2 and stages["reduce"] >= 1  # 2 since the system prompt shrank by 280 tokens
     pages = _rows(
         db,
         """
@@ -120,7 +120,12 @@ def test_long_document_map_reduce_with_small_window(tmp_path: Path, corpus: Path
     cited = {p for (p,) in pages}
     assert cited and max(cited) <= 18 and len(cited) >= 3  # citations spread over the document
     cached = _rows(db, "SELECT sum(cached_tokens) FROM calls WHERE stage = 'map'")[0][0]
-    assert cached > 0  # map calls share the fixed prefix and read it from the cache
+    # Map calls share only the system prompt: its first goes alone to warm it only when enough calls
+    # re-read it to pay for the wait (kimidocs/schedule.py); then the others read it from the cache.
+    (decision,) = [d for d in report.scheduling if " map: " in d]
+    assert "first call alone" in decision or "all start together" in decision
+    if "first call alone" in decision:
+        assert cached > 0
 
 
 def test_dry_run_plans_without_calls(tmp_path: Path, kimi_emulator) -> None:

@@ -81,7 +81,7 @@ def test_check_prints_the_first_tasks_request(tmp_path: Path) -> None:
     assert result.output.startswith("ok ")
     body = json.loads(result.output[result.output.index("{") :])
     system, document, task = body["messages"]
-    assert system["role"] == "system" and "<page number=" in document["content"]
+    assert system["role"] == "system" and "<page 1>" in document["content"]
     assert 'Task "overview"' in task["content"] and "report.overview" in task["content"]
     assert body["response_format"] == {"type": "json_object"}
 

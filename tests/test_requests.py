@@ -63,7 +63,7 @@ def test_three_messages_system_identical_document_before_task() -> None:
         assert req.body["response_format"] == {"type": "json_object"}
         assert "thinking" not in req.body and "temperature" not in req.body  # policy is the client's job
     first_map = maps[0].body["messages"]
-    assert first_map[1]["content"].startswith('<page number="1">\n')  # the document comes first ...
+    assert first_map[1]["content"].startswith("<page 1>\n")  # the document comes first ...
     assert (
         "pages 1 to" in first_map[2]["content"] and "part 1 of" in first_map[2]["content"]
     )  # ... the task last
@@ -130,7 +130,7 @@ def test_split_page_pieces_keep_the_page_marker() -> None:
     assert len(plan.chunks) >= 2
     for chunk in plan.chunks:
         text = render_pieces(chunk.pieces)
-        assert text.startswith('<page number="7">\n') and text.endswith("\n</page>")
+        assert text.startswith("<page 7>\n") and text.endswith("\n</page>")
 
 
 def test_scanned_page_images_follow_their_page_marker() -> None:
@@ -138,7 +138,7 @@ def test_scanned_page_images_follow_their_page_marker() -> None:
     content = document_content(plan.chunks[0].pieces, {2: [("image/png", b"\x89PNG fake")]})
     assert isinstance(content, list)
     texts = [p.get("text") for p in content]
-    assert texts[0].endswith('<page number="2">\n')
+    assert texts[0].endswith("<page 2>\n")
     assert content[1]["type"] == "image_url"
     assert content[1]["image_url"]["url"].startswith("data:image/png;base64,")
     assert texts[2] == "\n</page>"
@@ -152,7 +152,7 @@ def test_pack_request_and_parser_keyed_by_document() -> None:
         docs.append(PackedDocument(doc_id, plan.chunks[0].pieces))
     req = pack_request(PROFILE, K25, docs, budget)
     content = req.body["messages"][1]["content"]
-    assert content.startswith('<document id="aaa">\n<page number="1">')
+    assert content.startswith('<document id="aaa">\n<page 1>')
     assert '</document>\n<document id="bbb">' in content
     assert req.stage == "pack" and "2 separate documents" in req.body["messages"][2]["content"]
     answer = json.dumps({"documents": {"aaa": {"summary": "first"}, "bbb": {"title": "no summary"}}})
