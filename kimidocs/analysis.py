@@ -39,6 +39,7 @@ from kimidocs.results import check_citations
 from kimidocs.run import DocumentOutcome, RunAborted, RunContext
 from kimidocs.settings import Settings
 from kimidocs.store import StoreError, SummaryRow
+from kimidocs.tasks import describe, pending_tasks, run_tasks
 from prompts import Profile
 
 log = logging.getLogger(__name__)
@@ -154,8 +155,7 @@ def prepare(ctx: RunContext, attempt: Attempt) -> DocumentOutcome | Prepared:
     doc_id = extractors.sha256_file(found.path, extraction_limits(ctx.settings))
     attempt.doc_id = doc_id
     file = FileRecord(found.path, doc_id, found.size, found.mtime)
-    key = (doc_id, ctx.profile.name, ctx.profile.version, ctx.model.id)
-    if not ctx.options.force and ctx.store.has_summary(*key):
+    if not ctx.options.force and already_done(ctx, doc_id):
         # The same work key as a real run: a dry run says "unchanged, $0" where the run would pay nothing.
         if not ctx.options.dry_run:
             ctx.store.touch_file(file)
@@ -183,6 +183,14 @@ def prepare(ctx: RunContext, attempt: Attempt) -> DocumentOutcome | Prepared:
     return Prepared(found, doc, plan, base)
 
 
+def already_done(ctx: RunContext, doc_id: str) -> bool:
+    """Whether the work key has a finished result: the summary's, or every task's of a declared
+    profile (doc, profile, task, task version, model)."""
+    if ctx.declared is not None:
+        return not pending_tasks(ctx, ctx.declared, doc_id)
+    return ctx.store.has_summary(doc_id, ctx.profile.name, ctx.profile.version, ctx.model.id)
+
+
 # ---------------------------------------------------------------------------------------------- summarise
 
 
@@ -191,6 +199,8 @@ def summarise(ctx: RunContext, attempt: Attempt, prepared: Prepared) -> Document
     doc = prepared.doc
     caller = KimiCaller(ctx, doc.sha256)
     attempt.caller = caller
+    if ctx.declared is not None:
+        return analyse_tasks(ctx, prepared, caller)
     result = run_plan(
         doc.sha256,
         prepared.plan,
@@ -253,6 +263,32 @@ def store_result(
         title=summary.title or None,
         message=report.describe() if report.dropped else None,
     ).with_totals(totals)
+
+
+def analyse_tasks(ctx: RunContext, prepared: Prepared, caller: KimiCaller) -> DocumentOutcome:
+    """A declared profile's pending tasks over one planned document (kimidocs.tasks), each stored on
+    its own; the outcome names the tasks that failed (the document is then `failed`, and the next
+    run repeats those tasks only)."""
+    declared = ctx.declared
+    assert declared is not None
+    doc, found, base = prepared.doc, prepared.found, prepared.base
+    pending = pending_tasks(ctx, declared, doc.sha256)
+    reused = [t.name for t in declared.tasks if t not in pending]
+    outcomes = run_tasks(ctx, declared, doc, prepared.plan, found.path, caller, pending)
+    failed = [o for o in outcomes if not o.ok]
+    message = describe(outcomes, reused)
+    if failed:
+        status = DocumentStatus.FAILED
+        error_type = failed[0].error_type if len(failed) == 1 else "TasksFailed"
+        ctx.store.set_document_status(
+            doc.sha256, "failed" if len(failed) == len(outcomes) else "partial", error_type, message
+        )
+        outcome = replace(base, status=status, error_type=error_type, message=message)
+    else:
+        partial = any(o.pages_failed for o in outcomes)
+        ctx.store.set_document_status(doc.sha256, "partial" if partial else "ok")
+        outcome = replace(base, status=DocumentStatus.OK, title=message)
+    return outcome.with_totals(caller.totals())
 
 
 # -------------------------------------------------------------------------------- errors become outcomes
