@@ -28,7 +28,7 @@ from extractors.errors import ExtractionError
 from kimidocs import tokens
 from kimidocs.budget import BudgetExceeded
 from kimidocs.caller import KimiCaller
-from kimidocs.costs import estimate_plan_cost
+from kimidocs.costs import CostEstimate, estimate_plan_cost
 from kimidocs.discover import NOT_REGULAR_FILE, FoundFile
 from kimidocs.kimi.errors import KimiError
 from kimidocs.mapreduce import MapReduceResult, run_plan
@@ -77,16 +77,18 @@ class PreparedDocument:
     page_tokens: tuple[int, ...]
     plan: Plan
     cost_usd_est: float
+    estimate: CostEstimate | None = None  # calls, tokens, expected cache reads (all tasks)
 
 
 Counted = Callable[[Document, tuple[int, ...]], None]
 
 
 def prepare_document(
-    doc: Document, model: ModelInfo, profile: Profile, *, on_counted: Counted | None = None
+    doc: Document, model: ModelInfo, profile: Profile, *, on_counted: Counted | None = None, tasks: int = 1
 ) -> PreparedDocument:
     """Count, gate and plan `doc` for `model` and `profile`. Pure but for `on_counted`, called once the
     pages are counted and before the gate (a run stores the document there, refused or not).
+    `tasks`: how many tasks of a declared profile the estimate covers (they share the prefix).
 
     Raises `LowTextQuality` or `PlanningError`.
     """
@@ -97,7 +99,8 @@ def prepare_document(
     if not gate.ok:
         raise LowTextQuality(f"{doc.path}: {'; '.join(gate.reasons)}")
     plan = plan_document(page_tokens_of(doc, model, list(page_tokens)), budget_for(model, profile))
-    return PreparedDocument(doc, page_tokens, plan, estimate_plan_cost(plan, profile, model).usd)
+    estimate = estimate_plan_cost(plan, profile, model, tasks=tasks)
+    return PreparedDocument(doc, page_tokens, plan, estimate.usd, estimate)
 
 
 def prepare_file(
@@ -107,12 +110,13 @@ def prepare_file(
     profile: Profile,
     *,
     on_counted: Counted | None = None,
+    tasks: int = 1,
 ) -> PreparedDocument:
     """Extract (within the settings' limits), count, gate and plan one file: what `analyze`, `--dry-run`
     and `kimidocs plan` all do before a call. Raises `ExtractionError`, `LowTextQuality`, `PlanningError`.
     """
     doc = extractors.extract(path, limits=extraction_limits(settings), keep_images=model.images)
-    return prepare_document(doc, model, profile, on_counted=on_counted)
+    return prepare_document(doc, model, profile, on_counted=on_counted, tasks=tasks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +171,11 @@ def prepare(ctx: RunContext, attempt: Attempt) -> DocumentOutcome | Prepared:
         extracted = replace(file, doc_id=doc.sha256, size=doc.size)
         ctx.store.save_document(doc, extracted, tokens_est=sum(page_tokens), page_tokens=page_tokens)
 
-    prepared = prepare_file(found.path, ctx.settings, ctx.model, ctx.profile, on_counted=store_document)
+    # The estimate (a dry run's, the budget's view) covers the tasks still to do.
+    tasks = len(pending_tasks(ctx, ctx.declared, doc_id)) if ctx.declared is not None else 1
+    prepared = prepare_file(
+        found.path, ctx.settings, ctx.model, ctx.profile, on_counted=store_document, tasks=tasks
+    )
     doc, plan = prepared.doc, prepared.plan
     base = DocumentOutcome(
         found.path,
