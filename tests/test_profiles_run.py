@@ -207,6 +207,17 @@ def test_editing_one_task_reruns_only_that_task(lease: Runner, tmp_path: Path) -
     assert lease.rows("SELECT count(*) FROM profile_lease_risks") == [(1,)]
 
 
+def test_dry_run_prices_every_pending_task(lease: Runner, tmp_path: Path) -> None:
+    planned = lease.run("lease", dry_run=True)
+    assert [o.status for o in planned.outcomes] == ["planned"] and lease.chat() == []
+    both = planned.outcomes[0].cost_usd_est or 0.0
+    lease.run("lease")
+    toml = tmp_path / "profiles" / "lease" / "profile.toml"
+    toml.write_text(toml.read_text().replace("List risky clauses for the tenant.", "List clauses that hurt."))
+    one = lease.run("lease", dry_run=True).outcomes[0]
+    assert one.status == "planned" and 0 < (one.cost_usd_est or 0.0) < both  # only the edited task is left
+
+
 def test_failed_task_is_recorded_and_alone_rerun(lease: Runner) -> None:
     # The risks task's call fails on every attempt (max_retries=1: two): that task fails alone.
     lease.emulator.fail_next("500", count=2, match="List risky clauses")
