@@ -28,7 +28,7 @@ from extractors.errors import ExtractionError
 from kimidocs import tokens
 from kimidocs.budget import BudgetExceeded
 from kimidocs.caller import KimiCaller
-from kimidocs.costs import estimate_plan_cost
+from kimidocs.costs import CostEstimate, estimate_plan_cost
 from kimidocs.discover import NOT_REGULAR_FILE, FoundFile
 from kimidocs.kimi.errors import KimiError
 from kimidocs.mapreduce import MapReduceResult, run_plan
@@ -39,6 +39,7 @@ from kimidocs.results import check_citations
 from kimidocs.run import DocumentOutcome, RunAborted, RunContext
 from kimidocs.settings import Settings
 from kimidocs.store import StoreError, SummaryRow
+from kimidocs.tasks import describe, pending_tasks, run_tasks
 from prompts import Profile
 
 log = logging.getLogger(__name__)
@@ -76,16 +77,18 @@ class PreparedDocument:
     page_tokens: tuple[int, ...]
     plan: Plan
     cost_usd_est: float
+    estimate: CostEstimate | None = None  # calls, tokens, expected cache reads (all tasks)
 
 
 Counted = Callable[[Document, tuple[int, ...]], None]
 
 
 def prepare_document(
-    doc: Document, model: ModelInfo, profile: Profile, *, on_counted: Counted | None = None
+    doc: Document, model: ModelInfo, profile: Profile, *, on_counted: Counted | None = None, tasks: int = 1
 ) -> PreparedDocument:
     """Count, gate and plan `doc` for `model` and `profile`. Pure but for `on_counted`, called once the
     pages are counted and before the gate (a run stores the document there, refused or not).
+    `tasks`: how many tasks of a declared profile the estimate covers (they share the prefix).
 
     Raises `LowTextQuality` or `PlanningError`.
     """
@@ -96,7 +99,8 @@ def prepare_document(
     if not gate.ok:
         raise LowTextQuality(f"{doc.path}: {'; '.join(gate.reasons)}")
     plan = plan_document(page_tokens_of(doc, model, list(page_tokens)), budget_for(model, profile))
-    return PreparedDocument(doc, page_tokens, plan, estimate_plan_cost(plan, profile, model).usd)
+    estimate = estimate_plan_cost(plan, profile, model, tasks=tasks)
+    return PreparedDocument(doc, page_tokens, plan, estimate.usd, estimate)
 
 
 def prepare_file(
@@ -107,6 +111,7 @@ def prepare_file(
     *,
     on_counted: Counted | None = None,
     on_progress: extractors.Progress | None = None,
+    tasks: int = 1,
 ) -> PreparedDocument:
     """Extract (within the settings' limits), count, gate and plan one file: what `analyze`, `--dry-run`
     and `kimidocs plan` all do before a call. Raises `ExtractionError`, `LowTextQuality`, `PlanningError`.
@@ -115,7 +120,7 @@ def prepare_file(
     doc = extractors.extract(
         path, limits=extraction_limits(settings), keep_images=model.images, on_progress=on_progress
     )
-    return prepare_document(doc, model, profile, on_counted=on_counted)
+    return prepare_document(doc, model, profile, on_counted=on_counted, tasks=tasks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +163,7 @@ def prepare(ctx: RunContext, attempt: Attempt) -> DocumentOutcome | Prepared:
     doc_id = extractors.sha256_file(found.path, extraction_limits(ctx.settings))
     attempt.doc_id = doc_id
     file = FileRecord(found.path, doc_id, found.size, found.mtime)
-    key = (doc_id, ctx.profile.name, ctx.profile.version, ctx.model.id)
-    if not ctx.options.force and ctx.store.has_summary(*key):
+    if not ctx.options.force and already_done(ctx, doc_id):
         # The same work key as a real run: a dry run says "unchanged, $0" where the run would pay nothing.
         if not ctx.options.dry_run:
             ctx.store.touch_file(file)
@@ -174,6 +178,8 @@ def prepare(ctx: RunContext, attempt: Attempt) -> DocumentOutcome | Prepared:
     def extracting(done: int, total: int) -> None:
         ctx.observer.extract_progress(found.path, done, total)
 
+    # The estimate (a dry run's, the budget's view) covers the tasks still to do.
+    tasks = len(pending_tasks(ctx, ctx.declared, doc_id)) if ctx.declared is not None else 1
     prepared = prepare_file(
         found.path,
         ctx.settings,
@@ -181,6 +187,7 @@ def prepare(ctx: RunContext, attempt: Attempt) -> DocumentOutcome | Prepared:
         ctx.profile,
         on_counted=store_document,
         on_progress=extracting,
+        tasks=tasks,
     )
     doc, plan = prepared.doc, prepared.plan
     ctx.observer.document_planned(found.path, str(plan.strategy), plan.calls)
@@ -198,6 +205,14 @@ def prepare(ctx: RunContext, attempt: Attempt) -> DocumentOutcome | Prepared:
     return Prepared(found, doc, plan, base)
 
 
+def already_done(ctx: RunContext, doc_id: str) -> bool:
+    """Whether the work key has a finished result: the summary's, or every task's of a declared
+    profile (doc, profile, task, task version, model)."""
+    if ctx.declared is not None:
+        return not pending_tasks(ctx, ctx.declared, doc_id)
+    return ctx.store.has_summary(doc_id, ctx.profile.name, ctx.profile.version, ctx.model.id)
+
+
 # ---------------------------------------------------------------------------------------------- summarise
 
 
@@ -206,6 +221,8 @@ def summarise(ctx: RunContext, attempt: Attempt, prepared: Prepared) -> Document
     doc = prepared.doc
     caller = KimiCaller(ctx, doc.sha256, path=prepared.found.path)
     attempt.caller = caller
+    if ctx.declared is not None:
+        return analyse_tasks(ctx, prepared, caller)
     result = run_plan(
         doc.sha256,
         prepared.plan,
@@ -269,6 +286,32 @@ def store_result(
         title=summary.title or None,
         message=report.describe() if report.dropped else None,
     ).with_totals(totals)
+
+
+def analyse_tasks(ctx: RunContext, prepared: Prepared, caller: KimiCaller) -> DocumentOutcome:
+    """A declared profile's pending tasks over one planned document (kimidocs.tasks), each stored on
+    its own; the outcome names the tasks that failed (the document is then `failed`, and the next
+    run repeats those tasks only)."""
+    declared = ctx.declared
+    assert declared is not None
+    doc, found, base = prepared.doc, prepared.found, prepared.base
+    pending = pending_tasks(ctx, declared, doc.sha256)
+    reused = [t.name for t in declared.tasks if t not in pending]
+    outcomes = run_tasks(ctx, declared, doc, prepared.plan, found.path, caller, pending)
+    failed = [o for o in outcomes if not o.ok]
+    message = describe(outcomes, reused)
+    if failed:
+        status = DocumentStatus.FAILED
+        error_type = failed[0].error_type if len(failed) == 1 else "TasksFailed"
+        ctx.store.set_document_status(
+            doc.sha256, "failed" if len(failed) == len(outcomes) else "partial", error_type, message
+        )
+        outcome = replace(base, status=status, error_type=error_type, message=message)
+    else:
+        partial = any(o.pages_failed for o in outcomes)
+        ctx.store.set_document_status(doc.sha256, "partial" if partial else "ok")
+        outcome = replace(base, status=DocumentStatus.OK, title=message)
+    return outcome.with_totals(caller.totals())
 
 
 # -------------------------------------------------------------------------------- errors become outcomes

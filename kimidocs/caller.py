@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -21,20 +22,23 @@ from kimidocs.kimi.errors import KimiError
 from kimidocs.kimi.policy import apply_policy, should_stream
 from kimidocs.mapreduce import CallOutcome
 from kimidocs.packing import split_usage
-from kimidocs.records import CallRecord, CallStatus, CallTotals, Usage
+from kimidocs.records import CallRecord, CallStatus, CallTotals, Stage, Usage
 from kimidocs.requests import ChatRequest
-from kimidocs.results import unusable_reason
+from kimidocs.results import json_unusable_reason, unusable_reason
 from kimidocs.run import RunAborted, RunContext
 
 log = logging.getLogger(__name__)
 
 
-def _reusable(prior: CallRecord) -> bool:
+Judge = Callable[[Stage | str, str | None, str | None], str | None]
+
+
+def _reusable(prior: CallRecord, judge: Judge = unusable_reason) -> bool:
     """A logged call whose answer can stand in for a new one (rows logged `ok` before `unusable`
     existed are checked again here)."""
     if prior.response is None:
         return False
-    return unusable_reason(prior.stage, prior.response, prior.finish_reason) is None
+    return judge(prior.stage, prior.response, prior.finish_reason) is None
 
 
 class KimiCaller:
@@ -59,6 +63,9 @@ class KimiCaller:
         self.path = path  # the document's file, for progress (None for a pack)
         self._lock = threading.Lock()
         self._totals: dict[str | None, CallTotals] = {}  # doc_id -> what its calls cost
+        # What makes an answer unusable: a Summary's shape, or (a declared profile's tasks, whose
+        # schemas map-reduce checks and repairs) any JSON object not cut at max_tokens.
+        self.judge: Judge = json_unusable_reason if getattr(ctx, "declared", None) else unusable_reason
 
     def totals(self, doc_id: str | None = None) -> CallTotals:
         """What the calls cost: this document's, or (a pack) document `doc_id`'s share."""
@@ -92,7 +99,7 @@ class KimiCaller:
         # Resume: a call that already returned (same request key) is not paid again -- unless
         # the user asked for a fresh analysis with --force.
         prior = None if ctx.options.force else ctx.store.find_completed_call(request.request_key)
-        if prior is not None and _reusable(prior):
+        if prior is not None and _reusable(prior, self.judge):
             ctx.observer.call_reused(request.request_key)
             if self.path is not None:
                 ctx.observer.document_call(self.path, request.stage)
@@ -160,7 +167,7 @@ class KimiCaller:
             log.warning("%s: the server reported no token usage; storing our estimate", request.request_key)
         cost = call_cost(usage, ctx.model)
         ctx.guard.settle(estimate, cost)
-        unusable = unusable_reason(request.stage, result.content, result.finish_reason)
+        unusable = self.judge(request.stage, result.content, result.finish_reason)
         done = replace(
             record,
             usage_source=usage_source,

@@ -80,7 +80,8 @@ def estimate_plan_cost(
 ) -> CostEstimate:
     """The expected calls, tokens and dollars of `plan` (see the module docstring for the cache model).
 
-    `tasks` > 1: a single-call document asked several tasks (they share the document prefix).
+    `tasks` > 1: the tasks of a declared profile. They share the document prefix: after the first
+    task, a single call reads system + document from the cache, and a map call system + its chunk.
     `system_cached`: an earlier document of the run already put the system message in the cache.
     """
     budget = plan.budget
@@ -107,15 +108,17 @@ def estimate_plan_cost(
         for _ in range(tasks - 1):
             add(doc, "task", budget.max_output_tokens, _cached_blocks(system + doc))
     else:
-        for chunk in plan.chunks:
-            add(chunk.tokens_est, "map", budget.partial_output_tokens, system_hit)
-        sizes = [budget.partial_tokens_max] * len(plan.chunks)
-        while len(sizes) > 1:
-            groups = plan_reduce(sizes, budget)
-            final = len(groups) == 1
-            for g in groups:
-                if len(g) > 1:
-                    out = budget.max_output_tokens if final else budget.partial_output_tokens
-                    add(sum(sizes[i] for i in g), "reduce", out, system_hit)
-            sizes = [budget.partial_tokens_max if len(g) > 1 else sizes[g[0]] for g in groups]
+        for task in range(tasks):  # one map pass per task; tasks 2..N read each chunk from the cache
+            for chunk in plan.chunks:
+                hit = system_hit if task == 0 else _cached_blocks(system + chunk.tokens_est)
+                add(chunk.tokens_est, "map", budget.partial_output_tokens, hit)
+            sizes = [budget.partial_tokens_max] * len(plan.chunks)
+            while len(sizes) > 1:
+                groups = plan_reduce(sizes, budget)
+                final = len(groups) == 1
+                for g in groups:
+                    if len(g) > 1:
+                        out = budget.max_output_tokens if final else budget.partial_output_tokens
+                        add(sum(sizes[i] for i in g), "reduce", out, system_hit)
+                sizes = [budget.partial_tokens_max if len(g) > 1 else sizes[g[0]] for g in groups]
     return CostEstimate(calls, prompt, cached, output, usd(prompt, cached, output, model))

@@ -33,6 +33,7 @@ from kimidocs.models import ModelInfo
 from kimidocs.planning import PARTIAL_OVERHEAD_TOKENS, SINGLE_CALL, Chunk, Plan, plan_reduce, split_chunk
 from kimidocs.requests import ChatRequest, ImageData, Partial, chunk_request, reduce_request
 from kimidocs.results import (
+    CitationReport,
     OutputInvalid,
     Summary,
     check_citations,
@@ -46,8 +47,28 @@ from prompts import Profile
 
 T = TypeVar("T")
 R = TypeVar("R")
+A = TypeVar("A")
 
 MAX_SPLITS = 3  # a chunk cut at max_tokens is halved at most this many times
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerKind:
+    """What map-reduce needs to know about the answers of one task (any schema):
+
+    parse(content, partial)        the model's text -> a validated answer; raises `OutputInvalid`
+                                   (`partial`: a map or intermediate reduce answer, nothing required)
+    check(answer, pages, allowed)  bad citations dropped (results.check_citations' rules)
+    merge(answers)                 the deterministic merge used when a reduce answer stays unusable
+    dump(answer)                   compact JSON (reduce input, `raw`)
+    trim(answer)                   one item fewer, to fit a reduce call; None when nothing is left
+    """
+
+    parse: Callable[[str, bool], Any]
+    check: Callable[[Any, Mapping[int, str], range], tuple[Any, CitationReport]]
+    merge: Callable[[list[Any]], Any]
+    dump: Callable[[Any], str]
+    trim: Callable[[Any], Any | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +109,14 @@ class MapReduceResult:
     raw: str | None = None
     calls: int = 0
     reduce_levels: int = 0
+    answer: Any = None  # the final answer of any AnswerKind (the Summary itself on the summary path)
 
 
 @dataclass
 class _Read:
     """What reading one plan chunk produced: partials in page order and the parts that failed."""
 
-    partials: list[tuple[int, int, Summary]] = field(default_factory=list)
+    partials: list[tuple[int, int, Any]] = field(default_factory=list)
     failed: list[FailedChunk] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -166,7 +188,7 @@ class _Level:
 
     level: int
     final: bool
-    partials: list[tuple[int, int, Summary]]
+    partials: list[tuple[int, int, Any]]
     rendered: list[Partial]
 
 
@@ -183,7 +205,9 @@ class _Runner:
         images: Mapping[int, Sequence[ImageData]] | None,
         page_texts: Mapping[int, str],
         counter: Callable[[str], int],
+        answers: AnswerKind,
     ) -> None:
+        self.answers = answers
         self.plan = plan
         self.profile = profile
         self.model = model
@@ -215,15 +239,16 @@ class _Runner:
             images=self.images,
         )
         outcome = self.call(request)
-        summary: Summary | None = None
+        summary: Any = None
+        parse = self.answers.parse
         if outcome.finish_reason != "length":
             try:
-                summary = parse_summary(outcome.content)
+                summary = parse(outcome.content, not single)
             except OutputInvalid as err:
                 outcome = self.call(repair_request(request, err.raw, err.error, profile=self.profile))
                 if outcome.finish_reason != "length":
                     try:
-                        summary = parse_summary(outcome.content)
+                        summary = parse(outcome.content, not single)
                     except OutputInvalid as err2:
                         return _Read(
                             failed=[_failed(chunk, f"invalid output after one repair: {err2.error}")]
@@ -231,7 +256,7 @@ class _Runner:
         if summary is None:  # cut at max_tokens: read the chunk in smaller parts instead
             return self._split(chunk, depth)
         allowed = range(chunk.first_page, chunk.last_page + 1)
-        summary, report = check_citations(summary, self.page_texts, allowed)
+        summary, report = self.answers.check(summary, self.page_texts, allowed)
         read = _Read(partials=[(chunk.first_page, chunk.last_page, summary)])
         if report.dropped:
             read.notes.append(f"pages {chunk.first_page}-{chunk.last_page}: {report.describe()}")
@@ -254,7 +279,7 @@ class _Runner:
 
     # ------------------------------------------------------------------ reduce
 
-    def reduce(self, partials: list[tuple[int, int, Summary]], notes: list[str]) -> tuple[Summary, int]:
+    def reduce(self, partials: list[tuple[int, int, Any]], notes: list[str]) -> tuple[Any, int]:
         """Reduce partials level by level until one remains; returns it and the number of levels."""
         level = 0
         while len(partials) > 1:
@@ -270,7 +295,7 @@ class _Runner:
             )
         return partials[0][2], level
 
-    def _reduce_group(self, step: _Level, group: list[int], notes: list[str]) -> tuple[int, int, Summary]:
+    def _reduce_group(self, step: _Level, group: list[int], notes: list[str]) -> tuple[int, int, Any]:
         """One reduce call over a group of partials (a group of one passes through unchanged)."""
         if len(group) == 1:
             return step.partials[group[0]]
@@ -285,43 +310,44 @@ class _Runner:
             final=step.final,
         )
         first, last = step.partials[group[0]][0], step.partials[group[-1]][1]
-        summary = self._reduce_call(request, notes)
+        summary = self._reduce_call(request, notes, partial=not step.final)
         if summary is None:
-            summary = merge_summaries([step.partials[i][2] for i in group])
+            summary = self.answers.merge([step.partials[i][2] for i in group])
             notes.append(f"reduce level {step.level} pages {first}-{last}: merged without the model")
-        summary, report = check_citations(summary, self.page_texts, range(first, last + 1))
+        summary, report = self.answers.check(summary, self.page_texts, range(first, last + 1))
         if report.dropped:
             notes.append(f"reduce level {step.level} pages {first}-{last}: {report.describe()}")
         return (first, last, summary)
 
-    def _reduce_call(self, request: ChatRequest, notes: list[str]) -> Summary | None:
+    def _reduce_call(self, request: ChatRequest, notes: list[str], *, partial: bool = False) -> Any:
         outcome = self.call(request)
         if outcome.finish_reason == "length":
             notes.append(f"reduce pages {request.first_page}-{request.last_page}: output cut at max_tokens")
             return None
         try:
-            return parse_summary(outcome.content)
+            return self.answers.parse(outcome.content, partial)
         except OutputInvalid as err:
             outcome = self.call(repair_request(request, err.raw, err.error, profile=self.profile))
             try:
                 if outcome.finish_reason == "length":
                     raise OutputInvalid("output cut at max_tokens", outcome.content)
-                return parse_summary(outcome.content)
+                return self.answers.parse(outcome.content, partial)
             except OutputInvalid as err2:
                 notes.append(f"reduce pages {request.first_page}-{request.last_page}: {err2.error}")
                 return None
 
-    def _render(self, partial: tuple[int, int, Summary], notes: list[str]) -> Partial:
+    def _render(self, partial: tuple[int, int, Any], notes: list[str]) -> Partial:
         """A partial as reduce input; trimmed (last list items first) if it is over the size a reduce
         call was planned for, which only happens when the model's output ran over our estimate."""
         first, last, summary = partial
         limit = self.plan.budget.partial_tokens_max
-        text = summary_json(summary)
+        text = self.answers.dump(summary)
         n = self.counter(text)
         trimmed = False
-        while n + PARTIAL_OVERHEAD_TOKENS > limit and _trim(summary) is not None:
-            summary = _trim(summary)  # type: ignore[assignment]
-            text = summary_json(summary)
+        trim = self.answers.trim
+        while n + PARTIAL_OVERHEAD_TOKENS > limit and trim(summary) is not None:
+            summary = trim(summary)
+            text = self.answers.dump(summary)
             n = self.counter(text)
             trimmed = True
         if trimmed:
@@ -338,6 +364,15 @@ def _trim(summary: Summary) -> Summary | None:
             return summary.model_copy(update={"summary": summary.summary[: len(summary.summary) // 2]})
         return None
     return summary.model_copy(update={name: lists[name][:-1]})
+
+
+SUMMARY_ANSWERS = AnswerKind(
+    parse=lambda content, _partial: parse_summary(content),
+    check=check_citations,
+    merge=merge_summaries,
+    dump=summary_json,
+    trim=_trim,
+)
 
 
 def _failed(chunk: Chunk, reason: str) -> FailedChunk:
@@ -372,16 +407,26 @@ def run_plan(
     document: Any | None = None,
     counter: Callable[[str], int] = tokens.count,
     scheduler: Scheduler | None = None,
+    answers: AnswerKind = SUMMARY_ANSWERS,
 ) -> MapReduceResult:
     """Execute `plan` for one document through `call`; never drops a page without saying so.
 
     `document` (an extractors Document) supplies whole-page text for evidence checks and the images
     of scanned pages; without it the plan's own text is used. `scheduler` decides whether the first
-    map call goes alone (without one, it always does). Exceptions raised by `call` (budget,
+    map call goes alone (without one, it always does). `answers` says how the task's answers are
+    parsed, checked, merged and rendered (a Summary by default). Exceptions raised by `call` (budget,
     aborted run, non-retryable API errors) propagate to the caller.
     """
     runner = _Runner(
-        plan, profile, model, call, concurrency, _images(document), _page_texts(plan, document), counter
+        plan,
+        profile,
+        model,
+        call,
+        concurrency,
+        _images(document),
+        _page_texts(plan, document),
+        counter,
+        answers,
     )
     single = plan.strategy == SINGLE_CALL
     first_alone = True
@@ -408,13 +453,14 @@ def run_plan(
     summary, levels = runner.reduce(partials, notes)
     return MapReduceResult(
         doc_id,
-        summary,
+        summary if isinstance(summary, Summary) else None,
         coverage,
         pages_read,
         plan.pages_total,
         failed,
         tuple(notes),
-        raw=summary_json(summary),
+        raw=answers.dump(summary),
         calls=runner.calls,
         reduce_levels=levels,
+        answer=summary,
     )

@@ -68,8 +68,8 @@ def _account_limits(ctx: RunContext) -> RateLimits | None:
 
 def packing_on(ctx: RunContext) -> bool:
     """`pack` as asked; by default only where RPM binds for a typical small document read alone."""
-    if ctx.options.dry_run or ctx.options.pack is False:
-        return False
+    if ctx.options.dry_run or ctx.options.pack is False or ctx.declared is not None:
+        return False  # a declared profile's tasks share one document's prefix instead
     if ctx.options.pack:
         return True
     budget = budget_for(ctx.model, ctx.profile)

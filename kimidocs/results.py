@@ -190,6 +190,18 @@ def unusable_reason(stage: Stage | str, content: str | None, finish_reason: str 
     return None
 
 
+def json_unusable_reason(stage: Stage | str, content: str | None, finish_reason: str | None) -> str | None:
+    """`unusable_reason` for answers of any schema (declared profiles): cut at max_tokens, or no JSON
+    object at all. Their schema is checked by map-reduce, which repairs what does not validate."""
+    if finish_reason == "length":
+        return "output cut at max_tokens (finish_reason=length)"
+    try:
+        extract_json_object(content or "")
+    except OutputInvalid as err:
+        return err.error
+    return None
+
+
 def summary_json(summary: Summary) -> str:
     """Compact JSON of a summary (what a reduce call reads and what the store keeps as raw)."""
     return summary.model_dump_json(exclude_none=True)

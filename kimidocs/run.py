@@ -29,11 +29,12 @@ from kimidocs.discover import FoundFile, discover
 from kimidocs.kimi.limits import Limiter, RateLimiter
 from kimidocs.models import ModelInfo, UnknownModel, get_model
 from kimidocs.planning import Strategy
+from kimidocs.profiles import DeclaredProfile, ResolvedProfile, resolve, search_path, views_of
 from kimidocs.records import CallTotals, DocumentStatus, RunRecord, RunStatus, RunTotals, Stage, Usage
 from kimidocs.schedule import Scheduler, system_tokens
 from kimidocs.settings import ConfigError, Settings, check_db_path, load_settings
 from kimidocs.store import RunLock, Store, StoreError
-from prompts import Profile, ProfileError, load_profile
+from prompts import Profile, ProfileError
 
 log = logging.getLogger(__name__)
 
@@ -244,12 +245,23 @@ class RunContext:
             self.model, system_tokens(self.profile.system), self.settings.wait_min_saving_usd
         )
 
+    # A declared profile (user or built-in `contract`, `report`): its tasks, each stored in
+    # task_results; `profile` is then the profile that plans a document for all of them.
+    declared: DeclaredProfile | None = None
+
     def abort(self, reason: str) -> None:
         self.abort_reason = self.abort_reason or reason
         self.aborted.set()
 
 
-def _resolve(options: RunOptions, settings: Settings | None) -> tuple[Settings, ModelInfo, Profile]:
+def resolve_profile(name: str, settings: Settings) -> ResolvedProfile:
+    """Profile `name` on the search path (KIMIDOCS_PROFILES, ./profiles, built-ins); `ProfileError`."""
+    return resolve(name, search_path(settings.profiles_path))
+
+
+def _resolve(
+    options: RunOptions, settings: Settings | None
+) -> tuple[Settings, ModelInfo, Profile, DeclaredProfile | None]:
     """Settings (with `options.db`), model and profile, or one `ConfigError` line."""
     settings = settings or load_settings()
     if options.db:
@@ -257,9 +269,13 @@ def _resolve(options: RunOptions, settings: Settings | None) -> tuple[Settings, 
     check_options(options)
     check_db_path(settings.db)
     try:
-        return settings, get_model(options.model or settings.kimi_model), load_profile(options.profile)
+        model = get_model(options.model or settings.kimi_model)
+        found = resolve_profile(options.profile, settings)
     except (UnknownModel, ProfileError) as err:
         raise ConfigError(str(err)) from None
+    if found.shadow_note:
+        log.info("%s", found.shadow_note)
+    return settings, model, found.profile, found.declared
 
 
 def open_run(
@@ -277,13 +293,15 @@ def open_run(
     Then it waits while another run holds the database's run lock (`RunLock`): two runs on one
     database would both pay for every document neither has finished.
     """
-    settings, model, profile = _resolve(options, settings)
+    settings, model, profile, declared = _resolve(options, settings)
     run_id = uuid.uuid4().hex
     run_lock = _lock_database(settings.db, run_id, observer)
     opened: Backend | None = None
     try:
         store = Store(settings.db)
         store.migrate()
+        if declared is not None:  # once per run; rebuilt only when the profile's version changed
+            store.refresh_profile_views(views_of(declared))
         opened = backend or open_backend(settings, limiter=limiter or RateLimiter.for_tier(settings.tier))
         if not options.dry_run:
             check_model_offered(opened, model.id)
@@ -309,7 +327,15 @@ def open_run(
         )
     )
     ctx = RunContext(
-        options, settings, store, backend, model, profile, run_id, CostGuard(options.max_cost_usd)
+        options,
+        settings,
+        store,
+        backend,
+        model,
+        profile,
+        run_id,
+        CostGuard(options.max_cost_usd),
+        declared=declared,
     )
     ctx.observer = observer
     ctx.run_lock = run_lock
@@ -337,7 +363,7 @@ def attach_run(
     no migration and not the database's run lock (the process that opened the run holds it). Its cost
     guard starts from what the run's calls have cost so far. Close it with `detach_run`.
     """
-    settings, model, profile = _resolve(options, settings)
+    settings, model, profile, declared = _resolve(options, settings)
     store = Store(settings.db)
     try:
         if not store.query("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).rows:
@@ -349,7 +375,9 @@ def attach_run(
         raise
     guard = CostGuard(options.max_cost_usd)
     guard.settle(0.0, float(spent.rows[0][0] or 0.0))
-    return RunContext(options, settings, store, opened, model, profile, run_id, guard, observer=observer)
+    return RunContext(
+        options, settings, store, opened, model, profile, run_id, guard, observer=observer, declared=declared
+    )
 
 
 def detach_run(ctx: RunContext) -> None:

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     )
     # Folders of user profiles (os.pathsep-separated), searched before the built-ins; unset: ./profiles.
     profiles_path: str | None = Field(default=None, validation_alias=AliasChoices("KIMIDOCS_PROFILES"))
+    # Tasks of a declared profile: the first goes alone (it puts the document in the prefix cache),
+    # then the rest fan out. Off: all start at once (they all miss); for benchmarks.
+    prefix_scheduling: bool = Field(default=True, validation_alias=AliasChoices("KIMIDOCS_PREFIX_SCHEDULING"))
 
     @field_validator("kimi_api_key", mode="before")
     @classmethod

@@ -183,9 +183,10 @@ def test_plan_command_json_contract_and_typed_error(corpus: Path) -> None:
     )
     assert ok.exit_code == 0, ok.output
     rec = json.loads(ok.stdout)
+    # Keys are only ever added, after the old ones.
     assert list(rec) == [
         "path", "model", "window", "tokens_est", "strategy", "chunks", "reduce_levels", "calls", "coverage",
-        "cost_usd_est",
+        "cost_usd_est", "profile", "tasks", "calls_est", "prompt_tokens_est", "cached_tokens_est",
     ]  # fmt: skip
     assert (rec["model"], rec["window"], rec["strategy"]) == ("kimidocs-test-8k", 8_192, "map_reduce")
     assert [c["index"] for c in rec["chunks"]] == list(range(len(rec["chunks"])))

@@ -18,7 +18,9 @@ from kimidocs import pipeline
 from kimidocs.discover import FolderError
 from kimidocs.paths import shown
 from kimidocs.records import Stage, Usage
+from kimidocs.run import resolve_profile
 from kimidocs.settings import load_settings
+from prompts import ProfileError
 
 
 @dataclass
@@ -204,7 +206,10 @@ def plural(n: int, word: str) -> str:
 
 def analyze(
     path: Annotated[Path, typer.Argument(help="Folder (or single file) to analyse.")],
-    profile: Annotated[str, typer.Option(help="Prompt profile (prompts/<profile>/).")] = "summary",
+    profile: Annotated[
+        str,
+        typer.Option(help="Profile on the search path: KIMIDOCS_PROFILES, ./profiles, then built-ins."),
+    ] = "summary",
     model: Annotated[str | None, typer.Option(help="Model id (default: KIMI_MODEL or kimi-k2.5).")] = None,
     db: Annotated[Path | None, typer.Option(help="DuckDB file (default: KIMIDOCS_DB).")] = None,
     include: Annotated[list[str] | None, typer.Option(help="Glob to include (repeatable).")] = None,
@@ -244,9 +249,16 @@ def analyze(
         db=str(db) if db else None,
         pack=pack,
     )
+    settings = load_settings()
+    try:
+        note = resolve_profile(profile, settings).shadow_note
+    except ProfileError:
+        note = None  # open_run says what is wrong, in one line
+    if note:
+        Console(stderr=True).print(f"[yellow]note: {note}[/yellow]", soft_wrap=True, highlight=False)
     try:
         with screen.progress:
-            report = pipeline.run_folder(options, load_settings(), observer=screen)
+            report = pipeline.run_folder(options, settings, observer=screen)
     except FolderError as err:
         console.print(f"[red]error:[/red] {shown(str(err))}")
         raise typer.Exit(2) from None

@@ -21,15 +21,25 @@ from rich.table import Table
 from extractors import ExtractionError
 from kimidocs.analysis import LowTextQuality, prepare_file
 from kimidocs.commands.extract import PageProgress
-from kimidocs.costs import lower_bound
+from kimidocs.costs import CostEstimate, lower_bound
 from kimidocs.models import ModelInfo, UnknownModel, get_model
 from kimidocs.planning import Plan, PlanningError
+from kimidocs.run import resolve_profile
 from kimidocs.settings import load_settings
-from prompts import ProfileError, load_profile
+from prompts import ProfileError
 
 
-def plan_record(path: str, model: ModelInfo, plan: Plan, cost_usd: float) -> dict[str, Any]:
-    """The `--json` object (the command's contract; keep the keys stable)."""
+def plan_record(
+    path: str,
+    model: ModelInfo,
+    plan: Plan,
+    cost_usd: float,
+    *,
+    profile: str = "summary",
+    tasks: tuple[str, ...] = (),
+    estimate: CostEstimate | None = None,
+) -> dict[str, Any]:
+    """The `--json` object (the command's contract; keep the keys stable; new keys only added)."""
     return {
         "path": path,
         "model": model.id,
@@ -49,6 +59,11 @@ def plan_record(path: str, model: ModelInfo, plan: Plan, cost_usd: float) -> dic
         "calls": plan.calls,
         "coverage": plan.coverage,
         "cost_usd_est": round(cost_usd, 6),
+        "profile": profile,
+        "tasks": list(tasks),
+        "calls_est": estimate.calls if estimate else plan.calls,
+        "prompt_tokens_est": estimate.prompt_tokens if estimate else None,
+        "cached_tokens_est": estimate.cached_tokens_expected if estimate else None,
     }
 
 
@@ -74,7 +89,18 @@ def _table(rec: dict[str, Any], plan: Plan) -> Table:
 
 def _notes(rec: dict[str, Any], plan: Plan, floor_usd: float) -> list[str]:
     b = plan.budget
+    tasks = rec["tasks"]
+    per_task = (
+        [
+            f"profile {rec['profile']}: {len(tasks)} task(s) ({', '.join(tasks)}) on one plan, "
+            f"{rec['calls_est']} call(s); {rec['cached_tokens_est']:,} of {rec['prompt_tokens_est']:,} "
+            "prompt tokens expected from the cache (tasks 2..N read the document prefix)"
+        ]
+        if tasks
+        else []
+    )
     return [
+        *per_task,
         f"{rec['model']}: window {b.window:,} = text {b.chunk_tokens:,} + fixed prompt "
         f"{b.fixed_prompt_tokens:,} + output {b.max_output_tokens:,} + margin {b.margin:,}",
         f"document {rec['tokens_est']:,} tokens (o200k estimate), coverage {rec['coverage']:.0%}",
@@ -90,7 +116,9 @@ def register(app: typer.Typer) -> None:
         model: Annotated[
             str | None, typer.Option("--model", "-m", help="Model id (default: KIMI_MODEL).")
         ] = None,
-        profile: Annotated[str, typer.Option("--profile", "-p", help="Prompt profile.")] = "summary",
+        profile: Annotated[
+            str, typer.Option("--profile", "-p", help="Profile on the search path (all its tasks).")
+        ] = "summary",
         as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON object.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
@@ -102,23 +130,39 @@ def register(app: typer.Typer) -> None:
         try:
             settings = load_settings()
             info = get_model(model or settings.kimi_model)
-            prof = load_profile(profile)
+            found = resolve_profile(profile, settings)
+            if found.shadow_note:
+                typer.echo(f"note: {found.shadow_note}", err=True)
+            names = tuple(t.name for t in found.declared.tasks) if found.declared else ()
             # Pages extracted, on a terminal only (a 934-page book takes a while with pypdf).
             bars = PageProgress(sys.stderr.isatty() and not (as_json or quiet))
             with bars.progress:
                 prepared = prepare_file(
-                    file, settings, info, prof, on_progress=lambda d, t: bars(str(file), d, t)
+                    file,
+                    settings,
+                    info,
+                    found.profile,
+                    tasks=max(len(names), 1),
+                    on_progress=lambda d, t: bars(str(file), d, t),
                 )
         except (ExtractionError, LowTextQuality, PlanningError, UnknownModel, ProfileError) as exc:
             name = getattr(exc, "error_type", None) or type(exc).__name__
             typer.echo(f"error: {name}: {exc}", err=True)
             raise typer.Exit(1) from None
         plan = prepared.plan
-        rec = plan_record(str(file), info, plan, prepared.cost_usd_est)
+        rec = plan_record(
+            str(file),
+            info,
+            plan,
+            prepared.cost_usd_est,
+            profile=profile,
+            tasks=names,
+            estimate=prepared.estimate,
+        )
         if as_json:
             typer.echo(json.dumps(rec))
             return
-        floor = lower_bound(plan.tokens_est, plan.budget.max_output_tokens, info)
+        floor = lower_bound(plan.tokens_est, plan.budget.max_output_tokens * max(len(names), 1), info)
         console = Console()
         console.print(_table(rec, plan))
         for line in _notes(rec, plan, floor):

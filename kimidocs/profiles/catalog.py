@@ -176,3 +176,61 @@ def version_of(loc: ProfileLocation) -> str:
     if loc.kind == "prompts":
         return load_profile(loc.name).version
     return load_folder(loc.folder, location=loc).version
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+def planning_profile(declared: DeclaredProfile) -> Profile:
+    """One `prompts.Profile` that plans a document for every task of `declared` at once.
+
+    The tasks share the system and the document message, so one plan (chunks, reduce groups)
+    serves them all: it is sized for the largest task text of each stage and the largest output.
+    Its version is the profile's. Calls are built from `declared.task_profile(task)`.
+    """
+    specs = declared.tasks
+    stages = {
+        stage: max((declared.stages[t.name][stage] for t in specs), key=len)
+        for stage in next(iter(declared.stages.values()))
+    }
+    return Profile(
+        name=declared.name,
+        version=declared.version,
+        system=declared.system,
+        tasks=MappingProxyType(stages),
+        schema=MappingProxyType({}),
+        max_output_tokens=max(t.max_output_tokens for t in specs),
+        partial_output_tokens=max(t.partial_output_tokens for t in specs),
+        description=declared.spec.description,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedProfile:
+    """What a run asked for by name: the profile that plans its documents, the declaration when it
+    is a declared one (None for a hand-written built-in such as `summary`), and where it was found."""
+
+    profile: Profile
+    declared: DeclaredProfile | None
+    location: ProfileLocation
+
+    @property
+    def shadow_note(self) -> str | None:
+        """One line when this profile hides a same-named one later on the search path."""
+        loc = self.location
+        if not loc.shadows:
+            return None
+        hidden = ", ".join(str(p) for p in loc.shadows)
+        return f"profile {loc.name!r} from {loc.folder} shadows {hidden}"
+
+
+def resolve(name: str, path: Sequence[Path]) -> ResolvedProfile:
+    """`name` on the search path: a declared profile (user or built-in) or a hand-written built-in.
+
+    Raises `ProfileError` (unknown, malformed; a `DeclarationError` names the file and the key).
+    """
+    loc = locate(name, path)
+    if loc.kind == "prompts":
+        return ResolvedProfile(load_profile(name), None, loc)
+    declared = load_folder(loc.folder, location=loc)
+    return ResolvedProfile(planning_profile(declared), declared, loc)

@@ -214,25 +214,36 @@ def is_summary_schema(schema: dict[str, Any]) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Facts:
-    """What generic schema filling may use: texts and numbers from the input."""
+    """What generic schema filling may use: texts and numbers from the input. `per_page` holds the
+    facts of single pages: the items of a cited list come from different pages (up to 3, spread)."""
 
     sentence: str
     title: str
     language: str
     first_page: int | None
     date: str | None
+    amount: tuple[float | int, str] | None = None
+    evidence: str | None = None
+    per_page: tuple[Facts, ...] = ()
 
 
-def facts_of(pages: list[Page], text: str) -> Facts:
+def facts_of(pages: list[Page], text: str, *, per_page: bool = True) -> Facts:
     flat = " ".join(p.text for p in pages) if pages else extract.strip_images(text)
     found = extract.dates(flat)
+    money = extract.amounts(flat)
+    with_text = [p for p in pages if p.text]
     return Facts(
         sentence=next(iter(extract.sentences(flat)), flat[:80]) or "emulated",
         title=extract.first_line("\n".join(p.raw for p in pages) if pages else extract.strip_images(text))
         or "emulated",
         language=extract.language(flat) or "en",
-        first_page=pages[0].number if pages else None,
+        first_page=(with_text or pages)[0].number if pages else None,
         date=found[0][0] if found else None,
+        amount=(money[0][0], money[0][1]) if money else None,
+        evidence=extract.evidence_on(with_text[0].raw) if with_text else None,
+        per_page=tuple(facts_of([p], p.raw, per_page=False) for p in spread(with_text, 3))
+        if per_page and len(with_text) > 1
+        else (),
     )
 
 
@@ -258,21 +269,34 @@ def fill_schema(schema: Any, facts: Facts, name: str = "", depth: int = 0) -> An
     lowered = name.lower()
     if kind == "object":
         props = schema.get("properties") or {}
-        return {k: fill_schema(v, facts, k, depth + 1) for k, v in props.items()}
+        # a cited value {value, pages, evidence} is named by its field, not by "value"
+        return {k: fill_schema(v, facts, name if k == "value" else k, depth + 1) for k, v in props.items()}
     if kind == "array":
         count = max(int(schema.get("minItems") or 1), 1)
         item_name = lowered[:-1] if lowered.endswith("s") else lowered
-        return [fill_schema(schema.get("items") or {}, facts, item_name, depth + 1) for _ in range(count)]
+        items = schema.get("items") or {}
+        cited = isinstance(items, dict) and "pages" in (items.get("properties") or {})
+        if cited and facts.per_page:  # one item per page, from that page's text
+            return [fill_schema(items, f, item_name, depth + 1) for f in facts.per_page]
+        return [fill_schema(items, facts, item_name, depth + 1) for _ in range(count)]
     if kind == "integer":
         value = facts.first_page if "page" in lowered and facts.first_page is not None else 1
         return _clamp(value, schema)
     if kind == "number":
+        if facts.amount is not None and not isinstance(facts.amount[0], bool):
+            return facts.amount[0]
         return float(_clamp(1, schema))
     if kind == "boolean":
         return True
     if kind == "null":
         return None
-    if "date" in lowered or schema.get("format") == "date":
+    if "evidence" in lowered and facts.evidence:
+        text = facts.evidence
+    elif "currency" in lowered and facts.amount is not None:
+        text = facts.amount[1]
+    elif (
+        "date" in lowered or schema.get("format") == "date" or "YYYY-MM-DD" in str(schema.get("description"))
+    ):
         text = facts.date or "2020-01-01"
     elif "title" in lowered or "name" in lowered:
         text = facts.title
@@ -305,6 +329,7 @@ class Answer:
     last_page: int | None = None
     page_count: int = 0
     tool_name: str | None = None
+    task: str | None = None  # the output schema's title ("<profile>.<task>" for declared profiles)
 
 
 def fit(build: Callable[[Size], str], sizes: tuple[tuple[int, ...], ...], budget: int | None) -> str:
@@ -317,11 +342,50 @@ def fit(build: Callable[[Size], str], sizes: tuple[tuple[int, ...], ...], budget
     return content
 
 
+def merge_objects(objects: list[dict[str, Any]], schema: dict[str, Any]) -> dict[str, Any]:
+    """Partials of any schema merged as a model would: list items united (an item seen again adds its
+    pages to the first), the first non-empty value of every other field."""
+    out: dict[str, Any] = {}
+    for key in schema.get("properties") or {}:
+        values = [o.get(key) for o in objects if o.get(key) not in (None, "", [])]
+        if values and all(isinstance(v, list) for v in values):
+            seen: dict[str, dict[str, Any]] = {}
+            items: list[Any] = []
+            for v in values:
+                for item in v or []:
+                    if not isinstance(item, dict):
+                        if item not in items:
+                            items.append(item)
+                        continue
+                    k = _dump({a: b for a, b in sorted(item.items()) if a not in ("pages", "evidence")})
+                    if k in seen:
+                        seen[k]["pages"] = sorted(
+                            set(seen[k].get("pages") or []) | set(item.get("pages") or [])
+                        )
+                        continue
+                    seen[k] = dict(item)
+                    items.append(seen[k])
+            out[key] = items
+        else:
+            out[key] = values[0] if values else None
+    return out
+
+
 def json_answer(
-    user_text: str, system_text: str, schema: dict[str, Any] | None, budget: int | None
+    user_text: str,
+    system_text: str,
+    schema: dict[str, Any] | None,
+    budget: int | None,
+    task_text: str = "",
 ) -> Answer:
-    """The answer in JSON mode, by what the input holds (schema, documents, partials, pages)."""
+    """The answer in JSON mode, by what the input holds (schema, documents, partials, pages).
+
+    The output schema is the request's, else the one the system prompt shows, else the one in the
+    last message (`task_text`: declared profiles send it with the task, after the document).
+    """
     schema = schema if schema is not None else find_schema(system_text)
+    if schema is None and task_text:
+        schema = find_schema(task_text)
     documents = extract.parse_documents(user_text)
     pages = extract.parse_pages(user_text)
     numbers = [p.number for p in pages]
@@ -331,7 +395,18 @@ def json_answer(
         "page_count": len(numbers),
     }
     if schema is not None and not is_summary_schema(schema):
-        return Answer(_dump(fill_schema(schema, facts_of(pages, user_text))), "schema", **span)  # type: ignore[arg-type]
+        title = schema.get("title") if isinstance(schema.get("title"), str) else None
+        partials = extract.parse_partials(user_text)
+        if partials:  # a reduce over any schema: lists united, the first value of each field
+            first, last = min(a for a, _, _ in partials), max(b for _, b, _ in partials)
+            content = _dump(merge_objects([o for _, _, o in partials], schema))
+            return Answer(content, "reduce", first, last, last - first + 1, task=title)
+        return Answer(
+            _dump(fill_schema(schema, facts_of(pages, user_text))),
+            "schema",
+            task=title,
+            **span,  # type: ignore[arg-type]
+        )
     if documents:
         parsed = [
             (doc_id, extract.parse_pages(body) or [extract.Page(1, markup.unescape(body))])

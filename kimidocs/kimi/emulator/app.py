@@ -124,7 +124,7 @@ class Result:
 
     def log_fields(self) -> dict[str, Any]:
         a = self.answer
-        return {"answer_kind": a.kind, "first_page": a.first_page, "last_page": a.last_page}
+        return {"answer_kind": a.kind, "first_page": a.first_page, "last_page": a.last_page, "task": a.task}
 
 
 def _cut(text: str, limit: int) -> str:
@@ -223,6 +223,7 @@ class Emulator:
             "answer_kind": None,
             "first_page": None,
             "last_page": None,
+            "task": None,
             "request_hash": None,
             "first_message_sha": None,
             "messages_sha": None,
@@ -473,7 +474,8 @@ class Emulator:
             schema = (
                 (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else None
             )
-            answer = answers.json_answer(user_text, prompt.system_text(), schema, content_budget)
+            last_user = next((m.text for m in reversed(prompt.messages) if m.role == "user"), "")
+            answer = answers.json_answer(user_text, prompt.system_text(), schema, content_budget, last_user)
         else:
             last_user = next((m.text for m in reversed(prompt.messages) if m.role == "user"), "")
             answer = answers.text_answer(user_text, last_user)
