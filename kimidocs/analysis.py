@@ -216,10 +216,12 @@ def already_done(ctx: RunContext, doc_id: str) -> bool:
 # ---------------------------------------------------------------------------------------------- summarise
 
 
-def summarise(ctx: RunContext, attempt: Attempt, prepared: Prepared) -> DocumentOutcome:
-    """The document's calls (one, or map-reduce), then its result stored."""
+def summarise(
+    ctx: RunContext, attempt: Attempt, prepared: Prepared, caller: KimiCaller | None = None
+) -> DocumentOutcome:
+    """The document's calls (one, or map-reduce), then its result stored. `caller`: batch mode's."""
     doc = prepared.doc
-    caller = KimiCaller(ctx, doc.sha256, path=prepared.found.path)
+    caller = caller or KimiCaller(ctx, doc.sha256, path=prepared.found.path)
     attempt.caller = caller
     if ctx.declared is not None:
         return analyse_tasks(ctx, prepared, caller)

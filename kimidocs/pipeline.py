@@ -31,6 +31,7 @@ from kimidocs.analysis import (
     skipped_by_abort,
 )
 from kimidocs.backend import Backend
+from kimidocs.batchrun import run_batch_mode
 from kimidocs.caller import KimiCaller, estimated_usage
 from kimidocs.packer import BatchResult, Packer, analyze_batch, batches, packer_for, packing_on
 from kimidocs.run import (
@@ -111,13 +112,16 @@ def run_folder(
     try:
         files = list_files(ctx)
         observer.files_found(len(files))
-        work = batches(ctx, files)
-        workers = max(1, min(options.concurrency, len(work) or 1))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kimidocs-doc") as pool:
-            done = list(pool.map(lambda batch: analyze_batch(ctx, batch), work))
-        for result in done:
-            ctx.packs.add(result.packs)
-        outcomes = in_file_order(files, (result.outcomes for result in done))
+        if options.mode == "batch" and not options.dry_run:  # Kimi's Batch API, in rounds (batchrun.py)
+            outcomes = run_batch_mode(ctx, files)
+        else:
+            work = batches(ctx, files)
+            workers = max(1, min(options.concurrency, len(work) or 1))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kimidocs-doc") as pool:
+                done = list(pool.map(lambda batch: analyze_batch(ctx, batch), work))
+            for result in done:
+                ctx.packs.add(result.packs)
+            outcomes = in_file_order(files, (result.outcomes for result in done))
     except BaseException as err:
         abandon_run(ctx, err)
         raise

@@ -104,6 +104,22 @@ class CallRecord:
     response: str | None = None
     started_at: datetime | None = None
     usage_source: str | None = None  # reported (by the server) | estimated (it sent none) | None (no answer)
+    batch_id: str | None = None  # the Batch API job that answered it; None for a real-time call
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    """A Batch API job a run submitted (`batches` table): enough for a rerun to pick it up."""
+
+    batch_id: str
+    run_id: str
+    folder: str
+    model: str
+    input_file_id: str
+    round: int
+    request_keys: tuple[str, ...]
+    status: str
+    estimate_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

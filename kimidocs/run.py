@@ -161,6 +161,9 @@ class PackStats:
         return self.counts.documents - self.counts.requests
 
 
+MODES = ("interactive", "batch")
+
+
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     """What a run does. The same fields are the Prefect flow's parameters."""
@@ -177,6 +180,7 @@ class RunOptions:
     db: str | None = None
     flow_run_id: str | None = None
     pack: bool | None = None  # small documents several to a request: None = only where RPM binds
+    mode: str = "interactive"  # "interactive" (real-time calls) | "batch" (Kimi's Batch API, 60 % price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +398,8 @@ def check_options(options: RunOptions) -> None:
         raise ConfigError(f"--max-cost-usd (max_cost_usd) must be 0 or more, not {options.max_cost_usd}")
     if not 1 <= options.concurrency <= 64:
         raise ConfigError(f"concurrency must be between 1 and 64, not {options.concurrency}")
+    if options.mode not in MODES:
+        raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {options.mode!r}")
     if not Path(options.folder).exists():
         raise ConfigError(f"{options.folder}: no such folder or file")
 

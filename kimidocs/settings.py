@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     kimi_model: str = Field(default="kimi-k2.5", validation_alias=AliasChoices("KIMI_MODEL"))
     db: Path = Field(default=Path("data/kimidocs.duckdb"), validation_alias=AliasChoices("KIMIDOCS_DB"))
     tier: str = Field(default="tier1", validation_alias=AliasChoices("KIMIDOCS_TIER"))
+    # Batch mode (kimidocs/batchrun.py): first poll interval and how long one run waits for a batch.
+    batch_poll_s: float = Field(default=30.0, gt=0, validation_alias=AliasChoices("KIMIDOCS_BATCH_POLL_S"))
+    batch_timeout_s: float = Field(
+        default=26 * 3600.0, gt=0, validation_alias=AliasChoices("KIMIDOCS_BATCH_TIMEOUT_S")
+    )
     max_file_bytes: int = Field(
         default=200 * 1024 * 1024, gt=0, validation_alias=AliasChoices("KIMIDOCS_MAX_FILE_BYTES")
     )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from kimidocs.paths import shown
-from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals
+from kimidocs.records import BatchRow, CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals
 from kimidocs.store import migrate as migrations
 from kimidocs.store.coerce import clean_text, to_datetime
 from kimidocs.store.columns import (
@@ -353,6 +353,50 @@ class Store:
                 [request_key],
             ).fetchone()
         return call_from_row(dict(zip(CALL_COLUMNS, row, strict=True))) if row else None
+
+    # ------------------------------------------------------------------ batches
+
+    def save_batch(self, batch: BatchRow) -> None:
+        """Record a batch the moment it is created (before waiting): a rerun finds it here."""
+        now = datetime.now(UTC)
+        with self._write() as con:
+            con.execute(
+                "INSERT INTO batches (batch_id, run_id, folder, model, input_file_id, round, request_keys, "
+                "status, estimate_usd, created_at, updated_at, done) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false)",
+                [
+                    batch.batch_id,
+                    batch.run_id,
+                    batch.folder,
+                    batch.model,
+                    batch.input_file_id,
+                    batch.round,
+                    list(batch.request_keys),
+                    batch.status,
+                    batch.estimate_usd,
+                    now,
+                    now,
+                ],
+            )
+
+    def update_batch(self, batch_id: str, status: str | None = None, *, done: bool = False) -> None:
+        """The batch's status as last read (None: unchanged); `done` once its lines are in `calls`."""
+        with self._write() as con:
+            con.execute(
+                "UPDATE batches SET status = coalesce(?, status), updated_at = ?, done = done OR ? "
+                "WHERE batch_id = ?",
+                [status, datetime.now(UTC), done, batch_id],
+            )
+
+    def open_batches(self, folder: str, model: str) -> list[BatchRow]:
+        """Batches of earlier runs over `folder` whose results were never read (oldest first)."""
+        with self._read() as con:
+            rows = con.execute(
+                "SELECT batch_id, run_id, folder, model, input_file_id, round, request_keys, status, "
+                "estimate_usd FROM batches WHERE folder = ? AND model = ? AND NOT done ORDER BY created_at",
+                [folder, model],
+            ).fetchall()
+        return [BatchRow(r[0], r[1], r[2], r[3], r[4], r[5], tuple(r[6]), r[7], r[8]) for r in rows]
 
     # ------------------------------------------------------------------ summaries
 

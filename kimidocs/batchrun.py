@@ -1,0 +1,316 @@
+"""Batch mode: a run's calls through Kimi's Batch API (60 % of the price), in rounds, resumable.
+
+    prepare every document (extract, gate, plan) as in interactive mode
+    round: replay each pending document's `run_plan` with a `BatchCaller`
+           answered (this run's batch results)   -> logged like a real-time call, at the batch price
+           already in the call log               -> reused (the same resume as interactive mode)
+           neither                               -> gathered for the round's batch; the document waits
+    submit the round's requests as one batch (budget reserved first, the batch stored at once),
+    wait for it (bounded), read its lines, replay again: singles and maps, then each reduce level / repair
+
+`run_plan` is unchanged: a miss raises `Deferred` (a BaseException, so no `except Exception` turns it
+into a failure); `run_plan` is run with every chunk of a level in flight together, so one replay gathers
+a whole level (more than `_WIDE` chunks just takes another round). A rerun over the same folder picks up
+the batches stored not `done` (polls them, reads their results) and submits only what is missing.
+
+Fallbacks (one log line each): a model without a batch price, a tier0 account, or a 403 on create run
+the remaining calls in real time; a line that failed in `RETRY_ROUNDS` batches goes real time (its call
+row has no batch_id); an expired batch's missing lines are simply asked again in the next round.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from kimidocs.analysis import Attempt, Prepared, finished, guarded, outcome_of, prepare, started, summarise
+from kimidocs.batching import BatchLineResult
+from kimidocs.budget import BudgetExceeded
+from kimidocs.caller import KimiCaller
+from kimidocs.costs import batch_call_cost
+from kimidocs.discover import FoundFile
+from kimidocs.kimi.batch import BatchClient
+from kimidocs.kimi.errors import KimiError, PermissionDenied
+from kimidocs.mapreduce import CallOutcome
+from kimidocs.records import BatchRow, CallRecord, CallStatus
+from kimidocs.requests import ChatRequest
+from kimidocs.run import DocumentOutcome, RunContext
+from kimidocs.schedule import RunWarmup, Scheduler, WaitDecision
+from kimidocs.store import StoreError
+
+log = logging.getLogger(__name__)
+
+RETRY_ROUNDS = 2  # a line that failed in this many batches is sent in real time
+MAX_ROUNDS = 40  # a safety stop: reduce levels + repairs + retries stay far below
+_WIDE = 64  # calls of one level in flight together while replaying (no network: all answered or missed)
+_GATHER_S = 0.02  # a miss waits this long before raising, so the level's other calls get to record theirs
+
+
+class Deferred(BaseException):
+    """The request is not answered yet: it goes into the round's batch."""
+
+
+@dataclass
+class _Miss:
+    request: ChatRequest
+    doc_id: str | None
+    body: dict
+    estimate_usd: float
+
+
+@dataclass
+class BatchState:
+    """What the rounds of one run share: answers by request key, this round's misses, failure counts."""
+
+    answers: dict[str, tuple[str, BatchLineResult]] = field(default_factory=dict)  # key -> (batch, line)
+    misses: dict[str, _Miss] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    interactive: bool = False  # batches are not available: every call goes real time
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    batches: list[str] = field(default_factory=list)
+    retried_interactive: int = 0
+
+    def take(self, batch_id: str, keys: tuple[str, ...], lines: dict[str, BatchLineResult]) -> None:
+        with self.lock:
+            for key in keys:
+                line = lines.get(key)
+                if line is not None and line.ok:
+                    self.answers[key] = (batch_id, line)
+                else:
+                    self.failures[key] = self.failures.get(key, 0) + 1
+
+
+class BatchScheduler(Scheduler):
+    """No prefix to warm in a batch: every group starts together (and the run has no warm-up call)."""
+
+    def group(self, name: str, calls: int, shared_tokens: int) -> WaitDecision:
+        d = super().group(name, calls, shared_tokens)
+        return replace(d, first_alone=False)
+
+
+class BatchCaller(KimiCaller):
+    """A `KimiCaller` whose requests are answered by the run's batches (see the module's doc)."""
+
+    def __init__(self, ctx: RunContext, doc_id: str | None, state: BatchState, *, path: str | None) -> None:
+        super().__init__(ctx, doc_id, path=path)
+        self.state = state
+        self._served: dict[str, CallOutcome] = {}
+
+    def __call__(self, request: ChatRequest) -> CallOutcome:
+        served = self._served.get(request.request_key)
+        if served is not None:
+            return replace(served, reused=True)
+        outcome = super().__call__(request)
+        self._served[request.request_key] = outcome
+        return outcome
+
+    def _send(self, request: ChatRequest) -> CallOutcome:
+        state, key = self.state, request.request_key
+        with state.lock:
+            answer = state.answers.get(key)
+            failures = state.failures.get(key, 0)
+        if answer is not None:
+            return self._serve(request, *answer)
+        if state.interactive:
+            return super()._send(request)
+        if failures >= RETRY_ROUNDS:
+            log.warning("%s failed in %d batches: sending it in real time", key, failures)
+            with state.lock:
+                state.retried_interactive += 1
+            return super()._send(request)
+        max_tokens = int(request.body.get("max_tokens") or 0)
+        body = self._policy_body(request, max_tokens)
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+        model = self.ctx.model
+        estimate = (
+            model.price_cache_miss * request.prompt_tokens_est + model.price_output * max_tokens
+        ) / 1e6
+        estimate *= model.batch_price_factor or 1.0
+        with state.lock:
+            state.misses.setdefault(key, _Miss(request, self.doc_id, body, estimate))
+        time.sleep(_GATHER_S)
+        raise Deferred(key)
+
+    def _serve(self, request: ChatRequest, batch_id: str, line: BatchLineResult) -> CallOutcome:
+        """A batch line as a call: logged (batch id, batch price) and added to the totals."""
+        ctx = self.ctx
+        cost = batch_call_cost(line.usage, ctx.model)
+        ctx.guard.settle(0.0, cost)
+        unusable = self.judge(request.stage, line.content, line.finish_reason)
+        record = CallRecord(
+            call_id=uuid.uuid4().hex,
+            run_id=ctx.run_id,
+            doc_id=self.doc_id,
+            stage=request.stage,
+            request_key=request.request_key,
+            model=ctx.model.id,
+            backend=ctx.backend.name,
+            chunk_index=request.chunk_index,
+            level=request.level,
+            prompt_tokens_est=request.prompt_tokens_est,
+            started_at=datetime.now(UTC),
+            usage=line.usage,
+            cost_usd=cost,
+            finish_reason=line.finish_reason,
+            http_status=line.status_code,
+            status=CallStatus.UNUSABLE if unusable else CallStatus.OK,
+            error=unusable,
+            response=line.content,
+            usage_source="reported" if line.usage_reported else "estimated",
+            batch_id=batch_id,
+        )
+        ctx.store.save_calls([record])
+        self._add(self.doc_id, line.usage, cost)
+        ctx.observer.call_finished(line.usage, cost, request.stage)
+        if self.path is not None:
+            ctx.observer.document_call(self.path, request.stage)
+        return CallOutcome(content=line.content, finish_reason=line.finish_reason)
+
+
+def batch_unavailable(ctx: RunContext) -> str | None:
+    """Why this run cannot use batches (the model, the tier), or None."""
+    if not ctx.model.supports_batch:
+        return f"model {ctx.model.id} does not take batches"
+    if ctx.settings.tier == "tier0":
+        return "Tier0 accounts cannot use the Batch API (Tier1 and above)"
+    return None
+
+
+def _wait_and_read(ctx: RunContext, client: BatchClient, state: BatchState, row: BatchRow) -> None:
+    """Poll a stored batch to its end, take its lines, record its status (done once replayed)."""
+    batch = client.wait(
+        row.batch_id,
+        poll_s=min(ctx.settings.batch_poll_s, ctx.settings.batch_timeout_s),
+        max_poll_s=max(ctx.settings.batch_poll_s, 10 * ctx.settings.batch_poll_s),
+        timeout_s=ctx.settings.batch_timeout_s,
+    )
+    lines = client.results(batch) if batch.terminal and batch.has_results else {}
+    state.take(row.batch_id, row.request_keys, lines)
+    ctx.store.update_batch(row.batch_id, batch.status)
+    log.info(
+        "batch %s %s: %d of %d lines answered",
+        row.batch_id,
+        batch.status,
+        sum(1 for k in row.request_keys if k in lines and lines[k].ok),
+        len(row.request_keys),
+    )
+
+
+def _submit(ctx: RunContext, client: BatchClient, state: BatchState, round_no: int) -> BatchRow | None:
+    """The round's misses as one batch: budget reserved, uploaded, created, stored at once. None when
+    the account turns out not to take batches (403): the run goes on in real time."""
+    misses = dict(state.misses)
+    estimate = sum(m.estimate_usd for m in misses.values())
+    ctx.guard.reserve(estimate)
+    try:
+        file_id = client.upload(
+            {k: m.body for k, m in misses.items()}, filename=f"kimidocs-{ctx.run_id}.jsonl"
+        )
+        batch = client.create(file_id, metadata={"run_id": ctx.run_id, "round": round_no})
+    except PermissionDenied as err:
+        ctx.guard.settle(estimate, 0.0)
+        log.warning("the Batch API is not open for this account (%s): continuing in real time", err)
+        state.interactive = True
+        return None
+    except BaseException:
+        ctx.guard.settle(estimate, 0.0)
+        raise
+    row = BatchRow(
+        batch.id,
+        ctx.run_id,
+        str(ctx.options.folder),
+        ctx.model.id,
+        file_id,
+        round_no,
+        tuple(misses),
+        batch.status,
+        estimate,
+    )
+    ctx.store.save_batch(row)
+    state.batches.append(batch.id)
+    log.info("round %d: batch %s submitted with %d requests", round_no, batch.id, len(misses))
+    try:
+        _wait_and_read(ctx, client, state, row)
+    finally:
+        ctx.guard.settle(estimate, 0.0)  # each answer settles its own cost when it is served
+    return row
+
+
+@dataclass
+class _Doc:
+    attempt: Attempt
+    prepared: Prepared
+    caller: BatchCaller
+    t0: float
+
+
+def run_batch_mode(ctx: RunContext, files: list[FoundFile]) -> list[DocumentOutcome]:
+    """Every file of the run in batch mode; outcomes in `files`' order."""
+    state = BatchState()
+    why = batch_unavailable(ctx)
+    if why is not None:
+        log.warning("batch mode: %s; running in real time instead", why)
+        state.interactive = True
+    ctx.options = replace(ctx.options, concurrency=_WIDE, pack=False)
+    scheduler = BatchScheduler(ctx.model, ctx.scheduler.system_tokens, ctx.scheduler.threshold_usd)
+    scheduler.warmup = RunWarmup(first_alone=False)
+    ctx.scheduler = scheduler
+    outcomes: dict[str, DocumentOutcome] = {}
+    pending: list[_Doc] = []
+    for found in files:
+        t0 = started(ctx, found)
+        attempt = Attempt(found)
+        prepared = guarded(ctx, attempt, lambda a: prepare(ctx, a))
+        if isinstance(prepared, DocumentOutcome):
+            outcomes[found.path] = finished(ctx, prepared, t0)
+            continue
+        caller = BatchCaller(ctx, prepared.doc.sha256, state, path=found.path)
+        attempt.caller = caller
+        pending.append(_Doc(attempt, prepared, caller, t0))
+    client = BatchClient(ctx.backend.client)
+    opened = ctx.store.open_batches(str(ctx.options.folder), ctx.model.id) if pending else []
+    for row in opened:  # an earlier run's batches: read them instead of asking again
+        log.info("resuming batch %s (round %d, %d requests)", row.batch_id, row.round, len(row.request_keys))
+        _wait_and_read(ctx, client, state, row)
+    to_close = [row.batch_id for row in opened]
+    round_no = max((row.round for row in opened), default=0)
+    while pending:
+        round_no += 1
+        state.misses.clear()
+        waiting: list[_Doc] = []
+        for d in pending:
+            try:
+                out = summarise(ctx, d.attempt, d.prepared, d.caller)
+            except Deferred:
+                waiting.append(d)
+                continue
+            except StoreError:
+                raise
+            except Exception as err:
+                out = outcome_of(ctx, d.attempt, err)
+            outcomes[d.attempt.found.path] = finished(ctx, out, d.t0)
+        for batch_id in to_close:  # every line they answered is in the call log now
+            ctx.store.update_batch(batch_id, done=True)
+        to_close = []
+        pending = waiting
+        if not pending:
+            break
+        if round_no > MAX_ROUNDS or not state.misses:
+            stuck = KimiError(f"batch mode: no progress after {round_no} rounds")
+            for d in pending:
+                outcomes[d.attempt.found.path] = finished(ctx, outcome_of(ctx, d.attempt, stuck), d.t0)
+            break
+        try:
+            submitted = _submit(ctx, client, state, round_no)
+        except BudgetExceeded as over:
+            for d in pending:
+                outcomes[d.attempt.found.path] = finished(ctx, outcome_of(ctx, d.attempt, over), d.t0)
+            break
+        if submitted is not None:
+            to_close.append(submitted.batch_id)
+    return [outcomes[f.path] for f in files]
