@@ -242,6 +242,7 @@ def analyze_folder(
     force: bool = False,
     pack: bool | None = None,
     fail_on_document_errors: bool = True,
+    mode: str = "interactive",
 ) -> dict | State:
     """Analyse every document under `folder` and write the results to DuckDB.
 
@@ -272,12 +273,16 @@ def analyze_folder(
             db=db,
             flow_run_id=str(flow_run_id) if flow_run_id else None,
             pack=pack,
+            mode=mode,
         )
         ctx = pipeline.open_run(options, settings, observer=_FlowLog(), limiter=limiter)
         try:
             files = pipeline.list_files(ctx)
             logger.info("found %d files in %s", len(files), folder)
-            outcomes = _analyze_all(ctx, files, max(1, concurrency))
+            if mode == "batch" and not dry_run:  # rounds of Batch API jobs, in this process
+                outcomes = pipeline.run_batch_mode(ctx, files)
+            else:
+                outcomes = _analyze_all(ctx, files, max(1, concurrency))
         except BaseException as err:
             pipeline.abandon_run(ctx, err)
             raise

@@ -94,6 +94,7 @@ __all__ = [
     "prepare_document",
     "prepare_file",
     "release_run",
+    "run_batch_mode",
     "run_folder",
     "skipped_by_abort",
 ]

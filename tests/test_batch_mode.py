@@ -70,3 +70,48 @@ def test_a_folder_in_batch_mode_costs_60_percent_of_real_time(
     assert batch.cost_usd == pytest.approx(0.6 * _list_cost(tmp_path / "i.duckdb"), rel=0.02)
     assert db_rows(b, "SELECT count(*) FROM summaries")[0][0] == 4
     assert db_rows(b, "SELECT status FROM runs")[0][0] == "completed"
+
+
+def test_a_model_without_batches_falls_back_to_real_time(tmp_path: Path, make_emulator, monkeypatch) -> None:
+    _settings_env(monkeypatch)
+    write_docs(tmp_path / "in", small=2, long=False)
+    emu = make_emulator(**FAST)
+    report = run_pipeline(tmp_path / "in", tmp_path / "k.duckdb", emu, model="kimi-k3", mode="batch")
+    assert report.count("ok") == 2
+    assert db_rows(tmp_path / "k.duckdb", "SELECT count(*) FROM calls WHERE batch_id IS NOT NULL")[0][0] == 0
+    assert not db_rows(tmp_path / "k.duckdb", "SELECT * FROM batches")
+
+
+def test_a_tier0_account_answering_403_falls_back_to_real_time(
+    tmp_path: Path, make_emulator, monkeypatch
+) -> None:
+    _settings_env(monkeypatch)
+    write_docs(tmp_path / "in", small=2, long=False)
+    emu = make_emulator(batch_api=False, **FAST)
+    report = run_pipeline(tmp_path / "in", tmp_path / "k.duckdb", emu, model="kimidocs-test-8k", mode="batch")
+    assert report.count("ok") == 2
+    assert db_rows(tmp_path / "k.duckdb", "SELECT count(*) FROM calls WHERE batch_id IS NULL")[0][0] == 2
+
+
+def test_a_rerun_picks_up_the_open_batch_and_never_submits_a_request_twice(
+    tmp_path: Path, make_emulator, monkeypatch
+) -> None:
+    write_docs(tmp_path / "in")
+    emu = make_emulator(batch_validate_s=0.0, batch_processing_s=3.0, batch_finalize_s=0.0)
+    db = tmp_path / "k.duckdb"
+    monkeypatch.setenv("KIMIDOCS_BATCH_POLL_S", "0.05")
+    monkeypatch.setenv("KIMIDOCS_BATCH_TIMEOUT_S", "0.3")  # the first run gives up waiting
+    with pytest.raises(Exception, match="still"):
+        run_pipeline(tmp_path / "in", db, emu, model="kimidocs-test-8k", mode="batch")
+    stored = db_rows(db, "SELECT batch_id, done FROM batches")
+    assert len(stored) == 1 and not stored[0][1]
+    assert db_rows(db, "SELECT count(*) FROM calls")[0][0] == 0
+    monkeypatch.setenv("KIMIDOCS_BATCH_TIMEOUT_S", "60")
+    report = run_pipeline(tmp_path / "in", db, emu, model="kimidocs-test-8k", mode="batch")
+    assert report.count("ok") == 4
+    lines = [r["custom_id"] for r in emu.requests() if r.get("method") == "BATCH"]
+    assert lines and len(lines) == len(set(lines))  # no request went into two batches
+    keys = [k for (k,) in db_rows(db, "SELECT request_key FROM calls")]
+    assert len(keys) == len(set(keys)) == len(lines)  # every result stored once
+    assert stored[0][0] in {b for (b,) in db_rows(db, "SELECT DISTINCT batch_id FROM calls")}
+    assert all(done for (done,) in db_rows(db, "SELECT done FROM batches"))

@@ -231,6 +231,14 @@ def analyze(
             "--pack/--no-pack", help="Several small documents per request (default: only where RPM binds)."
         ),
     ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="interactive (real-time calls) or batch (Kimi's Batch API: 60 % of the price, results "
+            "within hours; rerun the same command to pick up a batch still running).",
+        ),
+    ] = "interactive",
 ) -> None:
     """Analyse every PDF/DOCX/text file under PATH and store structured summaries in DuckDB."""
     # A pipe or a CI log has no width of its own: tables keep their natural width instead of rich's 80.
@@ -248,6 +256,7 @@ def analyze(
         force=force,
         db=str(db) if db else None,
         pack=pack,
+        mode=mode,
     )
     settings = load_settings()
     try:
