@@ -181,8 +181,16 @@ def batch_unavailable(ctx: RunContext) -> str | None:
     return None
 
 
-def _wait_and_read(ctx: RunContext, client: BatchClient, state: BatchState, row: BatchRow) -> None:
-    """Poll a stored batch to its end, take its lines, record its status (done once replayed)."""
+def _wait_and_read(
+    ctx: RunContext,
+    client: BatchClient,
+    state: BatchState,
+    row: BatchRow,
+    misses: dict[str, _Miss] | None = None,
+) -> None:
+    """Poll a stored batch to its end, take its lines, record its status (done once replayed). A line
+    without an answer is logged as an `error` call with the batch id (when `misses` says what it was),
+    and asked again in the next round."""
     batch = client.wait(
         row.batch_id,
         poll_s=min(ctx.settings.batch_poll_s, ctx.settings.batch_timeout_s),
@@ -191,6 +199,14 @@ def _wait_and_read(ctx: RunContext, client: BatchClient, state: BatchState, row:
     )
     lines = client.results(batch) if batch.terminal and batch.has_results else {}
     state.take(row.batch_id, row.request_keys, lines)
+    failed = []
+    for key in row.request_keys:
+        line = lines.get(key)
+        miss = (misses or {}).get(key)
+        if (line is None or not line.ok) and miss is not None:
+            why = f"{line.error_type}: {line.error_message}" if line else f"no result (batch {batch.status})"
+            failed.append(_error_row(ctx, miss, row.batch_id, why, line.status_code if line else None))
+    ctx.store.save_calls(failed)
     ctx.store.update_batch(row.batch_id, batch.status)
     log.info(
         "batch %s %s: %d of %d lines answered",
@@ -198,6 +214,27 @@ def _wait_and_read(ctx: RunContext, client: BatchClient, state: BatchState, row:
         batch.status,
         sum(1 for k in row.request_keys if k in lines and lines[k].ok),
         len(row.request_keys),
+    )
+
+
+def _error_row(ctx: RunContext, miss: _Miss, batch_id: str, error: str, status: int | None) -> CallRecord:
+    request = miss.request
+    return CallRecord(
+        call_id=uuid.uuid4().hex,
+        run_id=ctx.run_id,
+        doc_id=miss.doc_id,
+        stage=request.stage,
+        request_key=request.request_key,
+        model=ctx.model.id,
+        backend=ctx.backend.name,
+        chunk_index=request.chunk_index,
+        level=request.level,
+        prompt_tokens_est=request.prompt_tokens_est,
+        started_at=datetime.now(UTC),
+        http_status=status,
+        status=CallStatus.ERROR,
+        error=error,
+        batch_id=batch_id,
     )
 
 
@@ -235,7 +272,7 @@ def _submit(ctx: RunContext, client: BatchClient, state: BatchState, round_no: i
     state.batches.append(batch.id)
     log.info("round %d: batch %s submitted with %d requests", round_no, batch.id, len(misses))
     try:
-        _wait_and_read(ctx, client, state, row)
+        _wait_and_read(ctx, client, state, row, misses)
     finally:
         ctx.guard.settle(estimate, 0.0)  # each answer settles its own cost when it is served
     return row
