@@ -29,7 +29,14 @@ from kimidocs.discover import FoundFile, discover
 from kimidocs.kimi.limits import Limiter, RateLimiter
 from kimidocs.models import ModelInfo, UnknownModel, get_model
 from kimidocs.planning import Strategy
-from kimidocs.profiles import DeclaredProfile, ResolvedProfile, resolve, search_path, views_of
+from kimidocs.profiles import (
+    DeclaredProfile,
+    ResolvedProfile,
+    planning_profile,
+    resolve,
+    search_path,
+    views_of,
+)
 from kimidocs.records import CallTotals, DocumentStatus, RunRecord, RunStatus, RunTotals, Stage, Usage
 from kimidocs.schedule import Scheduler, system_tokens
 from kimidocs.settings import ConfigError, Settings, check_db_path, load_settings
@@ -260,9 +267,10 @@ def resolve_profile(name: str, settings: Settings) -> ResolvedProfile:
 
 
 def _resolve(
-    options: RunOptions, settings: Settings | None
+    options: RunOptions, settings: Settings | None, built: DeclaredProfile | None = None
 ) -> tuple[Settings, ModelInfo, Profile, DeclaredProfile | None]:
-    """Settings (with `options.db`), model and profile, or one `ConfigError` line."""
+    """Settings (with `options.db`), model and profile, or one `ConfigError` line. `built`: a
+    declared profile made in code (`kimidocs ask`), used instead of looking `options.profile` up."""
     settings = settings or load_settings()
     if options.db:
         settings = settings.model_copy(update={"db": Path(options.db)})
@@ -270,6 +278,8 @@ def _resolve(
     check_db_path(settings.db)
     try:
         model = get_model(options.model or settings.kimi_model)
+        if built is not None:
+            return settings, model, planning_profile(built), built
         found = resolve_profile(options.profile, settings)
     except (UnknownModel, ProfileError) as err:
         raise ConfigError(str(err)) from None
@@ -285,23 +295,25 @@ def open_run(
     observer: Observer = QUIET,
     limiter: Limiter | None = None,
     backend: Backend | None = None,
+    built: DeclaredProfile | None = None,
 ) -> RunContext:
-    """Open the store (migrated), the backend and a `runs` row for a new run.
+    """Open the store (migrated), the backend and a `runs` row for a new run. `built`: a profile
+    built in code (`kimidocs ask`'s questions) instead of `options.profile` from the search path.
 
     Everything a user can get wrong (options, model, profile, database path, a model the account does
     not offer) is checked first and raised as one `ConfigError` line, before any `runs` row exists.
     Then it waits while another run holds the database's run lock (`RunLock`): two runs on one
     database would both pay for every document neither has finished.
     """
-    settings, model, profile, declared = _resolve(options, settings)
+    settings, model, profile, declared = _resolve(options, settings, built)
     run_id = uuid.uuid4().hex
     run_lock = _lock_database(settings.db, run_id, observer)
     opened: Backend | None = None
     try:
         store = Store(settings.db)
         store.migrate()
-        if declared is not None:  # once per run; rebuilt only when the profile's version changed
-            store.refresh_profile_views(views_of(declared))
+        if declared is not None and built is None:  # once per run; rebuilt only on a new version
+            store.refresh_profile_views(views_of(declared))  # (a profile built in code has no views)
         opened = backend or open_backend(settings, limiter=limiter or RateLimiter.for_tier(settings.tier))
         if not options.dry_run:
             check_model_offered(opened, model.id)

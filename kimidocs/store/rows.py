@@ -60,6 +60,27 @@ class TaskResultRow:
 
 
 @dataclass(frozen=True, slots=True)
+class QuestionRow:
+    """One answered question of `kimidocs ask` (appended: asking again adds a row). `answer` is None
+    when no answer survived (its evidence was not on the pages it cited, or no call succeeded)."""
+
+    doc_id: str
+    question: str
+    answer: str | None
+    pages: tuple[int, ...]
+    evidence: str | None
+    model: str
+    backend: str
+    run_id: str
+    created_at: datetime
+    coverage: float | None = None
+    calls: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class SearchHit:
     """One page matching a full-text search, best first."""
 

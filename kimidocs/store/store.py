@@ -32,7 +32,7 @@ from kimidocs.store.columns import (
 )
 from kimidocs.store.connection import OnWait, connect, held, load_fts, release, transaction
 from kimidocs.store.errors import DatabaseUnusable, QueryError, SearchIndexMissing
-from kimidocs.store.rows import QueryResult, SearchHit, SummaryRow, TaskResultRow
+from kimidocs.store.rows import QueryResult, QuestionRow, SearchHit, SummaryRow, TaskResultRow
 from kimidocs.store.summary_columns import summary_columns
 from kimidocs.store.task_columns import task_columns
 
@@ -393,6 +393,33 @@ class Store:
                     [document_status, row.doc_id],
                 )
         return cols.warnings
+
+    # ------------------------------------------------------------------ questions (kimidocs ask)
+
+    def save_question(self, row: QuestionRow) -> None:
+        """Append one answered question to `questions`."""
+        with self._write() as con:
+            con.execute(
+                "INSERT INTO questions (doc_id, question, answer, pages, evidence, model, backend, run_id, "
+                "created_at, coverage, calls, prompt_tokens, cached_tokens, cost_usd) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    row.doc_id,
+                    clean_text(row.question),
+                    clean_text(row.answer) if row.answer is not None else None,
+                    list(row.pages),
+                    clean_text(row.evidence) if row.evidence is not None else None,
+                    row.model,
+                    row.backend,
+                    row.run_id,
+                    to_datetime(row.created_at),
+                    row.coverage,
+                    row.calls,
+                    row.prompt_tokens,
+                    row.cached_tokens,
+                    row.cost_usd,
+                ],
+            )
 
     # ------------------------------------------------------------------ declared profiles
 
