@@ -242,8 +242,12 @@ def analyze_folder(
     force: bool = False,
     pack: bool | None = None,
     fail_on_document_errors: bool = True,
+    questions: list[str] | None = None,
 ) -> dict | State:
     """Analyse every document under `folder` and write the results to DuckDB.
+
+    With `questions`, every document answers them instead (as `kimidocs ask`: cited answers in the
+    `questions` table, the document read from the prefix cache by questions 2..N).
 
     The run ends Failed when a document failed (each failed document's task run is Failed too, with
     its typed error), as `kimidocs analyze` exits 1; `fail_on_document_errors=false` is for folders
@@ -272,6 +276,7 @@ def analyze_folder(
             db=db,
             flow_run_id=str(flow_run_id) if flow_run_id else None,
             pack=pack,
+            questions=tuple(questions or ()),
         )
         ctx = pipeline.open_run(options, settings, observer=_FlowLog(), limiter=limiter)
         try:

@@ -33,6 +33,7 @@ from kimidocs.profiles import (
     DeclaredProfile,
     ResolvedProfile,
     planning_profile,
+    question_profile,
     resolve,
     search_path,
     views_of,
@@ -184,6 +185,9 @@ class RunOptions:
     db: str | None = None
     flow_run_id: str | None = None
     pack: bool | None = None  # small documents several to a request: None = only where RPM binds
+    # Free questions (`kimidocs ask`): each document answers them instead of the profile's tasks,
+    # the answers go to `questions`; the profile is built from them (kimidocs.profiles.questions).
+    questions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,10 +271,10 @@ def resolve_profile(name: str, settings: Settings) -> ResolvedProfile:
 
 
 def _resolve(
-    options: RunOptions, settings: Settings | None, built: DeclaredProfile | None = None
+    options: RunOptions, settings: Settings | None
 ) -> tuple[Settings, ModelInfo, Profile, DeclaredProfile | None]:
-    """Settings (with `options.db`), model and profile, or one `ConfigError` line. `built`: a
-    declared profile made in code (`kimidocs ask`), used instead of looking `options.profile` up."""
+    """Settings (with `options.db`), model and profile, or one `ConfigError` line. With
+    `options.questions` the profile is built from them instead of looked up by name."""
     settings = settings or load_settings()
     if options.db:
         settings = settings.model_copy(update={"db": Path(options.db)})
@@ -278,7 +282,8 @@ def _resolve(
     check_db_path(settings.db)
     try:
         model = get_model(options.model or settings.kimi_model)
-        if built is not None:
+        if options.questions:
+            built = question_profile(options.questions)
             return settings, model, planning_profile(built), built
         found = resolve_profile(options.profile, settings)
     except (UnknownModel, ProfileError) as err:
@@ -295,25 +300,23 @@ def open_run(
     observer: Observer = QUIET,
     limiter: Limiter | None = None,
     backend: Backend | None = None,
-    built: DeclaredProfile | None = None,
 ) -> RunContext:
-    """Open the store (migrated), the backend and a `runs` row for a new run. `built`: a profile
-    built in code (`kimidocs ask`'s questions) instead of `options.profile` from the search path.
+    """Open the store (migrated), the backend and a `runs` row for a new run.
 
     Everything a user can get wrong (options, model, profile, database path, a model the account does
     not offer) is checked first and raised as one `ConfigError` line, before any `runs` row exists.
     Then it waits while another run holds the database's run lock (`RunLock`): two runs on one
     database would both pay for every document neither has finished.
     """
-    settings, model, profile, declared = _resolve(options, settings, built)
+    settings, model, profile, declared = _resolve(options, settings)
     run_id = uuid.uuid4().hex
     run_lock = _lock_database(settings.db, run_id, observer)
     opened: Backend | None = None
     try:
         store = Store(settings.db)
         store.migrate()
-        if declared is not None and built is None:  # once per run; rebuilt only on a new version
-            store.refresh_profile_views(views_of(declared))  # (a profile built in code has no views)
+        if declared is not None and not options.questions:  # once per run; rebuilt on a new version
+            store.refresh_profile_views(views_of(declared))  # (questions have no typed views)
         opened = backend or open_backend(settings, limiter=limiter or RateLimiter.for_tier(settings.tier))
         if not options.dry_run:
             check_model_offered(opened, model.id)

@@ -113,4 +113,29 @@ def test_table_on_screen_and_one_line_errors(env: Path, corpus: Path, tmp_path: 
     assert result.exit_code == 0, result.output
     assert "question" in result.stdout and QUESTIONS[0] in result.stdout and "cached" in result.stdout
     folder = CliRunner().invoke(app, ["ask", str(tmp_path), "Anything?"])
-    assert folder.exit_code != 0
+    assert folder.exit_code != 0 and "not a folder" in str(folder.exception)
+    empty = CliRunner().invoke(app, ["ask", str(corpus / "pdf" / "normal_4pages.pdf"), "  "])
+    assert empty.exit_code != 0 and "question 1 is empty" in str(empty.exception)
+
+
+def test_prefect_flow_answers_questions_over_every_document(
+    tmp_path: Path, make_emulator, prefect_api, monkeypatch, corpus: Path
+) -> None:
+    from flows.analyze import analyze_folder
+
+    emulator = make_emulator()
+    monkeypatch.setenv("KIMI_API_KEY", emulator.api_key)
+    monkeypatch.setenv("KIMI_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("KIMIDOCS_SHARED_LIMITS", "0")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("normal_4pages.pdf", "multi_page.pdf"):
+        (folder / name).write_bytes((corpus / "pdf" / name).read_bytes())
+    db = tmp_path / "k.duckdb"
+    result = analyze_folder(folder=str(folder), db=str(db), questions=list(QUESTIONS), concurrency=2)
+    assert result["ok"] == 2 and result["failed"] == 0, result
+    stored = rows(db, "SELECT doc_id, question_no, question, answer, pages FROM questions ORDER BY 1, 2")
+    assert len(stored) == 4 and all(r[3] and r[4] for r in stored)
+    assert [r[2] for r in stored[:2]] == list(QUESTIONS)
+    assert rows(db, "SELECT profile FROM runs") == [("ask",)]
+    assert rows(db, "SELECT count(*) FROM summaries") == [(0,)]

@@ -88,6 +88,7 @@ def test_prefect_yaml_matches_serve_deployments() -> None:
             "dry_run",
             "pack",
             "fail_on_document_errors",
+            "questions",
         ):
             assert param in dep["parameters"], param
     assert spec["build"] == [{"flows.steps.locate_checkout": {"id": "checkout"}}]

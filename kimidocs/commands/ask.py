@@ -25,8 +25,7 @@ from rich.table import Table
 from kimidocs.ask import AskReport, ask
 from kimidocs.paths import shown
 from kimidocs.run import RunOptions
-from kimidocs.settings import ConfigError, load_settings
-from prompts import ProfileError
+from kimidocs.settings import load_settings
 
 
 def answers_table(report: AskReport) -> Table:
@@ -59,8 +58,6 @@ def ask_command(
 ) -> None:
     """Answer free questions about one document, each with the pages it rests on and a verbatim quote."""
     console = Console(width=None if sys.stdout.isatty() else 10_000)
-    if not path.is_file():
-        raise ConfigError(f"{shown(str(path))}: not a file (ask reads one document)")
     options = RunOptions(
         folder=str(path),
         model=model,
@@ -68,21 +65,18 @@ def ask_command(
         concurrency=concurrency,
         db=str(db) if db else None,
     )
-    try:
-        report = ask(str(path), questions, options, load_settings())
-    except ProfileError as err:  # an empty or overlong question
-        raise ConfigError(str(err)) from None
+    report = ask(str(path), questions, options, load_settings())
     outcome = report.outcome
     if as_json:
         for a in report.answers:
-            typer.echo(json.dumps(a.as_json(), ensure_ascii=False))
+            typer.echo(json.dumps(a.as_json(outcome.strategy), ensure_ascii=False))
     else:
         console.print(answers_table(report))
         console.print(
             f"{outcome.calls} call(s), {outcome.prompt_tokens:,} prompt tokens "
             f"({outcome.cached_tokens:,} cached), ${outcome.cost_usd:.4f}; answers in {report.run.db}"
         )
-    if not report.answers and outcome.status != "ok":
+    if not report.answers:  # the document could not be read (or the run stopped)
         Console(stderr=True).print(
             f"[red]error:[/red] {shown(outcome.message or outcome.error_type or 'failed')}",
             soft_wrap=True,

@@ -61,10 +61,12 @@ class TaskResultRow:
 
 @dataclass(frozen=True, slots=True)
 class QuestionRow:
-    """One answered question of `kimidocs ask` (appended: asking again adds a row). `answer` is None
-    when no answer survived (its evidence was not on the pages it cited, or no call succeeded)."""
+    """One question of `kimidocs ask` (appended: asking again adds a row); `question_no` from 1 in the
+    order asked. `answer` is None when none survived (`error` says why: its evidence was not on the
+    pages it cited, or its calls failed)."""
 
     doc_id: str
+    question_no: int
     question: str
     answer: str | None
     pages: tuple[int, ...]
@@ -78,6 +80,7 @@ class QuestionRow:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     cost_usd: float = 0.0
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -400,15 +400,16 @@ class Store:
         """Append one answered question to `questions`."""
         with self._write() as con:
             con.execute(
-                "INSERT INTO questions (doc_id, question, answer, pages, evidence, model, backend, run_id, "
-                "created_at, coverage, calls, prompt_tokens, cached_tokens, cost_usd) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO questions (doc_id, question_no, question, answer, pages, evidence, model, "
+                "backend, run_id, created_at, coverage, calls, prompt_tokens, cached_tokens, cost_usd, "
+                "error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     row.doc_id,
+                    row.question_no,
                     clean_text(row.question),
-                    clean_text(row.answer) if row.answer is not None else None,
+                    clean_text(row.answer),
                     list(row.pages),
-                    clean_text(row.evidence) if row.evidence is not None else None,
+                    clean_text(row.evidence),
                     row.model,
                     row.backend,
                     row.run_id,
@@ -418,6 +419,7 @@ class Store:
                     row.prompt_tokens,
                     row.cached_tokens,
                     row.cost_usd,
+                    clean_text(row.error),
                 ],
             )
 
