@@ -139,3 +139,24 @@ def test_prefect_flow_answers_questions_over_every_document(
     assert [r[2] for r in stored[:2]] == list(QUESTIONS)
     assert rows(db, "SELECT profile FROM runs") == [("ask",)]
     assert rows(db, "SELECT count(*) FROM summaries") == [(0,)]
+
+
+def test_an_answer_whose_quote_is_elsewhere_is_dropped_with_a_reason() -> None:
+    from extractors.document import Document, Page
+    from kimidocs.mapreduce import MapReduceResult
+    from kimidocs.questions import cited_answer
+
+    task = question_profile(["Who pays?"]).task("q1")
+    good = json.dumps({"answer": {"value": "Alpha", "pages": [2, 7], "evidence": "Alpha pays"}})
+    doc = Document("a.txt", "d", "text", 1, (Page(1, "Intro."), Page(2, "Alpha pays rent.")), "test")
+
+    def result(content: str) -> MapReduceResult:
+        answer = parse_answer(task, content, partial=False)
+        return MapReduceResult("d", None, 1.0, 2, 2, answer=answer)
+
+    cited, error = cited_answer(result(good), doc)
+    assert error is None and cited == {"value": "Alpha", "pages": [2], "evidence": "Alpha pays"}
+    cited, error = cited_answer(result(good.replace("Alpha pays", "Beta pays")), doc)
+    assert cited is None and error and "quote" in error
+    unread = MapReduceResult("d", None, 0.0, 0, 2, errors=("bad JSON",))
+    assert cited_answer(unread, doc) == (None, "bad JSON")
