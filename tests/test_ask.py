@@ -114,6 +114,8 @@ def test_table_on_screen_and_one_line_errors(env: Path, corpus: Path, tmp_path: 
     assert "question" in result.stdout and QUESTIONS[0] in result.stdout and "cached" in result.stdout
     folder = CliRunner().invoke(app, ["ask", str(tmp_path), "Anything?"])
     assert folder.exit_code != 0 and "not a folder" in str(folder.exception)
+    locked = CliRunner().invoke(app, ["ask", str(corpus / "bad" / "libreoffice-writer-password.pdf"), "Who?"])
+    assert locked.exit_code == 1 and "error:" in locked.stderr and "encrypted" in locked.stderr
     empty = CliRunner().invoke(app, ["ask", str(corpus / "pdf" / "normal_4pages.pdf"), "  "])
     assert empty.exit_code != 0 and "question 1 is empty" in str(empty.exception)
 

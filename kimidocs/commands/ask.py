@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kimidocs.ask import AskReport, ask
@@ -35,11 +36,11 @@ def answers_table(report: AskReport) -> Table:
         table.add_column(name, overflow="fold")
     table.add_column("cost $", justify="right", no_wrap=True)
     for a in report.answers:
-        table.add_row(
-            a.question,
-            a.answer if a.answer is not None else f"[red]{a.error or 'no answer'}[/red]",
+        table.add_row(  # document text is shown as written, never read as rich markup
+            escape(a.question),
+            escape(a.answer) if a.answer is not None else f"[red]{escape(a.error or 'no answer')}[/red]",
             ", ".join(str(p) for p in a.pages),
-            a.evidence or "",
+            escape(a.evidence or ""),
             f"{a.cost_usd:.5f}",
         )
     return table
@@ -78,7 +79,7 @@ def ask_command(
         )
     if not report.answers:  # the document could not be read (or the run stopped)
         Console(stderr=True).print(
-            f"[red]error:[/red] {shown(outcome.message or outcome.error_type or 'failed')}",
+            f"[red]error:[/red] {escape(shown(outcome.message or outcome.error_type or 'failed'))}",
             soft_wrap=True,
             highlight=False,
         )
