@@ -243,8 +243,12 @@ def analyze_folder(
     pack: bool | None = None,
     fail_on_document_errors: bool = True,
     mode: str = "interactive",
+    questions: list[str] | None = None,
 ) -> dict | State:
     """Analyse every document under `folder` and write the results to DuckDB.
+
+    With `questions`, every document answers them instead (as `kimidocs ask`: cited answers in the
+    `questions` table, the document read from the prefix cache by questions 2..N).
 
     The run ends Failed when a document failed (each failed document's task run is Failed too, with
     its typed error), as `kimidocs analyze` exits 1; `fail_on_document_errors=false` is for folders
@@ -274,6 +278,7 @@ def analyze_folder(
             flow_run_id=str(flow_run_id) if flow_run_id else None,
             pack=pack,
             mode=mode,
+            questions=tuple(questions or ()),
         )
         ctx = pipeline.open_run(options, settings, observer=_FlowLog(), limiter=limiter)
         try:

@@ -25,7 +25,7 @@ from typing import TypeVar
 import extractors
 from extractors.document import Document
 from extractors.errors import ExtractionError
-from kimidocs import tokens
+from kimidocs import questions, tokens
 from kimidocs.budget import BudgetExceeded
 from kimidocs.caller import KimiCaller
 from kimidocs.costs import CostEstimate, estimate_plan_cost
@@ -223,6 +223,8 @@ def summarise(
     doc = prepared.doc
     caller = caller or KimiCaller(ctx, doc.sha256, path=prepared.found.path)
     attempt.caller = caller
+    if ctx.options.questions:
+        return answer_document(ctx, prepared)
     if ctx.declared is not None:
         return analyse_tasks(ctx, prepared, caller)
     result = run_plan(
@@ -314,6 +316,26 @@ def analyse_tasks(ctx: RunContext, prepared: Prepared, caller: KimiCaller) -> Do
         ctx.store.set_document_status(doc.sha256, "partial" if partial else "ok")
         outcome = replace(base, status=DocumentStatus.OK, title=message)
     return outcome.with_totals(caller.totals())
+
+
+def answer_document(ctx: RunContext, prepared: Prepared) -> DocumentOutcome:
+    """The run's free questions over one planned document (kimidocs.questions), each its own
+    `questions` row; the document is `failed` when a question got no answer."""
+    doc = prepared.doc
+    answered = questions.answer_questions(
+        ctx, doc, prepared.plan, lambda: KimiCaller(ctx, doc.sha256, path=prepared.found.path)
+    )
+    totals = CallTotals()
+    for a in answered:
+        totals = totals + a.totals
+    message = questions.describe(answered)
+    if any(a.error for a in answered):
+        outcome = replace(
+            prepared.base, status=DocumentStatus.FAILED, error_type="QuestionsFailed", message=message
+        )
+    else:
+        outcome = replace(prepared.base, status=DocumentStatus.OK, title=message)
+    return outcome.with_totals(totals)
 
 
 # -------------------------------------------------------------------------------- errors become outcomes

@@ -29,6 +29,7 @@ app = typer.Typer(
 
 COMMAND_MODULES = (
     "analyze",
+    "ask",
     "extract",
     "plan",
     "query",

@@ -29,7 +29,15 @@ from kimidocs.discover import FoundFile, discover
 from kimidocs.kimi.limits import Limiter, RateLimiter
 from kimidocs.models import ModelInfo, UnknownModel, get_model
 from kimidocs.planning import Strategy
-from kimidocs.profiles import DeclaredProfile, ResolvedProfile, resolve, search_path, views_of
+from kimidocs.profiles import (
+    DeclaredProfile,
+    ResolvedProfile,
+    planning_profile,
+    question_profile,
+    resolve,
+    search_path,
+    views_of,
+)
 from kimidocs.records import CallTotals, DocumentStatus, RunRecord, RunStatus, RunTotals, Stage, Usage
 from kimidocs.schedule import Scheduler, system_tokens
 from kimidocs.settings import ConfigError, Settings, check_db_path, load_settings
@@ -181,6 +189,9 @@ class RunOptions:
     flow_run_id: str | None = None
     pack: bool | None = None  # small documents several to a request: None = only where RPM binds
     mode: str = "interactive"  # "interactive" (real-time calls) | "batch" (Kimi's Batch API, 60 % price)
+    # Free questions (`kimidocs ask`): each document answers them instead of the profile's tasks,
+    # the answers go to `questions`; the profile is built from them (kimidocs.profiles.questions).
+    questions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +277,8 @@ def resolve_profile(name: str, settings: Settings) -> ResolvedProfile:
 def _resolve(
     options: RunOptions, settings: Settings | None
 ) -> tuple[Settings, ModelInfo, Profile, DeclaredProfile | None]:
-    """Settings (with `options.db`), model and profile, or one `ConfigError` line."""
+    """Settings (with `options.db`), model and profile, or one `ConfigError` line. With
+    `options.questions` the profile is built from them instead of looked up by name."""
     settings = settings or load_settings()
     if options.db:
         settings = settings.model_copy(update={"db": Path(options.db)})
@@ -274,6 +286,9 @@ def _resolve(
     check_db_path(settings.db)
     try:
         model = get_model(options.model or settings.kimi_model)
+        if options.questions:
+            built = question_profile(options.questions)
+            return settings, model, planning_profile(built), built
         found = resolve_profile(options.profile, settings)
     except (UnknownModel, ProfileError) as err:
         raise ConfigError(str(err)) from None
@@ -304,8 +319,8 @@ def open_run(
     try:
         store = Store(settings.db)
         store.migrate()
-        if declared is not None:  # once per run; rebuilt only when the profile's version changed
-            store.refresh_profile_views(views_of(declared))
+        if declared is not None and not options.questions:  # once per run; rebuilt on a new version
+            store.refresh_profile_views(views_of(declared))  # (questions have no typed views)
         opened = backend or open_backend(settings, limiter=limiter or RateLimiter.for_tier(settings.tier))
         if not options.dry_run:
             check_model_offered(opened, model.id)

@@ -88,6 +88,7 @@ def test_prefect_yaml_matches_serve_deployments() -> None:
             "dry_run",
             "pack",
             "fail_on_document_errors",
+            "questions",
         ):
             assert param in dep["parameters"], param
     assert spec["build"] == [{"flows.steps.locate_checkout": {"id": "checkout"}}]
@@ -103,6 +104,8 @@ def test_prefect_yaml_matches_serve_deployments() -> None:
     assert [s.schedule.timezone for s in served[NIGHTLY].schedules] == [TIMEZONE]
     assert not served[ADHOC].schedules
     assert served[NIGHTLY].parameters["folder"] == INBOX
+    assert served[NIGHTLY].parameters["mode"] == nightly["parameters"]["mode"] == "batch"
+    assert adhoc["parameters"]["mode"] == "interactive"
 
 
 def test_deploy_with_a_wrong_home_fails_at_deploy_time(deployed: PrefectServer, tmp_path: Path) -> None:

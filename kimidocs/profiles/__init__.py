@@ -28,6 +28,7 @@ from kimidocs.profiles.catalog import (
 from kimidocs.profiles.declaration import FieldSpec, ProfileSpec, TaskSpec, parse_profile
 from kimidocs.profiles.errors import DeclarationError, ProfileError
 from kimidocs.profiles.merge import answer_json, merge_answers, trim_answer
+from kimidocs.profiles.questions import question_profile
 from kimidocs.profiles.schema import task_schema
 from kimidocs.profiles.validate import (
     AnswerModel,
@@ -68,6 +69,7 @@ __all__ = [
     "parse_profile",
     "planning_profile",
     "profile_views",
+    "question_profile",
     "resolve",
     "search_path",
     "task_schema",

@@ -14,7 +14,7 @@ from kimidocs.store.errors import (
     SearchIndexMissing,
     StoreError,
 )
-from kimidocs.store.rows import QueryResult, SearchHit, SummaryRow, TaskResultRow
+from kimidocs.store.rows import QueryResult, QuestionRow, SearchHit, SummaryRow, TaskResultRow
 from kimidocs.store.runlock import RunLock
 from kimidocs.store.store import Store
 
@@ -25,6 +25,7 @@ __all__ = [
     "MigrationError",
     "QueryError",
     "QueryResult",
+    "QuestionRow",
     "RunLock",
     "SchemaTooNew",
     "SearchHit",

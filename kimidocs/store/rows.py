@@ -60,6 +60,30 @@ class TaskResultRow:
 
 
 @dataclass(frozen=True, slots=True)
+class QuestionRow:
+    """One question of `kimidocs ask` (appended: asking again adds a row); `question_no` from 1 in the
+    order asked. `answer` is None when none survived (`error` says why: its evidence was not on the
+    pages it cited, or its calls failed)."""
+
+    doc_id: str
+    question_no: int
+    question: str
+    answer: str | None
+    pages: tuple[int, ...]
+    evidence: str | None
+    model: str
+    backend: str
+    run_id: str
+    created_at: datetime
+    coverage: float | None = None
+    calls: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SearchHit:
     """One page matching a full-text search, best first."""
 

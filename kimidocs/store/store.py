@@ -32,7 +32,7 @@ from kimidocs.store.columns import (
 )
 from kimidocs.store.connection import OnWait, connect, held, load_fts, release, transaction
 from kimidocs.store.errors import DatabaseUnusable, QueryError, SearchIndexMissing
-from kimidocs.store.rows import QueryResult, SearchHit, SummaryRow, TaskResultRow
+from kimidocs.store.rows import QueryResult, QuestionRow, SearchHit, SummaryRow, TaskResultRow
 from kimidocs.store.summary_columns import summary_columns
 from kimidocs.store.task_columns import task_columns
 
@@ -437,6 +437,35 @@ class Store:
                     [document_status, row.doc_id],
                 )
         return cols.warnings
+
+    # ------------------------------------------------------------------ questions (kimidocs ask)
+
+    def save_question(self, row: QuestionRow) -> None:
+        """Append one answered question to `questions`."""
+        with self._write() as con:
+            con.execute(
+                "INSERT INTO questions (doc_id, question_no, question, answer, pages, evidence, model, "
+                "backend, run_id, created_at, coverage, calls, prompt_tokens, cached_tokens, cost_usd, "
+                "error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    row.doc_id,
+                    row.question_no,
+                    clean_text(row.question),
+                    clean_text(row.answer),
+                    list(row.pages),
+                    clean_text(row.evidence),
+                    row.model,
+                    row.backend,
+                    row.run_id,
+                    to_datetime(row.created_at),
+                    row.coverage,
+                    row.calls,
+                    row.prompt_tokens,
+                    row.cached_tokens,
+                    row.cost_usd,
+                    clean_text(row.error),
+                ],
+            )
 
     # ------------------------------------------------------------------ declared profiles
 
