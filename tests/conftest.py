@@ -23,6 +23,9 @@ SLOW_FILES = frozenset(
         "test_secrets.py",
         "test_resume.py",
         "test_two_runs.py",
+        "test_batch_mode.py",  # batches go through rounds of polling
+        "test_bad_settings.py",  # 16 CLI subprocesses
+        "test_cli_extract.py",  # CLI subprocesses
     }
 )
 #: Single tests of a few seconds each (a subprocess CLI run, a second emulator process, hypothesis suites).
@@ -39,6 +42,11 @@ SLOW_TESTS = frozenset(
         "test_separate_process_with_jsonl_log",
         "test_extract_command_has_the_time_bound_of_analyze",
         "test_batches_work_against_the_emulator_in_its_own_process",
+        "test_unusable_pack_answer_sends_its_documents_alone",
+        "test_failed_task_is_recorded_and_alone_rerun",
+        "test_reduce_tree_terminates_with_every_group_within_budget",
+        "test_a_folder_warms_the_system_prompt_with_its_first_call_then_fans_out",
+        "test_map_calls_sharing_only_a_warm_system_prompt_start_together",
     }
 )
 PREFECT_FIXTURES = frozenset({"prefect_server", "prefect_api", "deployed", "batch"})
