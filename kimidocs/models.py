@@ -12,7 +12,12 @@ unknown, so None (no batch). The factor applies to each of the three prices (see
 
 from __future__ import annotations
 
+import math
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 
 class NoBatchSupport(ValueError):
@@ -26,13 +31,23 @@ class NoBatchSupport(ValueError):
 class UnknownModel(KeyError):
     """A model id that is not in our table: we cannot plan or price for it."""
 
-    def __init__(self, model_id: str) -> None:
+    def __init__(self, model_id: str, declared: Mapping[str, ModelInfo] | None = None) -> None:
         super().__init__(model_id)
         self.model_id = model_id
+        self.declared = tuple(declared or ())
 
     def __str__(self) -> str:
-        known = ", ".join(sorted(MODELS))
-        return f"unknown model {self.model_id!r}; kimidocs knows: {known}"
+        known = ", ".join(sorted({*MODELS, *self.declared}))
+        return (
+            f"unknown model {self.model_id!r}; kimidocs knows: {known}. To use another OpenAI-compatible "
+            f"model, declare it in a TOML file named by KIMIDOCS_MODELS_FILE: "
+            f'[models."{self.model_id}"] window = 8192, max_output = 1024, price_input = 0, '
+            f"price_output = 0, json_mode = true, images = false"
+        )
+
+
+class ModelsFileError(ValueError):
+    """A KIMIDOCS_MODELS_FILE that cannot be read or declares a model wrongly (one line)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +70,8 @@ class ModelInfo:
     test_only: bool = False  # exists only in the emulator (small windows to force map-reduce)
     retired: bool = False  # answers 404 on the real service
     batch_price_factor: float | None = None
+    kimi: bool = True  # a Kimi model: Kimi's request rules apply (policy.py); False for declared models
+    json_mode: bool = True  # accepts response_format {"type": "json_object"}
 
     @property
     def supports_batch(self) -> bool:
@@ -111,9 +128,96 @@ MODELS: dict[str, ModelInfo] = {
 DEFAULT_MODEL = "kimi-k2.5"
 
 
-def get_model(model_id: str) -> ModelInfo:
-    """Look a model up; raise `UnknownModel` naming the ones we know."""
+def get_model(model_id: str, declared: Mapping[str, ModelInfo] | None = None) -> ModelInfo:
+    """Look a model up in the table, then in the user's `declared` models; raise `UnknownModel` naming the
+    ones we know and how to declare another."""
+    found = MODELS.get(model_id) or (declared or {}).get(model_id)
+    if found is None:
+        raise UnknownModel(model_id, declared)
+    return found
+
+
+# ------------------------------------------------------------------------------ models declared by the user
+
+_DECLARED_KEYS = {
+    "window",
+    "max_output",
+    "price_input",
+    "price_cached",
+    "price_output",
+    "json_mode",
+    "images",
+}
+
+
+def load_models_file(path: Path) -> dict[str, ModelInfo]:
+    """Models declared in a TOML file (KIMIDOCS_MODELS_FILE), for any OpenAI-compatible server:
+
+        [models."smollm2-135m"]
+        window = 8192          # context window, tokens (required)
+        max_output = 1024      # longest answer asked for (default: a quarter of the window)
+        price_input = 0        # USD per 1M prompt tokens (default 0); price_cached defaults to it
+        price_output = 0       # USD per 1M output tokens (default 0)
+        json_mode = true       # the server accepts response_format json_object (default true)
+        images = false
+
+    Declared models are not Kimi's: plain OpenAI requests (no `thinking`, sampling left alone), no batch.
+    A table id cannot be redeclared. Raises `ModelsFileError` with one line naming the problem."""
     try:
-        return MODELS[model_id]
-    except KeyError:
-        raise UnknownModel(model_id) from None
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ModelsFileError(f"KIMIDOCS_MODELS_FILE: cannot read {path}: {err.strerror or err}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ModelsFileError(f"KIMIDOCS_MODELS_FILE: {path} is not valid TOML: {err}") from None
+    models = data.get("models")
+    if not isinstance(models, dict) or not models:
+        raise ModelsFileError(f'KIMIDOCS_MODELS_FILE: {path} declares no [models."ID"] table')
+    return {model_id: _declared(model_id, entry) for model_id, entry in models.items()}
+
+
+def _declared(model_id: str, entry: Any) -> ModelInfo:
+    where = f'KIMIDOCS_MODELS_FILE: [models."{model_id}"]'
+    if model_id in MODELS:
+        raise ModelsFileError(f"{where}: {model_id} is in kimidocs' own table and cannot be redeclared")
+    if not isinstance(entry, dict):
+        raise ModelsFileError(f"{where} must be a table")
+    unknown = sorted(set(entry) - _DECLARED_KEYS)
+    if unknown:
+        raise ModelsFileError(
+            f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(_DECLARED_KEYS))}"
+        )
+
+    def number(key: str, default: float | None, *, integer: bool = False, low: float = 0) -> Any:
+        value = entry.get(key, default)
+        if value is None:
+            raise ModelsFileError(f"{where}: {key} is required")
+        ok = isinstance(value, int) if integer else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok or not math.isfinite(value) or value < low:
+            kind = "an integer" if integer else "a number"
+            raise ModelsFileError(f"{where}: {key} must be {kind} >= {low:g}")
+        return value
+
+    def flag(key: str, default: bool) -> bool:
+        value = entry.get(key, default)
+        if not isinstance(value, bool):
+            raise ModelsFileError(f"{where}: {key} must be true or false")
+        return value
+
+    window = number("window", None, integer=True, low=512)
+    max_output = number("max_output", window // 4, integer=True, low=1)
+    if max_output >= window:
+        raise ModelsFileError(f"{where}: max_output ({max_output}) must be below window ({window})")
+    price_input = float(number("price_input", 0.0))
+    return ModelInfo(
+        model_id,
+        window,
+        price_cache_hit=float(number("price_cached", price_input)),
+        price_cache_miss=price_input,
+        price_output=float(number("price_output", 0.0)),
+        fixed_sampling=False,
+        thinking_switch=False,
+        images=flag("images", False),
+        max_output=max_output,
+        kimi=False,
+        json_mode=flag("json_mode", True),
+    )

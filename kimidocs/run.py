@@ -27,7 +27,7 @@ from kimidocs.backend import Backend, open_backend
 from kimidocs.budget import CostGuard
 from kimidocs.discover import FoundFile, discover
 from kimidocs.kimi.limits import Limiter, RateLimiter
-from kimidocs.models import ModelInfo, UnknownModel, get_model
+from kimidocs.models import ModelInfo, UnknownModel
 from kimidocs.planning import Strategy
 from kimidocs.profiles import (
     DeclaredProfile,
@@ -285,7 +285,7 @@ def _resolve(
     check_options(options)
     check_db_path(settings.db)
     try:
-        model = get_model(options.model or settings.kimi_model)
+        model = settings.model(options.model)
         if options.questions:
             built = question_profile(options.questions)
             return settings, model, planning_profile(built), built

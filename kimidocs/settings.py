@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kimidocs.kimi.keys import CHINA_BASE_URL, INTERNATIONAL_BASE_URL, InvalidKeyFormat, clean_api_key
+from kimidocs.models import ModelInfo, ModelsFileError, get_model, load_models_file
 from kimidocs.schedule import DEFAULT_MIN_SAVING_USD
 
 DEFAULT_BASE_URL = CHINA_BASE_URL
@@ -71,6 +72,9 @@ class Settings(BaseSettings):
     # Tasks of a declared profile: the first goes alone (it puts the document in the prefix cache),
     # then the rest fan out. Off: all start at once (they all miss); for benchmarks.
     prefix_scheduling: bool = Field(default=True, validation_alias=AliasChoices("KIMIDOCS_PREFIX_SCHEDULING"))
+    # Models that are not in kimidocs' table (any OpenAI-compatible server): a TOML file, see
+    # kimidocs.models.load_models_file. Checked at start-up like every other setting.
+    models_file: Path | None = Field(default=None, validation_alias=AliasChoices("KIMIDOCS_MODELS_FILE"))
 
     @field_validator("kimi_api_key", mode="before")
     @classmethod
@@ -109,6 +113,24 @@ class Settings(BaseSettings):
         if key not in PDF_ENGINES:
             raise ValueError(f"unknown PDF engine {value!r}; known: {', '.join(PDF_ENGINES)}")
         return key
+
+    @field_validator("models_file")
+    @classmethod
+    def _check_models_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                load_models_file(value)
+            except ModelsFileError as err:
+                raise ValueError(str(err)) from None
+        return value
+
+    def declared_models(self) -> dict[str, ModelInfo]:
+        """The models KIMIDOCS_MODELS_FILE declares (none when unset)."""
+        return load_models_file(self.models_file) if self.models_file else {}
+
+    def model(self, model_id: str | None = None) -> ModelInfo:
+        """`model_id` (default KIMI_MODEL) from the table or the declared models; `UnknownModel`."""
+        return get_model(model_id or self.kimi_model, self.declared_models())
 
     def api_key_value(self) -> str | None:
         """The key in clear, for the Authorization header only."""

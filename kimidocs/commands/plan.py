@@ -22,7 +22,7 @@ from extractors import ExtractionError
 from kimidocs.analysis import LowTextQuality, prepare_file
 from kimidocs.commands.extract import PageProgress
 from kimidocs.costs import CostEstimate, lower_bound
-from kimidocs.models import ModelInfo, UnknownModel, get_model
+from kimidocs.models import ModelInfo, UnknownModel
 from kimidocs.planning import Plan, PlanningError
 from kimidocs.run import resolve_profile
 from kimidocs.settings import load_settings
@@ -129,7 +129,7 @@ def register(app: typer.Typer) -> None:
         """
         try:
             settings = load_settings()
-            info = get_model(model or settings.kimi_model)
+            info = settings.model(model)
             found = resolve_profile(profile, settings)
             if found.shadow_note:
                 typer.echo(f"note: {found.shadow_note}", err=True)

@@ -156,7 +156,7 @@ def register(app: typer.Typer) -> None:
         try:
             profile = load_folder(path)
             views = views_of(profile)
-            info = get_model(model)
+            info = get_model(model, load_settings().declared_models())
         except (ProfileError, KeyError, ValueError) as err:
             raise ConfigError(str(err).strip("'\"")) from None
         first = profile.tasks[0]

@@ -5,6 +5,8 @@ Why each rule (kimi-api.md §1): kimi-* models fix their sampling parameters ser
 and costs output tokens and time, so extraction calls switch it off explicitly; `reasoning_effort` next
 to `thinking` is a 400; TPM is charged on `max_tokens`, so it is always sent explicitly (the server's
 default would be charged otherwise); prompt + max_tokens over the window is a 400, caught here first.
+Models declared by the user (`ModelInfo.kimi` False) get a plain OpenAI request: no `thinking`, sampling
+left as sent, and `response_format` only when the model declares `json_mode`.
 """
 
 from __future__ import annotations
@@ -35,19 +37,24 @@ def apply_policy(
     """A copy of `body` that `model` accepts.
 
     - sets `model` when absent;
-    - drops fixed sampling params for `fixed_sampling` models;
+    - drops fixed sampling params for `fixed_sampling` models (Kimi models only);
     - `thinking: {"type": "disabled"}` (or "enabled" when `thinking`) when the model has the switch,
-      and drops `reasoning_effort`, which conflicts with it;
+      and drops `reasoning_effort`, which conflicts with it (Kimi models only);
+    - drops `response_format` for a declared model without `json_mode`;
     - sets `max_tokens` to the model's `max_output` when absent;
     - keeps everything else (`response_format`, `tools`, `stream`...) untouched;
     - raises `ContextLengthExceeded` (status None) when `prompt_tokens + max_tokens > window`.
     """
     out = copy.deepcopy(body)
     out.setdefault("model", model.id)
-    if model.fixed_sampling:
+    if model.kimi and model.fixed_sampling:
         for key in FIXED_SAMPLING_PARAMS:
             out.pop(key, None)
-    if model.thinking_switch:
+    if not model.kimi:
+        out.pop("thinking", None)
+        if not model.json_mode:
+            out.pop("response_format", None)
+    elif model.thinking_switch:
         out["thinking"] = {"type": "enabled" if thinking else "disabled"}
         out.pop("reasoning_effort", None)
     if out.get("max_tokens") is None:

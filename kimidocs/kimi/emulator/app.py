@@ -167,8 +167,22 @@ class Emulator:
     def available(self) -> dict[str, ModelInfo]:
         ids = self.config.models
         if ids is None:
-            return {k: m for k, m in MODELS.items() if not m.retired}
-        return {k: MODELS[k] for k in ids if k in MODELS}
+            table = {k: m for k, m in MODELS.items() if not m.retired}
+        else:
+            table = {k: MODELS[k] for k in ids if k in MODELS}
+        for model_id, window in (self.config.extra_models or {}).items():
+            table[model_id] = ModelInfo(
+                model_id,
+                window,
+                0.0,
+                0.0,
+                0.0,
+                fixed_sampling=False,
+                thinking_switch=False,
+                max_output=window // 2,
+                kimi=False,
+            )
+        return table
 
     def headers(self, request_id: str) -> dict[str, str]:
         headers = {"Msh-Request-Id": request_id, "Msh-Gid": f"emulator-{self.config.tier or 'unlimited'}"}
@@ -341,6 +355,9 @@ class Emulator:
     def validate_body(self, data: dict[str, Any], turn: Turn) -> ChatBody:
         turn.entry["model"] = data.get("model") if isinstance(data.get("model"), str) else None
         turn.entry["stream"] = bool(data.get("stream"))
+        turn.entry["thinking_sent"] = "thinking" in data  # Kimi's switch; foreign models must not get it
+        fmt = data.get("response_format")
+        turn.entry["response_format"] = fmt.get("type") if isinstance(fmt, dict) else None
         messages = data.get("messages")
         if isinstance(messages, list) and messages:
             turn.entry["first_message_sha"] = _sha(_canonical(messages[0]))

@@ -45,6 +45,9 @@ class EmulatorConfig(BaseModel):
     ak_id: str = "ak-emulator"
     # model ids the "account" has; None = every non-retired model of the table
     models: list[str] | None = None
+    # Models of a foreign server that are not in kimidocs' table: id -> context window. Served with plain
+    # OpenAI rules (no thinking switch, sampling free), on top of `models`.
+    extra_models: dict[str, int] | None = None
     balance_usd: float = 1_000.0  # starting balance shown by /users/me/balance (spent is subtracted)
     quota_exceeded: bool = False  # every chat call -> 429 exceeded_current_quota_error
 
