@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from kimidocs import markup, tokens
 from kimidocs.planning import REPAIR_ERROR_TOKENS, REPAIR_RAW_TOKENS
@@ -52,7 +52,10 @@ class Amount(_Item):
 
 
 class Summary(_Item):
-    """The structured result of the `summary` profile (also the shape of map partials)."""
+    """The structured result of the `summary` profile (also the shape of map partials).
+
+    `dropped`: items of the model's answer left out because they could not be read (see `coerce_summary`);
+    not part of the JSON, reported by `check_citations`."""
 
     title: str = ""
     document_type: str = ""
@@ -62,6 +65,11 @@ class Summary(_Item):
     entities: list[Entity] = Field(default_factory=list)
     dates: list[DateItem] = Field(default_factory=list)
     amounts: list[Amount] = Field(default_factory=list)
+    _dropped: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def dropped(self) -> tuple[str, ...]:
+        return self._dropped
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -81,6 +89,7 @@ class OutputInvalid(ValueError):
 
 _MAX_STARTS = 20
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
 
 
 def extract_json_object(content: str) -> dict[str, Any]:
@@ -101,11 +110,22 @@ def extract_json_object(content: str) -> dict[str, Any]:
                 first_error = (
                     first_error or f"JSON decode error: {err.msg} at line {err.lineno} column {err.colno}"
                 )
-            else:
-                if isinstance(obj, dict):
-                    return obj
+                obj = _without_trailing_commas(decoder, text[start:])
+            if isinstance(obj, dict):
+                return obj
             start = text.find("{", start + 1)
     raise OutputInvalid(first_error or "no JSON object found", content)
+
+
+def _without_trailing_commas(decoder: json.JSONDecoder, text: str) -> Any:
+    """The value at the start of `text` read again without trailing commas (`[1, 2,]`, `{"a": 1,}`, as
+    small models write), or None. Tried at the same start, so the outer object wins over an inner one."""
+    if not _TRAILING_COMMA.search(text):
+        return None
+    try:
+        return decoder.raw_decode(_TRAILING_COMMA.sub(r"\1", text))[0]
+    except json.JSONDecodeError:
+        return None
 
 
 def _validation_message(err: ValidationError) -> str:
@@ -117,13 +137,129 @@ def _validation_message(err: ValidationError) -> str:
     return "schema validation failed: " + "; ".join(parts) + more
 
 
-def parse_summary(content: str) -> Summary:
-    """`content` as a validated `Summary`; raises `OutputInvalid(error, raw)` saying what is wrong."""
-    obj = extract_json_object(content)
+# What real models write instead of the schema, read rather than failed (a whole document is not lost for
+# one bad item): a list given as one string or one object, items given as bare strings, pages given as
+# "3", "p. 3-4" or 3, text fields given as lists or numbers, the object wrapped in {"result": {...}}.
+_ITEMS: dict[str, tuple[type[_Item], str]] = {
+    "key_points": (KeyPoint, "point"),
+    "entities": (Entity, "name"),
+    "dates": (DateItem, "date"),
+    "amounts": (Amount, "value"),
+}
+_TEXT_FIELDS = ("title", "document_type", "language", "summary")
+_PAGE_RANGE = re.compile(r"(\d+)\s*[-–]\s*(\d+)|(\d+)")
+_MAX_RANGE = 50  # "1-999" is not a citation
+
+
+def _pages(value: Any) -> tuple[list[int], list[Any]]:
+    """Page numbers from what models write: 3, "3", "p. 3", "3-5", "3, 7", [3, "4"]; and what could not be
+    read as one (dropped). Pages outside the document are `check_citations`' business."""
+    if value is None:
+        return [], []
+    if isinstance(value, list):
+        pages: list[int] = []
+        bad: list[Any] = []
+        for v in value:
+            good, wrong = _pages(v) if not isinstance(v, list | dict) else ([], [v])
+            pages += good
+            bad += wrong
+        return pages, bad
+    if isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer():
+        return [int(value)], []
+    if isinstance(value, str):
+        out: list[int] = []
+        for m in _PAGE_RANGE.finditer(value):
+            if m.group(3):
+                out.append(int(m.group(3)))
+            else:
+                a, b = int(m.group(1)), int(m.group(2))
+                out += list(range(a, b + 1)) if 0 <= b - a < _MAX_RANGE else [a, b]
+        return (out, []) if out else ([], [value])
+    return [], [value]
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return " ".join(v.strip() for v in value if v.strip())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _unwrap(obj: dict[str, Any]) -> dict[str, Any]:
+    """`{"result": {...the summary...}}` or `{"summary": {...the summary...}}` -> the inner object."""
+    if isinstance(obj.get("summary"), str):
+        return obj
+    inner = [v for v in obj.values() if isinstance(v, dict) and "summary" in v]
+    return inner[0] if len(inner) == 1 and len(obj) <= 2 else obj
+
+
+def coerce_summary(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """`obj` shaped for `Summary`, and what was dropped: each list item that cannot be read is left out
+    with a reason ("key_points[2]: point: Field required"), the rest kept. Missing `summary` and other
+    whole-object faults are left for validation (then the repair call)."""
+    obj = _unwrap(obj)
+    out = dict(obj)
+    dropped: list[str] = []
+    for name in _TEXT_FIELDS:
+        if name in out:
+            out[name] = _text(out[name])
+            if out[name] is None and name != "summary":
+                out[name] = ""
+    for name, (model, main) in _ITEMS.items():
+        value = out.get(name)
+        if value is None:
+            out.pop(name, None)
+            continue
+        if isinstance(value, str | dict):
+            value = [value]
+        if not isinstance(value, list):
+            dropped.append(f"{name}: not a list ({type(value).__name__})")
+            out[name] = []
+            continue
+        kept = []
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                item = {main: item}
+            if not isinstance(item, dict):
+                dropped.append(f"{name}[{i}]: not an object ({type(item).__name__})")
+                continue
+            if isinstance(item, dict):
+                item = {
+                    k: v if k in ("value", "pages") else _text(v)
+                    for k, v in item.items()
+                    if not (v is None and k in ("type", "what"))
+                }
+                if "pages" in item:
+                    item["pages"], bad = _pages(item["pages"])
+                    if bad:
+                        dropped.append(f"{name}[{i}].pages: unreadable {', '.join(map(repr, bad))[:60]}")
+            try:
+                kept.append(model.model_validate(item))
+            except ValidationError as err:
+                first = err.errors()[0]
+                where = ".".join(str(x) for x in first["loc"]) or "(item)"
+                dropped.append(f"{name}[{i}]: {where}: {first['msg']}")
+        out[name] = kept
+    return out, dropped
+
+
+def _summary_of(obj: dict[str, Any], content: str, where: str = "") -> Summary:
+    data, dropped = coerce_summary(obj)
     try:
-        return Summary.model_validate(obj)
+        summary = Summary.model_validate(data)
     except ValidationError as err:
-        raise OutputInvalid(_validation_message(err), content) from None
+        raise OutputInvalid(where + _validation_message(err), content) from None
+    summary._dropped = tuple(dropped)
+    return summary
+
+
+def parse_summary(content: str) -> Summary:
+    """`content` as a validated `Summary`; raises `OutputInvalid(error, raw)` saying what is wrong.
+
+    Unreadable list items are dropped, not fatal (`Summary.dropped` says which); the object as a whole
+    (no JSON, no `summary` text) is what fails, and then the caller makes its one repair call."""
+    return _summary_of(extract_json_object(content), content)
 
 
 def parse_packed(content: str, doc_ids: Sequence[str]) -> dict[str, Summary | OutputInvalid]:
@@ -143,9 +279,9 @@ def parse_packed(content: str, doc_ids: Sequence[str]) -> dict[str, Summary | Ou
             out[doc_id] = OutputInvalid(f"no object for document {doc_id!r}", content)
             continue
         try:
-            out[doc_id] = Summary.model_validate(item)
-        except ValidationError as err:
-            out[doc_id] = OutputInvalid(f"document {doc_id!r}: {_validation_message(err)}", content)
+            out[doc_id] = _summary_of(item, content, f"document {doc_id!r}: ")
+        except OutputInvalid as err:
+            out[doc_id] = err
     return out
 
 
@@ -256,10 +392,11 @@ class CitationReport:
     evidence_dropped: int = 0
     items_uncited: int = 0  # items left with no valid page
     bad_pages: tuple[int, ...] = ()
+    malformed: tuple[str, ...] = ()  # items the answer could not be read for (`Summary.dropped`)
 
     @property
     def dropped(self) -> int:
-        return self.pages_dropped + self.evidence_dropped
+        return self.pages_dropped + self.evidence_dropped + len(self.malformed)
 
     def describe(self) -> str:
         bits = [f"{self.pages_dropped} of {self.pages_cited} cited pages dropped"]
@@ -269,6 +406,9 @@ class CitationReport:
             f"{self.evidence_dropped} of {self.evidence_checked} quoted items dropped"
             " (quote not on a cited page)"
         )
+        if self.malformed:
+            shown = "; ".join(self.malformed[:5]) + (" ..." if len(self.malformed) > 5 else "")
+            bits.append(f"; {len(self.malformed)} unreadable items dropped ({shown})")
         return "citations: " + " ".join(bits)
 
 
@@ -355,7 +495,9 @@ def check_citations(
         evidence_dropped=counts["ev_dropped"],
         items_uncited=counts["uncited"],
         bad_pages=tuple(sorted(bad)),
+        malformed=summary.dropped,
     )
+    fixed._dropped = summary.dropped
     return fixed, report
 
 

@@ -50,10 +50,7 @@ def test_parse_plain_fenced_and_with_leading_text() -> None:
         ("I cannot summarise this document.", "no JSON object found"),
         ('{"summary": "cut off', "JSON decode error"),
         (json.dumps({"title": "no summary field"}), "summary: Field required"),
-        (
-            json.dumps({"summary": "x", "key_points": [{"point": "p", "pages": ["two"]}]}),
-            "key_points.0.pages.0",
-        ),
+        (json.dumps({"summary": {"text": "x"}}), "summary: Input should be a valid string"),
     ],
 )
 def test_invalid_output_raises_with_the_reason_and_the_raw_text(content: str, message: str) -> None:
@@ -161,3 +158,115 @@ def test_profile_version_is_a_content_hash() -> None:
     assert PROFILE.max_output_tokens >= PROFILE.partial_output_tokens > 0
     with pytest.raises(ProfileError, match="unknown profile 'nope'"):
         load_profile("nope")
+
+
+# ------------------------------------------------------------ what real models write (issue 17.1.2)
+
+REAL_PROSE = """Sure! Here is the summary of the document:
+
+```json
+{
+  "title": "Lease agreement",
+  "summary": "A flat is let for 1,200 EUR a month.",
+  "key_points": [
+    {"point": "Rent is 1,200 EUR", "pages": "2"},
+    {"point": "Deposit of three months", "pages": "p. 3-4"},
+  ],
+}
+```
+
+Let me know if you need anything else!"""
+
+
+def test_json_in_prose_and_a_fence_with_trailing_commas() -> None:
+    summary = parse_summary(REAL_PROSE)
+    assert [k.pages for k in summary.key_points] == [[2], [3, 4]]
+    assert summary.dropped == ()
+
+
+def test_trailing_garbage_after_the_object_is_ignored() -> None:
+    content = json.dumps(GOOD) + '\n}\n```\nNote: amounts are in EUR. {"stray": '
+    assert parse_summary(content).title == "Supply agreement"
+
+
+def test_wrong_types_are_coerced() -> None:
+    content = json.dumps(
+        {
+            "result": {
+                "title": ["Supply", "agreement"],
+                "language": None,
+                "summary": "A supplier delivers goods.",
+                "key_points": "Delivery by March",  # one string for a list
+                "entities": ["ACME", {"name": "Bolt GmbH", "type": None}],  # bare strings, null type
+                "dates": {"date": "2025-03-01", "what": "delivery", "pages": 1},  # one object, int page
+                "amounts": [{"value": "12,500", "currency": "EUR", "pages": ["2", 3.0]}],  # numbers as text
+            }
+        }
+    )
+    summary = parse_summary(content)
+    assert summary.title == "Supply agreement" and summary.language == ""
+    assert summary.key_points[0].point == "Delivery by March"
+    assert [(e.name, e.type) for e in summary.entities] == [("ACME", "other"), ("Bolt GmbH", "other")]
+    assert summary.dates[0].pages == [1] and summary.amounts[0].pages == [2, 3]
+    assert summary.amounts[0].value == "12,500" and summary.dropped == ()
+    assert parse_summary(json.dumps(GOOD)).amounts[0].value == 12500  # numbers stay numbers
+
+
+def test_bad_items_are_dropped_and_recorded_not_the_document() -> None:
+    content = json.dumps(
+        {
+            "summary": "A supplier delivers goods.",
+            "key_points": [
+                {"point": "Delivery by March", "pages": [1, "two"]},
+                {"pages": [1]},  # no point
+                42,
+            ],
+            "entities": 7,
+            "amounts": [{"currency": "EUR", "pages": [2]}],  # no value
+        }
+    )
+    summary = parse_summary(content)
+    assert [k.point for k in summary.key_points] == ["Delivery by March"]
+    assert summary.key_points[0].pages == [1] and not summary.entities and not summary.amounts
+    assert summary.dropped == (
+        "key_points[0].pages: unreadable 'two'",
+        "key_points[1]: point: Field required",
+        "key_points[2]: not an object (int)",
+        "entities: not a list (int)",
+        "amounts[0]: value: Field required",
+    )
+    pages = {1: "The supplier delivers the goods.", 2: "Price EUR 12,500."}
+    checked, report = check_citations(summary, pages, set(pages))
+    assert report.malformed == summary.dropped and report.dropped == 5
+    assert "5 unreadable items dropped (key_points[0].pages" in report.describe()
+    assert checked.dropped == summary.dropped
+
+
+def test_pages_outside_the_document_are_dropped_by_the_citation_check() -> None:
+    content = json.dumps({"summary": "x", "key_points": [{"point": "p", "pages": "0, 2, 99"}]})
+    pages = {1: "a", 2: "b"}
+    checked, report = check_citations(parse_summary(content), pages, set(pages))
+    assert checked.key_points[0].pages == [2] and report.bad_pages == (0, 99)
+
+
+@pytest.mark.parametrize("content", ["", "   \n", "```json\n```", "null", "[]", '{"title": "no summary"}'])
+def test_what_cannot_be_read_still_asks_for_the_repair(content: str) -> None:
+    with pytest.raises(OutputInvalid):
+        parse_summary(content)
+
+
+def test_packed_parts_are_coerced_per_document() -> None:
+    from kimidocs.results import parse_packed
+
+    content = json.dumps(
+        {
+            "documents": {
+                "A": {"summary": "a", "key_points": "one"},
+                "B": {"summary": ["b", "c"], "dates": [5]},
+            }
+        }
+    )
+    parts = parse_packed(content, ["A", "B"])
+    a, b = parts["A"], parts["B"]
+    assert isinstance(a, Summary) and a.key_points[0].point == "one"
+    assert isinstance(b, Summary) and b.summary == "b c" and b.dropped == ("dates[0]: not an object (int)",)
