@@ -48,6 +48,12 @@ def _newer_schema(tmp_path: Path) -> str:
     return str(path)
 
 
+def _bad_models_file(tmp_path: Path) -> str:
+    path = tmp_path / "models.toml"
+    path.write_text('[models."smollm2-135m"]\nwindow = "big"\n')
+    return str(path)
+
+
 CASES = {
     "unknown tier": ({"KIMIDOCS_TIER": "tier9"}, (), "unknown tier 'tier9'"),
     "non-integer max pages": ({"KIMIDOCS_MAX_PAGES": "many"}, (), "KIMIDOCS_MAX_PAGES"),
@@ -58,6 +64,13 @@ CASES = {
     "base URL without scheme": ({"KIMI_BASE_URL": "api.moonshot.ai/v1"}, (), "KIMI_BASE_URL"),
     "non-ASCII key": ({"KIMI_API_KEY": "sk-clé-0123456789"}, (), "non-ASCII"),
     "unknown model": ({}, ("--model", "kimi-k9"), "unknown model 'kimi-k9'"),
+    "unknown model: how to declare": ({}, ("--model", "smollm2-135m"), "named by KIMIDOCS_MODELS_FILE"),
+    "malformed models file": ({"KIMIDOCS_MODELS_FILE": _bad_models_file}, (), "window must be an integer"),
+    "missing models file": (
+        {"KIMIDOCS_MODELS_FILE": "{tmp}/none.toml"},
+        (),
+        "KIMIDOCS_MODELS_FILE: cannot read",
+    ),
     "unknown profile": ({}, ("--profile", "contractz"), "unknown profile 'contractz'"),
     "db is a folder": ({"KIMIDOCS_DB": "{tmp}"}, (), "is a folder"),
     "db parent missing": ({"KIMIDOCS_DB": "{tmp}/nope/k.duckdb"}, (), "does not exist"),

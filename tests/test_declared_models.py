@@ -127,3 +127,12 @@ def test_a_declared_model_on_a_foreign_server(tmp_path: Path, make_emulator) -> 
     labels = db_rows(db, "SELECT DISTINCT backend FROM calls UNION SELECT backend FROM runs")
     assert labels == [(OPENAI_COMPATIBLE,)]
     assert db_rows(db, "SELECT count(*) FROM summaries")[0][0] == 1
+
+
+def test_kimidocs_models_lists_declared_models(tmp_path: Path) -> None:
+    from kimidocs.commands.models import build_rows
+
+    declared = load_settings(KIMIDOCS_MODELS_FILE=str(_file(tmp_path)), _env_file=None).declared_models()
+    rows = {row.id: row for row in build_rows([{"id": "smollm2-135m"}], declared=declared)}
+    smol = rows["smollm2-135m"]
+    assert smol.on_account and smol.info is not None and smol.info.window == 8192

@@ -6,6 +6,7 @@ we know its window and prices?" before a run, not after a 404.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -30,15 +31,22 @@ class ModelRow:
     account_window: int | None = None
 
 
-def build_rows(account: list[dict[str, Any]] | None, *, show_all: bool = False) -> list[ModelRow]:
-    """Our table joined to the account's list: ours first (table order), then ids only the account has."""
+def build_rows(
+    account: list[dict[str, Any]] | None,
+    *,
+    show_all: bool = False,
+    declared: Mapping[str, ModelInfo] | None = None,
+) -> list[ModelRow]:
+    """Our table joined to the account's list: ours first (table order, then the models declared in
+    KIMIDOCS_MODELS_FILE), then ids only the account has."""
     listed = {str(m["id"]): m for m in account or [] if m.get("id")}
+    known = {**MODELS, **(declared or {})}
     rows = []
-    for model_id, info in MODELS.items():
+    for model_id, info in known.items():
         if info.test_only and not show_all and model_id not in listed:
             continue
         rows.append(ModelRow(model_id, (model_id in listed) if account is not None else None, info))
-    for model_id in sorted(set(listed) - set(MODELS)):
+    for model_id in sorted(set(listed) - set(known)):
         window = listed[model_id].get("context_length")
         rows.append(ModelRow(model_id, True, None, window if isinstance(window, int) else None))
     return rows
@@ -49,6 +57,8 @@ def _note(row: ModelRow) -> str:
         return "[yellow]unknown to kimidocs: no plan/price[/yellow]"
     if row.info.test_only:
         return "emulator only"
+    if not row.info.kimi:
+        return "declared (KIMIDOCS_MODELS_FILE)"
     if row.info.retired:
         return "reported retired"
     return ""
@@ -132,6 +142,11 @@ def register(app: typer.Typer) -> None:
             except KimiError as error:
                 failed = True
                 console.print(f"[red]Could not list the account's models: {error}[/red]")
-        console.print(render(build_rows(account, show_all=show_all), asked=account is not None))
+        console.print(
+            render(
+                build_rows(account, show_all=show_all, declared=settings.declared_models()),
+                asked=account is not None,
+            )
+        )
         if failed:
             raise typer.Exit(1)
