@@ -105,7 +105,8 @@ def test_an_undeclared_model_fails_the_run_in_one_line(tmp_path: Path, make_emul
     assert not emu.requests("/chat/completions")
 
 
-def test_a_declared_model_on_a_foreign_server(tmp_path: Path, make_emulator) -> None:
+@pytest.mark.parametrize("json_mode", [True, False])
+def test_a_declared_model_on_a_foreign_server(tmp_path: Path, make_emulator, json_mode: bool) -> None:
     emu = make_emulator(identify=False, owned_by="llamacpp", extra_models={"smollm2-135m": 8192})
     folder = tmp_path / "in"
     folder.mkdir()
@@ -115,7 +116,7 @@ def test_a_declared_model_on_a_foreign_server(tmp_path: Path, make_emulator) -> 
         KIMI_API_KEY=emu.api_key,
         KIMI_BASE_URL=emu.base_url,
         KIMIDOCS_DB=str(db),
-        KIMIDOCS_MODELS_FILE=str(_file(tmp_path)),
+        KIMIDOCS_MODELS_FILE=str(_file(tmp_path, SMOL.replace("true", "true" if json_mode else "false"))),
         _env_file=None,
     )
     options = pipeline.RunOptions(folder=str(folder), db=str(db), model="smollm2-135m")
@@ -123,7 +124,8 @@ def test_a_declared_model_on_a_foreign_server(tmp_path: Path, make_emulator) -> 
     assert report.backend == OPENAI_COMPATIBLE and report.count("ok") == 1
     sent = emu.requests("/chat/completions")
     assert sent and all(not e["thinking_sent"] and e["model"] == "smollm2-135m" for e in sent)
-    assert all(e["response_format"] == "json_object" and e["status"] == 200 for e in sent)
+    expected_format = "json_object" if json_mode else None
+    assert all(e["response_format"] == expected_format and e["status"] == 200 for e in sent)
     labels = db_rows(db, "SELECT DISTINCT backend FROM calls UNION SELECT backend FROM runs")
     assert labels == [(OPENAI_COMPATIBLE,)]
     assert db_rows(db, "SELECT count(*) FROM summaries")[0][0] == 1
@@ -136,3 +138,17 @@ def test_kimidocs_models_lists_declared_models(tmp_path: Path) -> None:
     rows = {row.id: row for row in build_rows([{"id": "smollm2-135m"}], declared=declared)}
     smol = rows["smollm2-135m"]
     assert smol.on_account and smol.info is not None and smol.info.window == 8192
+
+
+def test_a_kimi_model_on_the_same_server_keeps_the_thinking_switch(tmp_path: Path, make_emulator) -> None:
+    emu = make_emulator(identify=False, owned_by="llamacpp", extra_models={"smollm2-135m": 8192})
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("The fee is 2,000 EUR, due on 1 April 2026.\n" * 20)
+    db = tmp_path / "k.duckdb"
+    settings = Settings(
+        KIMI_API_KEY=emu.api_key, KIMI_BASE_URL=emu.base_url, KIMIDOCS_DB=str(db), _env_file=None
+    )
+    report = pipeline.run_folder(pipeline.RunOptions(folder=str(folder), db=str(db)), settings)
+    assert report.count("ok") == 1
+    assert all(e["thinking_sent"] for e in emu.requests("/chat/completions"))

@@ -481,6 +481,7 @@ class Emulator:
         tool_call: dict[str, Any] | None = None
         wants_tool = body.tools and body.tool_choice != "none" and last.get("role") != "tool"
         fmt = body.response_format or {}
+        in_prose = False
         if wants_tool:
             tool = body.tools[0]  # type: ignore[index]
             if isinstance(body.tool_choice, dict):
@@ -493,10 +494,17 @@ class Emulator:
             )
             last_user = next((m.text for m in reversed(prompt.messages) if m.role == "user"), "")
             answer = answers.json_answer(user_text, prompt.system_text(), schema, content_budget, last_user)
+        elif body.model in (self.config.extra_models or {}) and "json" in prompt.system_text().lower():
+            # A foreign model without JSON mode follows the prompt the way small models do: JSON in prose.
+            last_user = next((m.text for m in reversed(prompt.messages) if m.role == "user"), "")
+            answer = answers.json_answer(user_text, prompt.system_text(), None, content_budget, last_user)
+            in_prose = True
         else:
             last_user = next((m.text for m in reversed(prompt.messages) if m.role == "user"), "")
             answer = answers.text_answer(user_text, last_user)
         content = answer.content
+        if in_prose:
+            content = f"Here is the JSON you asked for:\n```json\n{content}\n```\nHope this helps!"
         if last.get("role") == "assistant" and last.get("partial") and isinstance(last.get("content"), str):
             prefix = last["content"]
             content = content[len(prefix) :] if content.startswith(prefix) else content

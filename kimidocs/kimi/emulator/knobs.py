@@ -46,7 +46,8 @@ class EmulatorConfig(BaseModel):
     # model ids the "account" has; None = every non-retired model of the table
     models: list[str] | None = None
     # Models of a foreign server that are not in kimidocs' table: id -> context window. Served with plain
-    # OpenAI rules (no thinking switch, sampling free), on top of `models`.
+    # OpenAI rules (no thinking switch, sampling free), on top of `models`. Asked for JSON by the system
+    # prompt but without response_format, they answer it inside prose and a ```json fence, as small models do.
     extra_models: dict[str, int] | None = None
     balance_usd: float = 1_000.0  # starting balance shown by /users/me/balance (spent is subtracted)
     quota_exceeded: bool = False  # every chat call -> 429 exceeded_current_quota_error
