@@ -275,3 +275,24 @@ def test_scanned_page_images_reach_the_request(corpus: Path) -> None:
     assert [p["type"] for p in content] == ["text", "image_url", "text"]
     assert content[0]["text"] == "<page 1>\n"
     assert result.summary.summary == "a scanned page" and result.coverage == 1.0
+
+
+def test_one_unreadable_item_is_dropped_without_a_repair_call() -> None:
+    """Issue 17.1.2: a realistic small-model answer (prose, a fence, a trailing comma, one item without its
+    point, a page as text) is read in one call; the bad item is noted, the document is not failed."""
+    plan = plan_document(_pages(2), budget_for(K25, PROFILE))
+
+    def behave(request: ChatRequest, n: int) -> CallOutcome:
+        points = '[{"point": "Topic one", "pages": "1"}, {"pages": [2]},]'
+        return CallOutcome(
+            f'Sure!\n```json\n{{"summary": "Two topics.", "key_points": {points}}}\n```', "stop"
+        )
+
+    model = FakeModel(behave)
+    result = run_plan("doc", plan, PROFILE, K25, model)
+    assert model.stages() == ["single"]
+    assert result.summary is not None and [k.pages for k in result.summary.key_points] == [[1]]
+    assert any(
+        "1 unreadable items dropped (key_points[1]: point: Field required)" in n for n in result.errors
+    )
+    assert result.summary.dropped == ("key_points[1]: point: Field required",)  # for the document message
