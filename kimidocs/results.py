@@ -224,16 +224,15 @@ def coerce_summary(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             if not isinstance(item, dict):
                 dropped.append(f"{name}[{i}]: not an object ({type(item).__name__})")
                 continue
-            if isinstance(item, dict):
-                item = {
-                    k: v if k in ("value", "pages") else _text(v)
-                    for k, v in item.items()
-                    if not (v is None and k in ("type", "what"))
-                }
-                if "pages" in item:
-                    item["pages"], bad = _pages(item["pages"])
-                    if bad:
-                        dropped.append(f"{name}[{i}].pages: unreadable {', '.join(map(repr, bad))[:60]}")
+            item = {
+                k: v if k in ("value", "pages") else _text(v)
+                for k, v in item.items()
+                if not (v is None and k in ("type", "what"))  # null where a default exists
+            }
+            if "pages" in item:
+                item["pages"], bad = _pages(item["pages"])
+                if bad:
+                    dropped.append(f"{name}[{i}].pages: unreadable {', '.join(map(repr, bad))[:60]}")
             try:
                 kept.append(model.model_validate(item))
             except ValidationError as err:
