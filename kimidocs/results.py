@@ -90,13 +90,20 @@ class OutputInvalid(ValueError):
 _MAX_STARTS = 20
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+# Reasoning models served by OpenAI-compatible servers (Qwen3, DeepSeek-R1 distills) often put their
+# thinking in the content, braces included: it is not the answer.
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 
 
 def extract_json_object(content: str) -> dict[str, Any]:
-    """The first JSON object in `content`: tolerates ```json fences``` and text before or after it."""
+    """The first JSON object in `content`: tolerates ```json fences```, text before or after it, trailing
+    commas and a <think>...</think> block before the answer."""
     if content is None or not content.strip():
         raise OutputInvalid("empty output", content or "")
-    candidates = [m.group(1) for m in _FENCE.finditer(content)] + [content]
+    answer = _THINK.sub("", content)
+    if not answer.strip():
+        raise OutputInvalid("empty output (only <think> text)", content)
+    candidates = [m.group(1) for m in _FENCE.finditer(answer)] + [answer]
     decoder = json.JSONDecoder()
     first_error = None
     for text in candidates:

@@ -270,3 +270,10 @@ def test_packed_parts_are_coerced_per_document() -> None:
     a, b = parts["A"], parts["B"]
     assert isinstance(a, Summary) and a.key_points[0].point == "one"
     assert isinstance(b, Summary) and b.summary == "b c" and b.dropped == ("dates[0]: not an object (int)",)
+
+
+def test_a_think_block_in_the_content_is_not_the_answer() -> None:
+    content = '<think>The user wants {"summary": "wrong"} so I will...</think>\n' + json.dumps(GOOD)
+    assert parse_summary(content).summary == "A supplier delivers goods."
+    with pytest.raises(OutputInvalid, match="only <think> text"):
+        parse_summary("<think>I am not sure {at all}.</think>\n")
