@@ -5,13 +5,16 @@
            answered (this run's batch results)   -> logged like a real-time call, at the batch price
            already in the call log               -> reused (the same resume as interactive mode)
            neither                               -> gathered for the round's batch; the document waits
-    submit the round's requests as one batch (budget reserved first, the batch stored at once),
+    submit the round's requests as one batch (budget reserved first, a `pending` row keyed by the
+           uploaded file stored before the create, the batch id right after),
     wait for it (bounded), read its lines, replay again: singles and maps, then each reduce level / repair
 
 `run_plan` is unchanged: a miss raises `Deferred` (a BaseException, so no `except Exception` turns it
 into a failure); `run_plan` is run with every chunk of a level in flight together, so one replay gathers
 a whole level (more than `_WIDE` chunks just takes another round). A rerun over the same folder picks up
-the batches stored not `done` (polls them, reads their results) and submits only what is missing.
+the batches stored not `done` (polls them, reads their results) and submits only what is missing; a
+`pending` row (killed between upload and storing the id) adopts the batch made from its file, or
+creates it from that file now.
 
 Fallbacks (one log line each): a model without a batch price, a tier0 account, or a 403 on create run
 the remaining calls in real time; a line that failed in `RETRY_ROUNDS` batches goes real time (its call
@@ -191,6 +194,7 @@ def _wait_and_read(
     """Poll a stored batch to its end, take its lines, record its status (done once replayed). A line
     without an answer is logged as an `error` call with the batch id (when `misses` says what it was),
     and asked again in the next round."""
+    assert row.batch_id is not None, "a pending row is resolved (`_resolve`) before it is read"
     batch = client.wait(
         row.batch_id,
         poll_s=min(ctx.settings.batch_poll_s, ctx.settings.batch_timeout_s),
@@ -207,7 +211,7 @@ def _wait_and_read(
             why = f"{line.error_type}: {line.error_message}" if line else f"no result (batch {batch.status})"
             failed.append(_error_row(ctx, miss, row.batch_id, why, line.status_code if line else None))
     ctx.store.save_calls(failed)
-    ctx.store.update_batch(row.batch_id, batch.status)
+    ctx.store.update_batch(row.input_file_id, batch.status)
     log.info(
         "batch %s %s: %d of %d lines answered",
         row.batch_id,
@@ -238,39 +242,64 @@ def _error_row(ctx: RunContext, miss: _Miss, batch_id: str, error: str, status: 
     )
 
 
+def _create(ctx: RunContext, client: BatchClient, row: BatchRow) -> BatchRow:
+    """Create the batch of a pending row (its file is uploaded, its row stored) and store its id."""
+    batch = client.create(row.input_file_id, metadata={"run_id": row.run_id, "round": row.round})
+    ctx.store.set_batch_id(row.input_file_id, batch.id, batch.status)
+    return replace(row, batch_id=batch.id, status=batch.status)
+
+
+def _resolve(ctx: RunContext, client: BatchClient, row: BatchRow) -> BatchRow:
+    """A pending row of an earlier run (killed between upload and storing the batch id): adopt the batch
+    the server made from its file, or create it now from the same file (its lines were never asked)."""
+    found = client.find_by_input(row.input_file_id)
+    if found is None:
+        log.info("pending batch of file %s was never created: creating it now", row.input_file_id)
+        return _create(ctx, client, row)
+    log.info("pending batch of file %s is %s: adopting it", row.input_file_id, found.id)
+    ctx.store.set_batch_id(row.input_file_id, found.id, found.status)
+    return replace(row, batch_id=found.id, status=found.status)
+
+
 def _submit(ctx: RunContext, client: BatchClient, state: BatchState, round_no: int) -> BatchRow | None:
-    """The round's misses as one batch: budget reserved, uploaded, created, stored at once. None when
-    the account turns out not to take batches (403): the run goes on in real time."""
+    """The round's misses as one batch: budget reserved, uploaded, stored as `pending` (keyed by the
+    input file), created, its id stored. A kill at any point leaves either no row (nothing was created)
+    or a row a rerun resolves (`_resolve`), so no line is ever submitted twice. None when the account
+    turns out not to take batches (403): the run goes on in real time."""
     misses = dict(state.misses)
     estimate = sum(m.estimate_usd for m in misses.values())
     ctx.guard.reserve(estimate)
+    file_id: str | None = None
     try:
         file_id = client.upload(
             {k: m.body for k, m in misses.items()}, filename=f"kimidocs-{ctx.run_id}.jsonl"
         )
-        batch = client.create(file_id, metadata={"run_id": ctx.run_id, "round": round_no})
+        pending = BatchRow(
+            None,
+            ctx.run_id,
+            str(ctx.options.folder),
+            ctx.model.id,
+            file_id,
+            round_no,
+            tuple(misses),
+            "pending",
+            estimate,
+        )
+        ctx.store.save_batch(pending)
+        row = _create(ctx, client, pending)
     except PermissionDenied as err:
         ctx.guard.settle(estimate, 0.0)
+        if file_id is not None:
+            ctx.store.update_batch(file_id, "refused", done=True)
         log.warning("the Batch API is not open for this account (%s): continuing in real time", err)
         state.interactive = True
         return None
     except BaseException:
         ctx.guard.settle(estimate, 0.0)
         raise
-    row = BatchRow(
-        batch.id,
-        ctx.run_id,
-        str(ctx.options.folder),
-        ctx.model.id,
-        file_id,
-        round_no,
-        tuple(misses),
-        batch.status,
-        estimate,
-    )
-    ctx.store.save_batch(row)
-    state.batches.append(batch.id)
-    log.info("round %d: batch %s submitted with %d requests", round_no, batch.id, len(misses))
+    assert row.batch_id is not None
+    state.batches.append(row.batch_id)
+    log.info("round %d: batch %s submitted with %d requests", round_no, row.batch_id, len(misses))
     try:
         _wait_and_read(ctx, client, state, row, misses)
     finally:
@@ -313,8 +342,10 @@ def run_batch_mode(ctx: RunContext, files: list[FoundFile]) -> list[DocumentOutc
     opened = ctx.store.open_batches(str(ctx.options.folder), ctx.model.id) if pending else []
     for row in opened:  # an earlier run's batches: read them instead of asking again
         log.info("resuming batch %s (round %d, %d requests)", row.batch_id, row.round, len(row.request_keys))
+        if row.batch_id is None:
+            row = _resolve(ctx, client, row)
         _wait_and_read(ctx, client, state, row)
-    to_close = [row.batch_id for row in opened]
+    to_close = [row.input_file_id for row in opened]
     round_no = max((row.round for row in opened), default=0)
     while pending:
         round_no += 1
@@ -331,8 +362,8 @@ def run_batch_mode(ctx: RunContext, files: list[FoundFile]) -> list[DocumentOutc
             except Exception as err:
                 out = outcome_of(ctx, d.attempt, err)
             outcomes[d.attempt.found.path] = finished(ctx, out, d.t0)
-        for batch_id in to_close:  # every line they answered is in the call log now
-            ctx.store.update_batch(batch_id, done=True)
+        for file_id in to_close:  # every line they answered is in the call log now
+            ctx.store.update_batch(file_id, done=True)
         to_close = []
         pending = waiting
         if not pending:
@@ -349,5 +380,5 @@ def run_batch_mode(ctx: RunContext, files: list[FoundFile]) -> list[DocumentOutc
                 outcomes[d.attempt.found.path] = finished(ctx, outcome_of(ctx, d.attempt, over), d.t0)
             break
         if submitted is not None:
-            to_close.append(submitted.batch_id)
+            to_close.append(submitted.input_file_id)
     return [outcomes[f.path] for f in files]

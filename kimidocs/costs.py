@@ -13,7 +13,7 @@ upper bound, since billed output is usually shorter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kimidocs import tokens
 from kimidocs.models import ModelInfo, NoBatchSupport
@@ -59,6 +59,15 @@ def batch_call_cost(usage: Usage, model: ModelInfo) -> float:
     if model.batch_price_factor is None:
         raise NoBatchSupport(model.id)
     return call_cost(usage, model) * model.batch_price_factor
+
+
+def batch_estimate(estimate: CostEstimate, model: ModelInfo) -> CostEstimate:
+    """The same plan sent through the Batch API: no cache hits counted (the prefix cache is not promised
+    inside a batch), every price times the model's batch factor. Raises `NoBatchSupport`."""
+    if model.batch_price_factor is None:
+        raise NoBatchSupport(model.id)
+    cost = usd(estimate.prompt_tokens, 0, estimate.output_tokens, model) * model.batch_price_factor
+    return replace(estimate, cached_tokens_expected=0, usd=cost)
 
 
 def lower_bound(doc_tokens: int, output_tokens: int, model: ModelInfo) -> float:

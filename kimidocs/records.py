@@ -109,9 +109,10 @@ class CallRecord:
 
 @dataclass(frozen=True, slots=True)
 class BatchRow:
-    """A Batch API job a run submitted (`batches` table): enough for a rerun to pick it up."""
+    """A Batch API job a run submitted (`batches` table, keyed by its input file): enough for a rerun to
+    pick it up. `batch_id` is None while the row is `pending` (written before the server's create)."""
 
-    batch_id: str
+    batch_id: str | None
     run_id: str
     folder: str
     model: str

@@ -14,6 +14,7 @@ from conftest import db_rows, run_pipeline
 from prefect_fixture import BIN, REPO, clean_env, stop_process
 
 from kimidocs.costs import call_cost
+from kimidocs.kimi.batch import BatchClient
 from kimidocs.models import get_model
 from kimidocs.records import Usage
 
@@ -173,6 +174,47 @@ def test_an_expired_batch_is_resubmitted_for_its_missing_lines_only(
     assert len(ok) == len(set(ok)) == 5
 
 
+@pytest.mark.parametrize("server_created", [True, False], ids=["after-create", "before-create"])
+def test_killed_around_create_a_rerun_resolves_the_pending_batch_once(
+    tmp_path: Path, make_emulator, monkeypatch, server_created: bool
+) -> None:
+    """The orphan window: the process dies after the upload, with the server's create done (or not) but
+    its id not stored. The pending row (keyed by the input file) lets the rerun adopt that batch (or
+    create it from the same file): one batch for those lines, every result stored once."""
+    _settings_env(monkeypatch)
+    write_docs(tmp_path / "in", small=3, long=False)
+    emu = make_emulator(**FAST)
+    db = tmp_path / "k.duckdb"
+    real_create = BatchClient.create
+
+    def create_then_die(self: BatchClient, file_id: str, **kw: object) -> None:
+        if server_created:
+            real_create(self, file_id, **kw)
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(BatchClient, "create", create_then_die)
+    with pytest.raises(SystemExit):
+        run_pipeline(tmp_path / "in", db, emu, model="kimidocs-test-8k", mode="batch")
+    assert db_rows(db, "SELECT batch_id, status, done, len(request_keys) FROM batches") == [
+        (None, "pending", False, 3)
+    ]
+    monkeypatch.setattr(BatchClient, "create", real_create)
+    report = run_pipeline(tmp_path / "in", db, emu, model="kimidocs-test-8k", mode="batch")
+    assert report.count("ok") == 3
+
+    def posts(suffix: str) -> list[dict]:
+        return [r for r in emu.requests() if r.get("path", "").endswith(suffix) and r.get("method") == "POST"]
+
+    assert len(posts("/batches")) == 1 and len(posts("/files")) == 1  # one upload, one batch: no resubmit
+    lines = [r["custom_id"] for r in emu.requests() if r.get("method") == "BATCH"]
+    assert len(lines) == len(set(lines)) == 3
+    keys = [k for (k,) in db_rows(db, "SELECT request_key FROM calls")]
+    assert sorted(keys) == sorted(lines)  # every result stored once
+    stored = db_rows(db, "SELECT batch_id, status, done FROM batches")
+    assert len(stored) == 1 and stored[0][0] and stored[0][1] == "completed" and stored[0][2]
+    assert {b for (b,) in db_rows(db, "SELECT DISTINCT batch_id FROM calls")} == {stored[0][0]}
+
+
 @pytest.mark.slow
 def test_killed_after_the_batch_was_created_a_rerun_never_submits_twice(
     tmp_path: Path, emulator_process
@@ -195,9 +237,8 @@ def test_killed_after_the_batch_was_created_a_rerun_never_submits_twice(
         while not created():
             assert first.poll() is None and time.monotonic() < deadline, "no batch was created"
             time.sleep(0.05)
-        # Known window (left for later): a kill between the server's create and our INSERT of the
-        # batch's row orphans it. The INSERT takes milliseconds; give it those before the kill.
-        time.sleep(0.5)
+        # A kill before the batch's id is stored is resolved by the rerun (the pending row; see
+        # test_killed_around_create_...): kill right away.
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
     finally:

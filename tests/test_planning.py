@@ -186,7 +186,7 @@ def test_plan_command_json_contract_and_typed_error(corpus: Path) -> None:
     # Keys are only ever added, after the old ones.
     assert list(rec) == [
         "path", "model", "window", "tokens_est", "strategy", "chunks", "reduce_levels", "calls", "coverage",
-        "cost_usd_est", "profile", "tasks", "calls_est", "prompt_tokens_est", "cached_tokens_est",
+        "cost_usd_est", "profile", "tasks", "calls_est", "prompt_tokens_est", "cached_tokens_est", "mode",
     ]  # fmt: skip
     assert (rec["model"], rec["window"], rec["strategy"]) == ("kimidocs-test-8k", 8_192, "map_reduce")
     assert [c["index"] for c in rec["chunks"]] == list(range(len(rec["chunks"])))
@@ -195,6 +195,37 @@ def test_plan_command_json_contract_and_typed_error(corpus: Path) -> None:
     bad = runner.invoke(app, ["plan", str(corpus / "bad/libreoffice-writer-password.pdf")])
     assert bad.exit_code == 1
     assert bad.stderr.startswith("error: EncryptedDocument: ") and bad.stderr.count("\n") == 1
+
+
+def test_plan_mode_batch_is_the_estimate_at_the_batch_price_without_cache_hits(corpus: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from kimidocs.cli import app
+
+    runner = CliRunner()
+    doc = str(corpus / "pdf/redp5110_sampled.pdf")
+    args = ["plan", doc, "--model", "kimidocs-test-8k", "--json"]
+    inter = json.loads(runner.invoke(app, args).stdout)
+    result = runner.invoke(app, [*args, "--mode", "batch"])
+    assert result.exit_code == 0, result.output
+    batch = json.loads(result.stdout)
+    model = get_model("kimidocs-test-8k")
+    assert (inter["mode"], batch["mode"]) == ("interactive", "batch")
+    assert batch["cached_tokens_est"] == 0 and batch["calls"] == inter["calls"]
+    assert batch["prompt_tokens_est"] == inter["prompt_tokens_est"]
+    # The same tokens with the expected cache hits billed at the miss price, times the batch factor.
+    hits_as_misses = inter["cached_tokens_est"] * (model.price_cache_miss - model.price_cache_hit) / 1e6
+    list_price = inter["cost_usd_est"] + hits_as_misses
+    assert batch["cost_usd_est"] == pytest.approx(0.6 * list_price, rel=1e-4)
+    assert batch["cost_usd_est"] < inter["cost_usd_est"]
+    table = runner.invoke(app, ["plan", doc, "--model", "kimidocs-test-8k", "--mode", "batch"])
+    assert table.exit_code == 0 and "at the batch price" in table.stdout
+    refused = runner.invoke(app, ["plan", doc, "--model", "kimi-k3", "--mode", "batch"])
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("error: NoBatchSupport: ") and refused.stderr.count("\n") == 1
+    assert runner.invoke(app, ["plan", doc, "--mode", "cheap"]).exit_code == 1
 
 
 def test_scanned_pages_are_images_for_multimodal_models_and_skipped_otherwise(corpus: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -88,3 +89,30 @@ def test_a_failing_migration_is_rolled_back_and_named(
         Store(db, read_only=True).query("SELECT list(version ORDER BY version) FROM schema_migrations").rows
     )
     assert versions[0][0][-1] == broken[-2].version  # everything before 99 applied, 99 not recorded
+
+
+def test_0010_keeps_stored_batches_and_allows_a_pending_row(tmp_path: Path) -> None:
+    db = tmp_path / "v9.duckdb"
+    con = duckdb.connect(str(db), config=CONFIG)
+    try:
+        migrations.apply(con, db, upto=9)
+        con.execute(
+            "INSERT INTO batches VALUES ('b1', 'r1', 'in', 'kimi-k2.5', 'f1', 1, ['k1', 'k2'], "
+            "'in_progress', 0.5, TIMESTAMP '2026-01-01 00:00:00', TIMESTAMP '2026-01-01 00:00:00', false)"
+        )
+    finally:
+        con.close()
+    store = Store(db)
+    assert store.migrate() == [10]
+    (old,) = store.open_batches("in", "kimi-k2.5")
+    assert (old.batch_id, old.input_file_id, old.request_keys, old.status) == (
+        "b1",
+        "f1",
+        ("k1", "k2"),
+        "in_progress",
+    )
+    store.save_batch(replace(old, batch_id=None, input_file_id="f2", round=2, status="pending"))
+    store.set_batch_id("f2", "b2", "validating")
+    store.update_batch("f1", "completed", done=True)
+    assert [(r.batch_id, r.status) for r in store.open_batches("in", "kimi-k2.5")] == [("b2", "validating")]
+    store.close()

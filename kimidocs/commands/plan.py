@@ -3,7 +3,9 @@
 With `--json`, one object:
     {"path", "model", "window", "tokens_est", "strategy": "single"|"map_reduce",
      "chunks": [{"index", "first_page", "last_page", "tokens_est"}], "reduce_levels", "calls",
-     "coverage", "cost_usd_est"}
+     "coverage", "cost_usd_est", "mode", ...}
+`--mode batch` estimates the Batch API price instead: no cache hits inside a batch, every price times the
+model's batch factor (a model without a batch price is refused with one error line).
 Exit code 1 with one `error: <Type>: <message>` line when the file cannot be extracted or planned.
 """
 
@@ -21,8 +23,8 @@ from rich.table import Table
 from extractors import ExtractionError
 from kimidocs.analysis import LowTextQuality, prepare_file
 from kimidocs.commands.extract import PageProgress
-from kimidocs.costs import CostEstimate, lower_bound
-from kimidocs.models import ModelInfo, UnknownModel
+from kimidocs.costs import CostEstimate, batch_estimate, lower_bound
+from kimidocs.models import ModelInfo, NoBatchSupport, UnknownModel
 from kimidocs.planning import Plan, PlanningError
 from kimidocs.run import resolve_profile
 from kimidocs.settings import load_settings
@@ -38,6 +40,7 @@ def plan_record(
     profile: str = "summary",
     tasks: tuple[str, ...] = (),
     estimate: CostEstimate | None = None,
+    mode: str = "interactive",
 ) -> dict[str, Any]:
     """The `--json` object (the command's contract; keep the keys stable; new keys only added)."""
     return {
@@ -64,6 +67,7 @@ def plan_record(
         "calls_est": estimate.calls if estimate else plan.calls,
         "prompt_tokens_est": estimate.prompt_tokens if estimate else None,
         "cached_tokens_est": estimate.cached_tokens_expected if estimate else None,
+        "mode": mode,
     }
 
 
@@ -99,12 +103,17 @@ def _notes(rec: dict[str, Any], plan: Plan, floor_usd: float) -> list[str]:
         if tasks
         else []
     )
+    price = (
+        "at the batch price (Batch API: no cache hits counted, every price times the batch factor), "
+        if rec["mode"] == "batch"
+        else ""
+    )
     return [
         *per_task,
         f"{rec['model']}: window {b.window:,} = text {b.chunk_tokens:,} + fixed prompt "
         f"{b.fixed_prompt_tokens:,} + output {b.max_output_tokens:,} + margin {b.margin:,}",
         f"document {rec['tokens_est']:,} tokens (o200k estimate), coverage {rec['coverage']:.0%}",
-        f"estimated cost ${rec['cost_usd_est']:.4f} (output counted at max_tokens); "
+        f"estimated cost {price}${rec['cost_usd_est']:.4f} (output counted at max_tokens); "
         f"floor ${floor_usd:.4f} (every token once at the miss price + final output)",
     ]
 
@@ -121,15 +130,28 @@ def register(app: typer.Typer) -> None:
         ] = "summary",
         as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON object.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+        mode: Annotated[
+            str,
+            typer.Option(
+                "--mode",
+                help="interactive (real-time price, cache hits counted) or batch (the Batch API price: "
+                "no cache hits, times the model's batch factor).",
+            ),
+        ] = "interactive",
     ) -> None:
         """Plan FILE for a model (chunks, reduce levels, calls, estimated cost) without calling anything.
 
         The same preparation as `kimidocs analyze` (limits, quality gate, count, plan): a file that
         `analyze` refuses is refused here, with the same typed error.
         """
+        if mode not in ("interactive", "batch"):
+            typer.echo(f"error: --mode must be interactive or batch, not {mode!r}", err=True)
+            raise typer.Exit(1)
         try:
             settings = load_settings()
             info = settings.model(model)
+            if mode == "batch" and not info.supports_batch:
+                raise NoBatchSupport(info.id)
             found = resolve_profile(profile, settings)
             if found.shadow_note:
                 typer.echo(f"note: {found.shadow_note}", err=True)
@@ -145,19 +167,31 @@ def register(app: typer.Typer) -> None:
                     tasks=max(len(names), 1),
                     on_progress=lambda d, t: bars(str(file), d, t),
                 )
-        except (ExtractionError, LowTextQuality, PlanningError, UnknownModel, ProfileError) as exc:
+        except (
+            ExtractionError,
+            LowTextQuality,
+            PlanningError,
+            UnknownModel,
+            ProfileError,
+            NoBatchSupport,
+        ) as exc:
             name = getattr(exc, "error_type", None) or type(exc).__name__
             typer.echo(f"error: {name}: {exc}", err=True)
             raise typer.Exit(1) from None
         plan = prepared.plan
+        estimate, cost = prepared.estimate, prepared.cost_usd_est
+        if mode == "batch" and estimate is not None:
+            estimate = batch_estimate(estimate, info)
+            cost = estimate.usd
         rec = plan_record(
             str(file),
             info,
             plan,
-            prepared.cost_usd_est,
+            cost,
             profile=profile,
             tasks=names,
-            estimate=prepared.estimate,
+            estimate=estimate,
+            mode=mode,
         )
         if as_json:
             typer.echo(json.dumps(rec))

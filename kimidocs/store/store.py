@@ -357,7 +357,8 @@ class Store:
     # ------------------------------------------------------------------ batches
 
     def save_batch(self, batch: BatchRow) -> None:
-        """Record a batch the moment it is created (before waiting): a rerun finds it here."""
+        """Record a batch before the server is asked to create it (`pending`, no batch id yet) or the
+        moment it is created: a rerun finds it here (see `set_batch_id`)."""
         now = datetime.now(UTC)
         with self._write() as con:
             con.execute(
@@ -379,17 +380,26 @@ class Store:
                 ],
             )
 
-    def update_batch(self, batch_id: str, status: str | None = None, *, done: bool = False) -> None:
+    def set_batch_id(self, input_file_id: str, batch_id: str, status: str) -> None:
+        """A pending batch row gets the id (and status) of the batch the server made from its file."""
+        with self._write() as con:
+            con.execute(
+                "UPDATE batches SET batch_id = ?, status = ?, updated_at = ? WHERE input_file_id = ?",
+                [batch_id, status, datetime.now(UTC), input_file_id],
+            )
+
+    def update_batch(self, input_file_id: str, status: str | None = None, *, done: bool = False) -> None:
         """The batch's status as last read (None: unchanged); `done` once its lines are in `calls`."""
         with self._write() as con:
             con.execute(
                 "UPDATE batches SET status = coalesce(?, status), updated_at = ?, done = done OR ? "
-                "WHERE batch_id = ?",
-                [status, datetime.now(UTC), done, batch_id],
+                "WHERE input_file_id = ?",
+                [status, datetime.now(UTC), done, input_file_id],
             )
 
     def open_batches(self, folder: str, model: str) -> list[BatchRow]:
-        """Batches of earlier runs over `folder` whose results were never read (oldest first)."""
+        """Batches of earlier runs over `folder` whose results were never read, pending ones included
+        (oldest first)."""
         with self._read() as con:
             rows = con.execute(
                 "SELECT batch_id, run_id, folder, model, input_file_id, round, request_keys, status, "
