@@ -26,15 +26,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 
 from kimidocs.analysis import Attempt, Prepared, finished, guarded, outcome_of, prepare, started, summarise
 from kimidocs.batching import BatchLineResult
 from kimidocs.budget import BudgetExceeded
-from kimidocs.caller import KimiCaller
-from kimidocs.costs import batch_call_cost
+from kimidocs.caller import KimiCaller, call_record
+from kimidocs.costs import batch_call_cost, request_estimate
 from kimidocs.discover import FoundFile
 from kimidocs.kimi.batch import BatchClient
 from kimidocs.kimi.errors import KimiError, PermissionDenied
@@ -130,9 +128,7 @@ class BatchCaller(KimiCaller):
         body.pop("stream", None)
         body.pop("stream_options", None)
         model = self.ctx.model
-        estimate = (
-            model.price_cache_miss * request.prompt_tokens_est + model.price_output * max_tokens
-        ) / 1e6
+        estimate = request_estimate(request.prompt_tokens_est, max_tokens, model)
         estimate *= model.batch_price_factor or 1.0
         with state.lock:
             state.misses.setdefault(key, _Miss(request, self.doc_id, body, estimate))
@@ -145,18 +141,10 @@ class BatchCaller(KimiCaller):
         cost = batch_call_cost(line.usage, ctx.model)
         ctx.guard.settle(0.0, cost)
         unusable = self.judge(request.stage, line.content, line.finish_reason)
-        record = CallRecord(
-            call_id=uuid.uuid4().hex,
-            run_id=ctx.run_id,
-            doc_id=self.doc_id,
-            stage=request.stage,
-            request_key=request.request_key,
-            model=ctx.model.id,
-            backend=ctx.backend.name,
-            chunk_index=request.chunk_index,
-            level=request.level,
-            prompt_tokens_est=request.prompt_tokens_est,
-            started_at=datetime.now(UTC),
+        record = call_record(
+            ctx,
+            request,
+            self.doc_id,
             usage=line.usage,
             cost_usd=cost,
             finish_reason=line.finish_reason,
@@ -222,19 +210,10 @@ def _wait_and_read(
 
 
 def _error_row(ctx: RunContext, miss: _Miss, batch_id: str, error: str, status: int | None) -> CallRecord:
-    request = miss.request
-    return CallRecord(
-        call_id=uuid.uuid4().hex,
-        run_id=ctx.run_id,
-        doc_id=miss.doc_id,
-        stage=request.stage,
-        request_key=request.request_key,
-        model=ctx.model.id,
-        backend=ctx.backend.name,
-        chunk_index=request.chunk_index,
-        level=request.level,
-        prompt_tokens_est=request.prompt_tokens_est,
-        started_at=datetime.now(UTC),
+    return call_record(
+        ctx,
+        miss.request,
+        miss.doc_id,
         http_status=status,
         status=CallStatus.ERROR,
         error=error,

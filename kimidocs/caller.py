@@ -15,9 +15,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from kimidocs import tokens
-from kimidocs.costs import call_cost
+from kimidocs.costs import call_cost, request_estimate
 from kimidocs.kimi.errors import KimiError
 from kimidocs.kimi.policy import apply_policy, should_stream
 from kimidocs.mapreduce import CallOutcome
@@ -122,24 +123,9 @@ class KimiCaller:
         if ctx.aborted.is_set():
             raise RunAborted(ctx.abort_reason or "run aborted")
         max_tokens = int(request.body.get("max_tokens") or 0)
-        estimate = ctx.model.price_cache_miss * request.prompt_tokens_est / 1e6 + ctx.model.price_output * (
-            max_tokens / 1e6
-        )
-        started = datetime.now(UTC)
+        estimate = request_estimate(request.prompt_tokens_est, max_tokens, ctx.model)
         body = self._policy_body(request, max_tokens)
-        record = CallRecord(
-            call_id=uuid.uuid4().hex,
-            run_id=ctx.run_id,
-            doc_id=self.doc_id,
-            stage=request.stage,
-            request_key=request.request_key,
-            model=ctx.model.id,
-            backend=ctx.backend.name,
-            chunk_index=request.chunk_index,
-            level=request.level,
-            prompt_tokens_est=request.prompt_tokens_est,
-            started_at=started,
-        )
+        record = call_record(ctx, request, self.doc_id)
         ctx.guard.reserve(estimate)
         try:
             result = ctx.backend.client.chat(
@@ -201,6 +187,24 @@ class KimiCaller:
         exact = self.ctx.backend.client.estimate_tokens(model.id, request.body["messages"])
         self.ctx.observer.exact_count(request.prompt_tokens_est, exact)
         return apply_policy(dict(request.body), model, prompt_tokens=exact)
+
+
+def call_record(ctx: RunContext, request: ChatRequest, doc_id: str | None, **fields: Any) -> CallRecord:
+    """A call row for `request` sent now in this run; `fields` add what is known of how it ended."""
+    return CallRecord(
+        call_id=uuid.uuid4().hex,
+        run_id=ctx.run_id,
+        doc_id=doc_id,
+        stage=request.stage,
+        request_key=request.request_key,
+        model=ctx.model.id,
+        backend=ctx.backend.name,
+        chunk_index=request.chunk_index,
+        level=request.level,
+        prompt_tokens_est=request.prompt_tokens_est,
+        started_at=datetime.now(UTC),
+        **fields,
+    )
 
 
 def estimated_usage(request: ChatRequest, content: str | None) -> Usage:

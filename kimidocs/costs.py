@@ -48,6 +48,12 @@ def call_cost(usage: Usage, model: ModelInfo) -> float:
     ) / 1e6
 
 
+def request_estimate(prompt_tokens_est: int, max_tokens: int, model: ModelInfo) -> float:
+    """What a request can cost at most before it is sent: every prompt token a miss, all of `max_tokens`
+    spent (what the budget guard reserves)."""
+    return (model.price_cache_miss * prompt_tokens_est + model.price_output * max_tokens) / 1e6
+
+
 def batch_call_cost(usage: Usage, model: ModelInfo) -> float:
     """Dollars billed for one line of a Batch API job: each price times the model's batch factor.
 

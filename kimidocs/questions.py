@@ -22,14 +22,14 @@ from extractors.document import Document
 from kimidocs.budget import BudgetExceeded
 from kimidocs.caller import KimiCaller
 from kimidocs.kimi.errors import KimiError
-from kimidocs.mapreduce import MapReduceResult, fan_out, run_plan
+from kimidocs.mapreduce import MapReduceResult, fan_out
 from kimidocs.planning import Plan
 from kimidocs.profiles import TaskSpec, answer_json, check_answer_citations
 from kimidocs.profiles.questions import ANSWER
 from kimidocs.records import CallTotals
 from kimidocs.run import RunAborted, RunContext
 from kimidocs.store import QuestionRow, StoreError
-from kimidocs.tasks import answers_for
+from kimidocs.tasks import run_task
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +57,7 @@ def answer_questions(
         caller = new_caller()
         result: MapReduceResult | None = None
         try:
-            result = run_plan(
-                doc.sha256,
-                plan,
-                declared.task_profile(task.name),
-                ctx.model,
-                caller,
-                concurrency=concurrency,
-                document=doc,
-                answers=answers_for(task),
-                scheduler=ctx.scheduler,
-            )
+            result = run_task(ctx, declared, task, doc, plan, caller, concurrency)
             cited, error = cited_answer(result, doc)
         except (BudgetExceeded, RunAborted, StoreError):
             raise

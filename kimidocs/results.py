@@ -430,6 +430,64 @@ def normalize_for_match(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
+class CitationChecker:
+    """The one check of cited items (anything with `pages`, maybe `evidence`) against the pages a call
+    read, counting what it drops: a page that does not exist or was not read goes; a quote found on none
+    of the item's valid pages (nor across two consecutive ones) drops the whole item. Used for summaries
+    here and for every cited field of declared profiles (`profiles.validate`)."""
+
+    def __init__(self, pages: Mapping[int, str], allowed: range | set[int] | frozenset[int]) -> None:
+        self.pages = pages
+        self.allowed = allowed
+        self.counts = dict.fromkeys(("items", "cited", "dropped", "ev_checked", "ev_dropped", "uncited"), 0)
+        self.bad: set[int] = set()
+        self._norm: dict[int, str] = {}
+
+    def _normalized(self, page: int) -> str:
+        if page not in self._norm:
+            self._norm[page] = normalize_for_match(self.pages.get(page, ""))
+        return self._norm[page]
+
+    def fix(self, item: Any) -> Any:
+        """`item` with its bad pages removed, or None when its quote is not on its pages."""
+        counts = self.counts
+        counts["items"] += 1
+        good: list[int] = []
+        for p in item.pages:
+            counts["cited"] += 1
+            if p in self.pages and p in self.allowed:
+                if p not in good:
+                    good.append(p)
+            else:
+                counts["dropped"] += 1
+                self.bad.add(p)
+        evidence = getattr(item, "evidence", None)
+        if evidence:
+            counts["ev_checked"] += 1
+            needle = normalize_for_match(markup.unescape(evidence)).strip(" .\"'…")
+            norm = self._normalized
+            hay = [norm(p) for p in good] + [norm(a) + " " + norm(b) for a, b in itertools.pairwise(good)]
+            if needle and not any(needle in h for h in hay):
+                counts["ev_dropped"] += 1
+                return None
+        if not good:
+            counts["uncited"] += 1
+        return item.model_copy(update={"pages": good})
+
+    def report(self, malformed: tuple[str, ...] = ()) -> CitationReport:
+        c = self.counts
+        return CitationReport(
+            items=c["items"],
+            pages_cited=c["cited"],
+            pages_dropped=c["dropped"],
+            evidence_checked=c["ev_checked"],
+            evidence_dropped=c["ev_dropped"],
+            items_uncited=c["uncited"],
+            bad_pages=tuple(sorted(self.bad)),
+            malformed=malformed,
+        )
+
+
 def check_citations(
     summary: Summary, pages: Mapping[int, str], allowed: range | set[int] | frozenset[int]
 ) -> tuple[Summary, CitationReport]:
@@ -442,49 +500,10 @@ def check_citations(
     be trusted either. Items without a quote are kept even when all their pages go: the point may be
     right, only its citation is not.
     """
-    norm_cache: dict[int, str] = {}
-
-    def norm(page: int) -> str:
-        if page not in norm_cache:
-            norm_cache[page] = normalize_for_match(pages.get(page, ""))
-        return norm_cache[page]
-
-    counts = {"items": 0, "cited": 0, "dropped": 0, "ev_checked": 0, "ev_dropped": 0, "uncited": 0}
-    bad: set[int] = set()
-
-    def fix_pages(cited: list[int]) -> list[int]:
-        good = []
-        for p in cited:
-            counts["cited"] += 1
-            if p in pages and p in allowed:
-                if p not in good:
-                    good.append(p)
-            else:
-                counts["dropped"] += 1
-                bad.add(p)
-        return good
-
-    def quoted_elsewhere(evidence: str | None, good: list[int]) -> bool:
-        """True when the item quotes text that is not on its (valid) cited pages."""
-        if not evidence:
-            return False
-        counts["ev_checked"] += 1
-        needle = normalize_for_match(markup.unescape(evidence)).strip(" .\"'…")
-        hay = [norm(p) for p in good] + [norm(a) + " " + norm(b) for a, b in itertools.pairwise(good)]
-        return bool(needle) and not any(needle in h for h in hay)
-
-    def fix_item(item: Any) -> Any:
-        counts["items"] += 1
-        good = fix_pages(list(item.pages))
-        if quoted_elsewhere(getattr(item, "evidence", None), good):
-            counts["ev_dropped"] += 1
-            return None
-        if not good:
-            counts["uncited"] += 1
-        return item.model_copy(update={"pages": good})
+    checker = CitationChecker(pages, allowed)
 
     def fix_list(items: list[Any]) -> list[Any]:
-        return [fixed for item in items if (fixed := fix_item(item)) is not None]
+        return [fixed for item in items if (fixed := checker.fix(item)) is not None]
 
     fixed = summary.model_copy(
         update={
@@ -493,16 +512,7 @@ def check_citations(
             "amounts": fix_list(summary.amounts),
         }
     )
-    report = CitationReport(
-        items=counts["items"],
-        pages_cited=counts["cited"],
-        pages_dropped=counts["dropped"],
-        evidence_checked=counts["ev_checked"],
-        evidence_dropped=counts["ev_dropped"],
-        items_uncited=counts["uncited"],
-        bad_pages=tuple(sorted(bad)),
-        malformed=summary.dropped,
-    )
+    report = checker.report(malformed=summary.dropped)
     fixed._dropped = summary.dropped
     return fixed, report
 

@@ -82,6 +82,30 @@ def pending_tasks(ctx: RunContext, declared: DeclaredProfile, doc_id: str) -> li
     ]
 
 
+def run_task(
+    ctx: RunContext,
+    declared: DeclaredProfile,
+    task: TaskSpec,
+    doc: Document,
+    plan: Plan,
+    call: Call,
+    concurrency: int,
+) -> MapReduceResult:
+    """One task over a planned document: its calls (single or map-reduce) on the shared prefix, its
+    answers parsed, checked and merged by its own schema."""
+    return run_plan(
+        doc.sha256,
+        plan,
+        declared.task_profile(task.name),
+        ctx.model,
+        call,
+        concurrency=concurrency,
+        document=doc,
+        answers=answers_for(task),
+        scheduler=ctx.scheduler,
+    )
+
+
 def run_tasks(
     ctx: RunContext,
     declared: DeclaredProfile,
@@ -102,17 +126,7 @@ def run_tasks(
 
     def one(task: TaskSpec, share: int) -> TaskOutcome:
         try:
-            result = run_plan(
-                doc.sha256,
-                plan,
-                declared.task_profile(task.name),
-                ctx.model,
-                call,
-                concurrency=share,
-                document=doc,
-                answers=answers_for(task),
-                scheduler=ctx.scheduler,
-            )
+            result = run_task(ctx, declared, task, doc, plan, call, share)
         except (BudgetExceeded, RunAborted, StoreError):
             raise
         except KimiError as err:

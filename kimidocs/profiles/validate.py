@@ -14,7 +14,6 @@ without its point).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Annotated, Any
@@ -29,13 +28,12 @@ from pydantic import (
     create_model,
 )
 
-from kimidocs import markup
 from kimidocs.profiles.declaration import FieldSpec, TaskSpec, fold_enum
 from kimidocs.results import (
+    CitationChecker,
     CitationReport,
     OutputInvalid,
     extract_json_object,
-    normalize_for_match,
 )
 
 __all__ = ["AnswerModel", "answer_model", "check_answer_citations", "parse_answer", "validate_answer"]
@@ -296,37 +294,11 @@ def check_answer_citations(
     dropped; a quote found on none of its valid pages (or across two consecutive ones) drops the
     whole item from its list, or the cited value (it becomes null): its text came from elsewhere.
     """
-    counts = dict.fromkeys(("items", "cited", "dropped", "ev_checked", "ev_dropped", "uncited"), 0)
-    bad: set[int] = set()
-    norm_cache: dict[int, str] = {}
-
-    def norm(page: int) -> str:
-        if page not in norm_cache:
-            norm_cache[page] = normalize_for_match(pages.get(page, ""))
-        return norm_cache[page]
+    checker = CitationChecker(pages, allowed)
 
     def fix(item: _CitedBase) -> _CitedBase | None:
-        counts["items"] += 1
-        good: list[int] = []
-        for p in item.pages:  # type: ignore[attr-defined]
-            counts["cited"] += 1
-            if p in pages and p in allowed:
-                if p not in good:
-                    good.append(p)
-            else:
-                counts["dropped"] += 1
-                bad.add(p)
-        evidence = getattr(item, "evidence", None)
-        if evidence:
-            counts["ev_checked"] += 1
-            needle = normalize_for_match(markup.unescape(evidence)).strip(" .\"'…")
-            hay = [norm(p) for p in good] + [norm(a) + " " + norm(b) for a, b in itertools.pairwise(good)]
-            if needle and not any(needle in h for h in hay):
-                counts["ev_dropped"] += 1
-                return None
-        if not good:
-            counts["uncited"] += 1
-        return item.model_copy(update={"pages": good})
+        fixed: _CitedBase | None = checker.fix(item)
+        return fixed
 
     update: dict[str, Any] = {}
     for name in type(answer).model_fields:
@@ -335,13 +307,5 @@ def check_answer_citations(
             update[name] = fix(value)
         elif isinstance(value, list) and any(isinstance(v, _CitedBase) for v in value):
             update[name] = [fixed for v in value if (fixed := fix(v)) is not None]
-    report = CitationReport(
-        items=counts["items"],
-        pages_cited=counts["cited"],
-        pages_dropped=counts["dropped"],
-        evidence_checked=counts["ev_checked"],
-        evidence_dropped=counts["ev_dropped"],
-        items_uncited=counts["uncited"],
-        bad_pages=tuple(sorted(bad)),
-    )
+    report = checker.report()
     return answer.model_copy(update=update), report
