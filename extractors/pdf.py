@@ -50,28 +50,51 @@ def extract_pdf(
             raise CorruptDocument(path, f"cannot read the page tree ({type(exc).__name__}: {exc})") from exc
         limits.check_pages(path, count)
         warnings: list[str] = []
-        pages: list[Page] = []
-        failed = 0
-        for i in range(count):
-            text, images, problem = _read_page(reader, i)
-            if problem:
-                failed += 1
-                warnings.append(f"page {i + 1}: {problem}; text skipped")
-            pages.append(Page(i + 1, text, image_count=images))
-            if on_progress is not None:
-                on_progress(i + 1, count)
-        if count and failed == count:
-            raise CorruptDocument(path, f"no page could be read ({warnings[0]})")
-        if not any(p.text.strip() for p in pages):
-            if not any(p.image_count for p in pages):
-                raise EmptyDocument(path, f"no text and no images on {count} page(s)")
-            if not keep_images:
-                raise NoTextLayer(path, f"scanned: {count} page(s) with images and no text layer (needs OCR)")
+        pages = read_pages(path, count, lambda i: _read_page(reader, i), warnings, on_progress)
+        check_text_layer(path, pages, scanned_ok=keep_images)
         if keep_images:
             pages = [_with_images(reader, p, warnings) if p.needs_ocr else p for p in pages]
         title, author, created = _metadata(reader)
     warnings.extend(log.summary())
     return Extracted(tuple(pages), tuple(warnings), title, author, created, engine=ENGINE)
+
+
+PageReader = Callable[[int], tuple[str, int, str | None]]  # page index -> (text, image count, problem)
+
+
+def read_pages(
+    path: str,
+    count: int,
+    read: PageReader,
+    warnings: list[str],
+    on_progress: Callable[[int, int], None] | None,
+) -> list[Page]:
+    """Every page through `read`, whatever the engine: a page that fails is a warning and empty text,
+    progress is told after each page, and a document whose every page failed is CorruptDocument."""
+    pages: list[Page] = []
+    failed = 0
+    for i in range(count):
+        text, images, problem = read(i)
+        if problem:
+            failed += 1
+            warnings.append(f"page {i + 1}: {problem}; text skipped")
+        pages.append(Page(i + 1, text, image_count=images))
+        if on_progress is not None:
+            on_progress(i + 1, count)
+    if count and failed == count:
+        raise CorruptDocument(path, f"no page could be read ({warnings[0]})")
+    return pages
+
+
+def check_text_layer(path: str, pages: list[Page], *, scanned_ok: bool) -> None:
+    """No text anywhere: EmptyDocument without images, NoTextLayer (scanned) unless the caller takes
+    page images (`scanned_ok`)."""
+    if any(p.text.strip() for p in pages):
+        return
+    if not any(p.image_count for p in pages):
+        raise EmptyDocument(path, f"no text and no images on {len(pages)} page(s)")
+    if not scanned_ok:
+        raise NoTextLayer(path, f"scanned: {len(pages)} page(s) with images and no text layer (needs OCR)")
 
 
 def _open(path: str, data: bytes) -> PdfReader:

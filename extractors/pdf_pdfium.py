@@ -38,7 +38,7 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
 from extractors.document import Page, PageImage
-from extractors.errors import CorruptDocument, EmptyDocument, EncryptedDocument, NoTextLayer
+from extractors.errors import CorruptDocument, EmptyDocument, EncryptedDocument
 from extractors.limits import Limits
 from extractors.paging import Extracted, clean, fold_spaces
 from extractors.pdf import (
@@ -47,6 +47,8 @@ from extractors.pdf import (
     _captured_pypdf_log,
     _count_images,
     _short,
+    check_text_layer,
+    read_pages,
 )
 
 ENGINE = "pdfium"
@@ -80,25 +82,13 @@ def extract_pdfium(
             limits.check_pages(path, count)
             count_images = _image_counter(data, doc, count)
             warnings: list[str] = []
-            pages: list[Page] = []
-            failed = 0
-            for i in range(count):
+
+            def read(i: int) -> tuple[str, int, str | None]:
                 text, problem = _page_text(doc, i)
-                if problem:
-                    failed += 1
-                    warnings.append(f"page {i + 1}: {problem}; text skipped")
-                pages.append(Page(i + 1, text, image_count=count_images(i)))
-                if on_progress is not None:
-                    on_progress(i + 1, count)
-            if count and failed == count:
-                raise CorruptDocument(path, f"no page could be read ({warnings[0]})")
-            if not any(p.text.strip() for p in pages):
-                if not any(p.image_count for p in pages):
-                    raise EmptyDocument(path, f"no text and no images on {count} page(s)")
-                if not keep_images or blank_is_error:
-                    raise NoTextLayer(
-                        path, f"scanned: {count} page(s) with images and no text layer (needs OCR)"
-                    )
+                return text, count_images(i), problem
+
+            pages = read_pages(path, count, read, warnings, on_progress)
+            check_text_layer(path, pages, scanned_ok=keep_images and not blank_is_error)
             if keep_images:
                 pages = [_with_render(doc, p, warnings) if p.needs_ocr else p for p in pages]
             title, author, created = _metadata(doc)

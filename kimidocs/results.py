@@ -135,7 +135,8 @@ def _without_trailing_commas(decoder: json.JSONDecoder, text: str) -> Any:
         return None
 
 
-def _validation_message(err: ValidationError) -> str:
+def validation_message(err: ValidationError) -> str:
+    """The first eight problems of a failed validation, for the repair prompt and the error."""
     parts = []
     for e in err.errors()[:8]:
         loc = ".".join(str(x) for x in e["loc"]) or "(root)"
@@ -255,7 +256,7 @@ def _summary_of(obj: dict[str, Any], content: str, where: str = "") -> Summary:
     try:
         summary = Summary.model_validate(data)
     except ValidationError as err:
-        raise OutputInvalid(where + _validation_message(err), content) from None
+        raise OutputInvalid(where + validation_message(err), content) from None
     summary._dropped = tuple(dropped)
     return summary
 

@@ -34,6 +34,7 @@ from kimidocs.results import (
     CitationReport,
     OutputInvalid,
     extract_json_object,
+    validation_message,
 )
 
 __all__ = ["AnswerModel", "answer_model", "check_answer_citations", "parse_answer", "validate_answer"]
@@ -261,7 +262,7 @@ def validate_answer(task: TaskSpec, obj: Mapping[str, Any], *, partial: bool = F
     try:
         return answer_model(task, partial=partial).model_validate(obj)
     except ValidationError as err:
-        raise OutputInvalid(_message(err), "") from None
+        raise OutputInvalid(validation_message(err), "") from None
 
 
 def parse_answer(task: TaskSpec, content: str, *, partial: bool = False) -> AnswerModel:
@@ -270,16 +271,7 @@ def parse_answer(task: TaskSpec, content: str, *, partial: bool = False) -> Answ
     try:
         return answer_model(task, partial=partial).model_validate(obj)
     except ValidationError as err:
-        raise OutputInvalid(_message(err), content) from None
-
-
-def _message(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors()[:8]:
-        loc = ".".join(str(x) for x in e["loc"]) or "(root)"
-        parts.append(f"{loc}: {e['msg']}")
-    more = f" (+{err.error_count() - 8} more)" if err.error_count() > 8 else ""
-    return "schema validation failed: " + "; ".join(parts) + more
+        raise OutputInvalid(validation_message(err), content) from None
 
 
 # ------------------------------------------------------------------------------------- citations
