@@ -83,7 +83,7 @@ def attached(run_id: str, options: pipeline.RunOptions) -> pipeline.RunContext:
         ctx = _ATTACHED.get(run_id)
         if ctx is None:
             settings = worker_settings()
-            limiter = limiter_for_run(settings.tier, shared=settings.shared_limits)
+            limiter = limiter_for_run(settings)
             ctx = pipeline.attach_run(run_id, options, settings, limiter=limiter, observer=TaskProgress())
             _ATTACHED[run_id] = ctx
             while len(_ATTACHED) > _ATTACHED_MAX:
@@ -260,7 +260,7 @@ def analyze_folder(
     with kimidocs_logs_to_run(runtime.flow_run.id):
         settings = worker_settings()
         # With a Prefect server every worker shares the account's limits through global limits.
-        limiter = limiter_for_run(settings.tier, shared=settings.shared_limits)
+        limiter = limiter_for_run(settings)
         if limiter is not None:
             logger.info("Kimi limits shared through Prefect: %r", limiter)
         flow_run_id = runtime.flow_run.id

@@ -35,6 +35,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.settings import get_current_settings
 
 from kimidocs.kimi.limits import Permit, RateLimiter, RateLimits
+from kimidocs.settings import Settings
 
 CONCURRENCY = "kimi-concurrency"
 RPM = "kimi-rpm"
@@ -156,14 +157,16 @@ class PrefectLimiter:
         self.local.penalize(retry_after, kind)
 
 
-def limiter_for_run(tier: str, *, shared: bool = True) -> PrefectLimiter | None:
-    """The shared limiter when a Prefect server is configured, else None (the pipeline's own applies).
+def limiter_for_run(settings: Settings) -> PrefectLimiter | None:
+    """Prefect's shared limits when a Prefect server is configured and no better shared limiter is,
+    else None (the pipeline's own applies: Redis when KIMIDOCS_LIMITS_URL is set, else in-process).
 
-    KIMIDOCS_SHARED_LIMITS=0 turns it off (one worker per account does not need it, and each call then
-    saves three round trips to the Prefect API).
+    KIMIDOCS_SHARED_LIMITS=0 turns Prefect's off (one worker per account does not need it, and each call
+    then saves three round trips to the Prefect API). KIMIDOCS_LIMITS_URL (Redis) replaces it: the same
+    account-wide limits at well under a millisecond per call (BENCHMARKS.md, "Shared Kimi limits").
     """
-    if not shared:
+    if settings.limits_url is not None or not settings.shared_limits:
         return None
     if not prefect_server_configured():
         return None
-    return PrefectLimiter.for_tier(tier)
+    return PrefectLimiter.for_tier(settings.tier)

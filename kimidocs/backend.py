@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from kimidocs.kimi.client import KimiClient, is_loopback
 from kimidocs.kimi.errors import KimiError
-from kimidocs.kimi.limits import Limiter
+from kimidocs.kimi.limits import Limiter, RateLimiter, RateLimits
 from kimidocs.kimi.responses import ServerInfo
 from kimidocs.settings import Settings
 
@@ -55,6 +55,21 @@ class Backend:
         self.client.close()
         if self.started_emulator is not None:
             self.started_emulator.stop()
+
+
+def run_limiter(settings: Settings) -> Limiter:
+    """The limiter of a run's calls: shared through Redis when KIMIDOCS_LIMITS_URL names one (every
+    worker of the account together), else this process's own."""
+    scale = settings.limits_time_scale
+    if settings.limits_url is not None:
+        from kimidocs.kimi.redis_limits import RedisLimiter
+
+        limiter = RedisLimiter(
+            RateLimits.for_tier(settings.tier), settings.limits_url.get_secret_value(), time_scale=scale
+        )
+        limiter.ping()
+        return limiter
+    return RateLimiter.for_tier(settings.tier, time_scale=scale)
 
 
 def open_backend(settings: Settings, *, limiter: Limiter | None = None) -> Backend:

@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from kimidocs.backend import Backend, open_backend
+from kimidocs.backend import Backend, open_backend, run_limiter
 from kimidocs.budget import CostGuard
 from kimidocs.discover import FoundFile, discover
-from kimidocs.kimi.limits import Limiter, RateLimiter
+from kimidocs.kimi.limits import Limiter
 from kimidocs.models import ModelInfo, UnknownModel
 from kimidocs.planning import Strategy
 from kimidocs.profiles import (
@@ -321,7 +321,7 @@ def open_run(
         store.migrate()
         if declared is not None and not options.questions:  # once per run; rebuilt on a new version
             store.refresh_profile_views(views_of(declared))  # (questions have no typed views)
-        opened = backend or open_backend(settings, limiter=limiter or RateLimiter.for_tier(settings.tier))
+        opened = backend or open_backend(settings, limiter=limiter or run_limiter(settings))
         if not options.dry_run:
             check_model_offered(opened, model.id)
     except BaseException:
@@ -388,7 +388,7 @@ def attach_run(
         if not store.query("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).rows:
             raise StoreError(f"{settings.db}: no run {run_id} to attach to")
         spent = store.query("SELECT coalesce(sum(cost_usd), 0) FROM calls WHERE run_id = ?", [run_id])
-        opened = backend or open_backend(settings, limiter=limiter or RateLimiter.for_tier(settings.tier))
+        opened = backend or open_backend(settings, limiter=limiter or run_limiter(settings))
     except BaseException:
         store.close()
         raise

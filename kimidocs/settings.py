@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=6, ge=0, le=20, validation_alias=AliasChoices("KIMIDOCS_MAX_RETRIES"))
     allow_emulator: bool = Field(default=False, validation_alias=AliasChoices("KIMIDOCS_ALLOW_EMULATOR"))
     shared_limits: bool = Field(default=True, validation_alias=AliasChoices("KIMIDOCS_SHARED_LIMITS"))
+    # A Redis server that every worker of the account shares (kimidocs/kimi/redis_limits.py): the Kimi
+    # limits hold for all machines together. Unset: each process limits itself (or Prefect's limits do).
+    limits_url: SecretStr | None = Field(default=None, validation_alias=AliasChoices("KIMIDOCS_LIMITS_URL"))
+    # Shrinks the limiters' minute and day windows like the emulator's time_scale (tests, benchmarks).
+    limits_time_scale: float = Field(
+        default=1.0, gt=0, le=1, validation_alias=AliasChoices("KIMIDOCS_LIMITS_TIME_SCALE")
+    )
     prefect_secret_block: str | None = Field(
         default=None, validation_alias=AliasChoices("KIMIDOCS_PREFECT_SECRET_BLOCK")
     )
@@ -93,6 +100,16 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"KIMI_BASE_URL must be an http(s) URL such as {DEFAULT_BASE_URL}")
         return value.strip().rstrip("/")
+
+    @field_validator("limits_url")
+    @classmethod
+    def _check_limits_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        scheme = urlsplit(value.get_secret_value().strip()).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("KIMIDOCS_LIMITS_URL must be a Redis URL such as redis://host:6379/0")
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("tier")
     @classmethod

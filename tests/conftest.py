@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["emulator_fixture", "prefect_fixture", "postgres_fixture"]
+pytest_plugins = ["emulator_fixture", "prefect_fixture", "postgres_fixture", "redis_fixture"]
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("KIMIDOCS_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -26,6 +26,7 @@ SLOW_FILES = frozenset(
         "test_batch_mode.py",  # batches go through rounds of polling
         "test_bad_settings.py",  # 16 CLI subprocesses
         "test_cli_extract.py",  # CLI subprocesses
+        "test_redis_limits.py",  # a Redis server, worker processes, three CLI runs against tier0
     }
 )
 #: Single tests of a few seconds each (a subprocess CLI run, a second emulator process, hypothesis suites).

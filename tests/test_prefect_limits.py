@@ -27,6 +27,7 @@ from flows.limits import (
     specs_for,
 )
 from kimidocs.kimi.limits import TIERS, RateLimits
+from kimidocs.settings import Settings
 
 
 def delete_our_limits() -> None:
@@ -64,7 +65,15 @@ def test_buckets_never_admit_more_than_a_minute_window(tier: str) -> None:
 
 def test_no_server_means_no_prefect_limiter() -> None:
     with temporary_settings(updates={PREFECT_API_URL: None}):
-        assert limiter_for_run("tier1") is None
+        assert limiter_for_run(Settings(_env_file=None)) is None
+
+
+def test_a_redis_limiter_replaces_prefects(prefect_api: object) -> None:
+    """With KIMIDOCS_LIMITS_URL set, runs share limits through Redis: no Prefect leases per call."""
+    settings = Settings(_env_file=None, KIMIDOCS_LIMITS_URL="redis://127.0.0.1:1/0")
+    assert limiter_for_run(settings) is None
+    assert isinstance(limiter_for_run(Settings(_env_file=None)), PrefectLimiter)
+    assert limiter_for_run(Settings(_env_file=None, KIMIDOCS_SHARED_LIMITS="0")) is None
 
 
 @pytest.mark.prefect_server
