@@ -15,11 +15,13 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.deployments import run_deployment
 from prefect.futures import PrefectFuture
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -183,6 +185,31 @@ def _analyze_all(
     return pipeline.in_file_order(files, [*(result.outcomes for result in results), skipped])
 
 
+def _collect_later(after_s: float) -> None:
+    """Schedule a run of this flow run's deployment, with its parameters, `after_s` from now: it collects
+    the batch this run handed over (a rerun over the folder resumes stored batches). Outside a deployment
+    only a log line: the next run over the folder collects it."""
+    logger = get_run_logger()
+    deployment = runtime.deployment.name
+    if not deployment:
+        logger.info("a batch is still running: the next run over this folder collects it")
+        return
+    when = datetime.now(UTC) + timedelta(seconds=after_s)
+    follow_up = run_deployment(
+        f"{runtime.flow_run.flow_name}/{deployment}",
+        parameters=dict(runtime.flow_run.parameters),
+        scheduled_time=when,
+        timeout=0,
+        as_subflow=False,
+        tags=["kimidocs", "batch-follow-up"],
+    )
+    logger.info(
+        "a batch is still running: follow-up flow run %s at %s collects it; no worker waits meanwhile",
+        follow_up.id,  # type: ignore[union-attr]
+        when.isoformat(timespec="seconds"),
+    )
+
+
 class _FlowLog(pipeline.QuietObserver):
     """The run's start in the flow run's log (documents are logged by their tasks)."""
 
@@ -244,11 +271,18 @@ def analyze_folder(
     fail_on_document_errors: bool = True,
     mode: str = "interactive",
     questions: list[str] | None = None,
+    batch_wait_s: float | None = None,
+    batch_recheck_s: float = 1800.0,
 ) -> dict | State:
     """Analyse every document under `folder` and write the results to DuckDB.
 
     With `questions`, every document answers them instead (as `kimidocs ask`: cited answers in the
     `questions` table, the document read from the prefix cache by questions 2..N).
+
+    In batch mode with `batch_wait_s`, the flow waits at most that long for a batch; a batch still running
+    then is handed over (its documents `skipped`, BatchPending) and, when this run came from a deployment,
+    a follow-up run of the same deployment is scheduled `batch_recheck_s` later to collect it: hours of
+    batch processing hold no worker slot (the batch id is in DuckDB; nothing is submitted twice).
 
     The run ends Failed when a document failed (each failed document's task run is Failed too, with
     its typed error), as `kimidocs analyze` exits 1; `fail_on_document_errors=false` is for folders
@@ -259,6 +293,8 @@ def analyze_folder(
         return Failed(message=f"folder does not exist: {folder} (resolved: {Path(folder).resolve()})")
     with kimidocs_logs_to_run(runtime.flow_run.id):
         settings = worker_settings()
+        if batch_wait_s is not None:
+            settings = settings.model_copy(update={"batch_timeout_s": batch_wait_s})
         # With a Prefect server every worker shares the account's limits through global limits.
         limiter = limiter_for_run(settings)
         if limiter is not None:
@@ -301,6 +337,8 @@ def analyze_folder(
         )
         if report.status == "stopped":
             raise RuntimeError(f"run stopped: {report.message}")
+        if pipeline.batch_pending(list(report.outcomes)):
+            _collect_later(batch_recheck_s)
         summary = {
             "run_id": report.run_id,
             "backend": report.backend,

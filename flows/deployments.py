@@ -21,6 +21,7 @@ TIMEZONE = "UTC"
 INBOX = "data/inbox"
 WORK_POOL = "kimidocs"
 NIGHTLY_MODE = "batch"  # Kimi's Batch API at 60 % of the price; interactive where unsupported
+NIGHTLY_BATCH_WAIT_S = 600  # then the batch is handed to a follow-up run: no worker waits for hours
 
 
 def build_deployments(
@@ -35,7 +36,7 @@ def build_deployments(
     nightly = analyze_folder.to_deployment(
         name=NIGHTLY,
         cron=cron,
-        parameters={"mode": NIGHTLY_MODE, **base},
+        parameters={"mode": NIGHTLY_MODE, "batch_wait_s": NIGHTLY_BATCH_WAIT_S, **base},
         tags=["kimidocs"],
         description=f"Analyse every new or changed document in {folder}, on '{cron}' ({TIMEZONE}).",
     )

@@ -16,6 +16,11 @@ the batches stored not `done` (polls them, reads their results) and submits only
 `pending` row (killed between upload and storing the id) adopts the batch made from its file, or
 creates it from that file now.
 
+Waiting is bounded by `batch_timeout_s`: a batch still running then is handed over, not failed. The
+documents it holds end `skipped` with error type `BatchPending` (`BATCH_PENDING`), the run closes, and
+a later run over the folder collects the batch (above). The nightly flow schedules that later run itself
+(flows/analyze.py), so hours of batch processing hold no worker slot.
+
 Fallbacks (one log line each): a model without a batch price, a tier0 account, or a 403 on create run
 the remaining calls in real time; a line that failed in `RETRY_ROUNDS` batches goes real time (its call
 row has no batch_id); an expired batch's missing lines are simply asked again in the next round.
@@ -35,9 +40,9 @@ from kimidocs.caller import KimiCaller, call_record
 from kimidocs.costs import batch_call_cost, request_estimate
 from kimidocs.discover import FoundFile
 from kimidocs.kimi.batch import BatchClient
-from kimidocs.kimi.errors import KimiError, PermissionDenied
+from kimidocs.kimi.errors import BatchWaitTimeout, KimiError, PermissionDenied
 from kimidocs.mapreduce import CallOutcome
-from kimidocs.records import BatchRow, CallRecord, CallStatus
+from kimidocs.records import BatchRow, CallRecord, CallStatus, DocumentStatus
 from kimidocs.requests import ChatRequest
 from kimidocs.run import DocumentOutcome, RunContext
 from kimidocs.schedule import RunWarmup, Scheduler, WaitDecision
@@ -45,6 +50,7 @@ from kimidocs.store import StoreError
 
 log = logging.getLogger(__name__)
 
+BATCH_PENDING = "BatchPending"  # error type of a document whose answers are in a batch still running
 RETRY_ROUNDS = 2  # a line that failed in this many batches is sent in real time
 MAX_ROUNDS = 40  # a safety stop: reduce levels + repairs + retries stay far below
 _WIDE = 64  # calls of one level in flight together while replaying (no network: all answered or missed)
@@ -319,11 +325,16 @@ def run_batch_mode(ctx: RunContext, files: list[FoundFile]) -> list[DocumentOutc
         pending.append(_Doc(attempt, prepared, caller, t0))
     client = BatchClient(ctx.backend.client)
     opened = ctx.store.open_batches(str(ctx.options.folder), ctx.model.id) if pending else []
-    for row in opened:  # an earlier run's batches: read them instead of asking again
-        log.info("resuming batch %s (round %d, %d requests)", row.batch_id, row.round, len(row.request_keys))
-        if row.batch_id is None:
-            row = _resolve(ctx, client, row)
-        _wait_and_read(ctx, client, state, row)
+    try:
+        for row in opened:  # an earlier run's batches: read them instead of asking again
+            log.info(
+                "resuming batch %s (round %d, %d requests)", row.batch_id, row.round, len(row.request_keys)
+            )
+            if row.batch_id is None:
+                row = _resolve(ctx, client, row)
+            _wait_and_read(ctx, client, state, row)
+    except BatchWaitTimeout as still:
+        return _hand_over(ctx, files, outcomes, pending, still)
     to_close = [row.input_file_id for row in opened]
     round_no = max((row.round for row in opened), default=0)
     while pending:
@@ -358,6 +369,37 @@ def run_batch_mode(ctx: RunContext, files: list[FoundFile]) -> list[DocumentOutc
             for d in pending:
                 outcomes[d.attempt.found.path] = finished(ctx, outcome_of(ctx, d.attempt, over), d.t0)
             break
+        except BatchWaitTimeout as still:
+            return _hand_over(ctx, files, outcomes, pending, still)
         if submitted is not None:
             to_close.append(submitted.input_file_id)
     return [outcomes[f.path] for f in files]
+
+
+def _hand_over(
+    ctx: RunContext,
+    files: list[FoundFile],
+    outcomes: dict[str, DocumentOutcome],
+    pending: list[_Doc],
+    still: BatchWaitTimeout,
+) -> list[DocumentOutcome]:
+    """The run stops waiting for a batch still running: its documents end `skipped` (BatchPending), and a
+    later run over the folder collects the batch without asking again."""
+    log.info("batch %s is still %s: handing it over to a later run", still.batch_id, still.status)
+    message = f"waiting for batch {still.batch_id} ({still.status}); a later run over the folder collects it"
+    for d in pending:
+        waiting = DocumentOutcome(
+            d.attempt.found.path,
+            DocumentStatus.SKIPPED,
+            doc_id=d.prepared.doc.sha256,
+            error_type=BATCH_PENDING,
+            message=message,
+            pages=len(d.prepared.doc.pages),
+        )
+        outcomes[d.attempt.found.path] = finished(ctx, waiting, d.t0)
+    return [outcomes[f.path] for f in files]
+
+
+def batch_pending(outcomes: list[DocumentOutcome]) -> bool:
+    """Whether a run handed documents over to a batch still running (a later run must collect them)."""
+    return any(o.error_type == BATCH_PENDING for o in outcomes)

@@ -31,7 +31,7 @@ from kimidocs.analysis import (
     skipped_by_abort,
 )
 from kimidocs.backend import Backend
-from kimidocs.batchrun import run_batch_mode
+from kimidocs.batchrun import BATCH_PENDING, batch_pending, run_batch_mode
 from kimidocs.caller import KimiCaller, estimated_usage
 from kimidocs.packer import BatchResult, Packer, analyze_batch, batches, packer_for, packing_on
 from kimidocs.run import (
@@ -59,6 +59,7 @@ from kimidocs.run import (
 from kimidocs.settings import Settings
 
 __all__ = [
+    "BATCH_PENDING",
     "QUIET",
     "BatchResult",
     "DocumentOutcome",
@@ -78,6 +79,7 @@ __all__ = [
     "analyze_batch",
     "analyze_file",
     "attach_run",
+    "batch_pending",
     "batches",
     "check_model_offered",
     "check_options",

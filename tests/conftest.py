@@ -27,6 +27,7 @@ SLOW_FILES = frozenset(
         "test_bad_settings.py",  # 16 CLI subprocesses
         "test_cli_extract.py",  # CLI subprocesses
         "test_redis_limits.py",  # a Redis server, worker processes, three CLI runs against tier0
+        "test_batch_nightly.py",  # deployments, workers, follow-up flow runs
     }
 )
 #: Single tests of a few seconds each (a subprocess CLI run, a second emulator process, hypothesis suites).

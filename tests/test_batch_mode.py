@@ -106,9 +106,11 @@ def test_a_rerun_picks_up_the_open_batch_and_never_submits_a_request_twice(
     emu = make_emulator(batch_validate_s=0.0, batch_processing_s=3.0, batch_finalize_s=0.0)
     db = tmp_path / "k.duckdb"
     monkeypatch.setenv("KIMIDOCS_BATCH_POLL_S", "0.05")
-    monkeypatch.setenv("KIMIDOCS_BATCH_TIMEOUT_S", "0.3")  # the first run gives up waiting
-    with pytest.raises(Exception, match="still"):
-        run_pipeline(tmp_path / "in", db, emu, model="kimidocs-test-8k", mode="batch")
+    monkeypatch.setenv("KIMIDOCS_BATCH_TIMEOUT_S", "0.3")  # the first run hands the batch over
+    first = run_pipeline(tmp_path / "in", db, emu, model="kimidocs-test-8k", mode="batch")
+    waiting = [o for o in first.outcomes if o.error_type == "BatchPending"]
+    assert first.count("skipped") == len(waiting) == 4 and first.count("failed") == 0
+    assert all("waiting for batch" in (o.message or "") for o in waiting)
     stored = db_rows(db, "SELECT batch_id, done FROM batches")
     assert len(stored) == 1 and not stored[0][1]
     assert db_rows(db, "SELECT count(*) FROM calls")[0][0] == 0

@@ -105,6 +105,7 @@ def test_prefect_yaml_matches_serve_deployments() -> None:
     assert not served[ADHOC].schedules
     assert served[NIGHTLY].parameters["folder"] == INBOX
     assert served[NIGHTLY].parameters["mode"] == nightly["parameters"]["mode"] == "batch"
+    assert served[NIGHTLY].parameters["batch_wait_s"] == nightly["parameters"]["batch_wait_s"] == 600
     assert adhoc["parameters"]["mode"] == "interactive"
 
 
