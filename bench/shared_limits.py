@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO / "tests"))
 def _unbounded():  # type: ignore[no-untyped-def]
     from kimidocs.kimi.limits import RateLimits
 
-    return RateLimits(concurrency=1_000, rpm=10_000_000, tpm=10_000_000_000)
+    return RateLimits(concurrency=1_000, rpm=1_000_000, tpm=400_000_000)  # int32 in Prefect's table
 
 
 UNBOUNDED = _unbounded()

@@ -35,7 +35,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kimidocs import tokens
-from kimidocs.kimi.emulator import answers
+from kimidocs.kimi.emulator import answers, replay
 from kimidocs.kimi.emulator.cache import block_chain
 from kimidocs.kimi.emulator.knobs import TIERS, EmulatorConfig
 from kimidocs.kimi.emulator.limits import format_seconds
@@ -281,6 +281,8 @@ class Emulator:
     async def _chat(self, request: Request, turn: Turn) -> Response:
         self.check_key(request)
         data = await self.read_json(request, turn)
+        if self.config.replay_dir is not None:
+            return self.replay(data, turn)
         body = turn.body = self.validate_body(data, turn)
         model = turn.model = self.model_of(body.model)
         cfg = self.config
@@ -351,6 +353,28 @@ class Emulator:
             if not released:
                 self.state.limits.release()
                 turn.admitted = False
+
+    def replay(self, data: dict[str, Any], turn: Turn) -> Response:
+        """The recorded answer of a real server to exactly this request (replay.py), as it was sent."""
+        key = replay.replay_key(data)
+        record = self.state.recordings(self.config.replay_dir).get(key)  # type: ignore[arg-type]
+        turn.entry["model"] = data.get("model")
+        turn.entry["stream"] = bool(data.get("stream"))
+        if record is None:
+            raise ApiError(400, "invalid_request_error", f"replay: no recording for request {key[:20]}")
+        response, status = record["response"], int(record["status"])
+        usage = (response or {}).get("usage") or {} if isinstance(response, dict) else {}
+        turn.entry["prompt_tokens"] = usage.get("prompt_tokens")
+        turn.entry["completion_tokens"] = usage.get("completion_tokens")
+        turn.entry["answer_kind"] = "replay"
+        self.finish(turn, status)
+        if status == 200 and data.get("stream"):
+            return StreamingResponse(
+                replay.sse_events(response),
+                media_type="text/event-stream",
+                headers=self.headers(turn.request_id),
+            )
+        return JSONResponse(response, status_code=status, headers=self.headers(turn.request_id))
 
     def validate_body(self, data: dict[str, Any], turn: Turn) -> ChatBody:
         turn.entry["model"] = data.get("model") if isinstance(data.get("model"), str) else None

@@ -119,6 +119,10 @@ class EmulatorConfig(BaseModel):
     batch_max_lines: int = Field(50_000, ge=1)
     batch_max_files: int = Field(1_000, ge=1)
 
+    # Replay (replay.py): answer chat calls with the recordings in this folder (a real server's answers,
+    # by request key), 400 for a request without one. Pair with extra_models / identify / owned_by.
+    replay_dir: str | None = None
+
     # request log
     log_file: str | None = None  # JSON Lines, appended (shared by processes)
     log_max_entries: int = Field(100_000, ge=1)  # in memory

@@ -16,6 +16,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from kimidocs.kimi.emulator import replay
 from kimidocs.kimi.emulator.cache import PrefixCache
 from kimidocs.kimi.emulator.knobs import FAULT_RATES, EmulatorConfig
 from kimidocs.kimi.emulator.limits import AccountLimits
@@ -59,6 +60,14 @@ class EmulatorState:
         # Batch API (batches.py): uploaded files and batch jobs by id, in creation order
         self.files: dict[str, Any] = {}
         self.batches: dict[str, Any] = {}
+        self._recordings: tuple[str, dict[str, dict[str, Any]]] | None = None
+
+    def recordings(self, folder: str) -> dict[str, dict[str, Any]]:
+        """The replay recordings of `folder` by key, read once (replay.py)."""
+        with self.lock:
+            if self._recordings is None or self._recordings[0] != folder:
+                self._recordings = (folder, replay.load_recordings(Path(folder)))
+            return self._recordings[1]
 
     # --- knobs -------------------------------------------------------------------------------------------
 
