@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["emulator_fixture", "prefect_fixture", "postgres_fixture"]
+pytest_plugins = ["emulator_fixture", "prefect_fixture", "postgres_fixture", "lake_fixture"]
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("KIMIDOCS_CORPUS", REPO.parent / "shared" / "corpus"))

@@ -151,12 +151,16 @@ class LakeEngine:
                 raise
 
     @contextmanager
+    def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The connection for the block, no transaction (ATTACH / DETACH of a local file)."""
+        with self._guard:
+            yield self._connection()
+
+    @contextmanager
     def schema(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """The connection, no transaction, with the schema lock: migrations of one lake take turns."""
-        with self._guard:
-            con = self._connection()
-            with self._locks.holding([SCHEMA_KEY]):
-                yield con
+        with self.session() as con, self._locks.holding([SCHEMA_KEY]):
+            yield con
 
     def snapshot_id(self) -> int:
         with self.read() as con:

@@ -58,15 +58,10 @@ class SearchReplica:
         fresh = self.file.with_name(f"{self.file.stem}.{os.getpid()}.tmp.duckdb")
         fresh.unlink(missing_ok=True)
         target = str(fresh).replace("'", "''")
-        with self.engine.read() as con:  # one snapshot: the pages and the id we record
-            snap = con.execute(f"SELECT id FROM {ALIAS}.current_snapshot()").fetchone()
+        with self.engine.session() as con:
             con.execute(f"ATTACH '{target}' AS replica")
             try:
-                con.execute(
-                    "CREATE TABLE replica.pages AS SELECT p.page_id, p.doc_id, p.page_no, p.text, d.path "
-                    f"FROM {ALIAS}.pages AS p LEFT JOIN {ALIAS}.documents AS d ON d.doc_id = p.doc_id"
-                )
-                con.execute("CREATE TABLE replica.replica_of AS SELECT ?::BIGINT AS snapshot_id", [snap[0]])
+                _copy_pages(con)
             finally:
                 con.execute("DETACH replica")
         with duckdb.connect(str(fresh), config=CONFIG) as con:
@@ -82,3 +77,19 @@ class SearchReplica:
         with duckdb.connect(str(self.file), read_only=True, config=CONFIG) as con:
             load_fts(con)
             return con.execute(SEARCH_SQL, [terms, limit]).fetchall()
+
+
+def _copy_pages(con: duckdb.DuckDBPyConnection) -> None:
+    """Pages with their document's path, and the snapshot they come from, in one read transaction."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        snap = con.execute(f"SELECT id FROM {ALIAS}.current_snapshot()").fetchone()
+        con.execute(
+            "CREATE TABLE replica.pages AS SELECT p.page_id, p.doc_id, p.page_no, p.text, d.path "
+            f"FROM {ALIAS}.pages AS p LEFT JOIN {ALIAS}.documents AS d ON d.doc_id = p.doc_id"
+        )
+        con.execute("CREATE TABLE replica.replica_of AS SELECT ?::BIGINT AS snapshot_id", [snap[0] if snap else 0])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
