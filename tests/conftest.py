@@ -26,6 +26,8 @@ SLOW_FILES = frozenset(
         "test_batch_mode.py",  # batches go through rounds of polling
         "test_bad_settings.py",  # 16 CLI subprocesses
         "test_cli_extract.py",  # CLI subprocesses
+        "test_store_lake.py",  # a real DuckLake on PostgreSQL, a pipeline run, processes
+        "test_store_lake_concurrency.py",  # three writer processes on one lake
     }
 )
 #: Single tests of a few seconds each (a subprocess CLI run, a second emulator process, hypothesis suites).
