@@ -361,7 +361,9 @@ def open_run(
     if crashed:
         log.warning("runs whose process died before finishing, now marked crashed: %s", ", ".join(crashed))
     observer.run_started(
-        RunStarted(run_id, backend.name, backend.emulated_here, backend.base_url, model.id, shown_db(settings.db))
+        RunStarted(
+            run_id, backend.name, backend.emulated_here, backend.base_url, model.id, shown_db(settings.db)
+        )
     )
     return ctx
 

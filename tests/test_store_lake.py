@@ -62,7 +62,9 @@ def test_a_password_in_the_location_is_never_shown() -> None:
     db = "ducklake:postgres:dbname=k host=db.internal user=u password='s3 cret'"
     assert "s3" not in str(LakeLocation.parse(db)) and "s3" not in repr(LakeLocation.parse(db))
     assert "s3" not in shown_db(db) and "dbname=k" in shown_db(db)
-    assert redact("ducklake:postgres:postgresql://u:hunter2@h/k") == "ducklake:postgres:postgresql://u:***@h/k"
+    assert (
+        redact("ducklake:postgres:postgresql://u:hunter2@h/k") == "ducklake:postgres:postgresql://u:***@h/k"
+    )
     assert "hunter2" not in str(Store(db.replace("'s3 cret'", "hunter2")))
 
 
@@ -74,7 +76,9 @@ def test_every_extension_comes_from_its_wheel() -> None:
 # ---------------------------------------------------------------------- schema
 
 
-def test_migrations_build_the_same_tables_columns_and_views_as_a_duckdb_file(lake: Lake, tmp_path: Path) -> None:
+def test_migrations_build_the_same_tables_columns_and_views_as_a_duckdb_file(
+    lake: Lake, tmp_path: Path
+) -> None:
     store = Store(lake.db, data_path=lake.data_path)
     shipped = [m.version for m in migrations.available()]
     assert store.migrate() == shipped
@@ -156,7 +160,9 @@ def test_a_run_on_a_lake_stores_what_a_run_on_a_file_stores_and_a_rerun_pays_not
     runs = runner.invoke(app, ["runs", "--db", lake.db, "--format", "csv"])
     assert runs.exit_code == 0, runs.output
     assert runs.output.count("completed") == 2
-    query = runner.invoke(app, ["query", "SELECT count(*) AS n FROM latest_summaries", "--db", lake.db, "-f", "csv"])
+    query = runner.invoke(
+        app, ["query", "SELECT count(*) AS n FROM latest_summaries", "--db", lake.db, "-f", "csv"]
+    )
     assert query.exit_code == 0 and query.output.split() == ["n", "5"], query.output
     export = runner.invoke(app, ["export", str(tmp_path / "out"), "--db", lake.db])
     assert export.exit_code == 0, export.output

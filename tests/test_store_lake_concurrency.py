@@ -31,7 +31,8 @@ WRITER = textwrap.dedent(
     from kimidocs.results import Summary
     from kimidocs.store import Store, SummaryRow
 
-    db, data_path, prefix, count, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    db, data_path, prefix = sys.argv[1:4]
+    count, rounds, pages_per_doc = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
     store = Store(db, data_path=data_path)
     store.migrate()
     print("ready", flush=True)
@@ -39,16 +40,16 @@ WRITER = textwrap.dedent(
     for _ in range(rounds):
         for n in range(count):
             doc_id = f"{prefix}doc{n:04d}"
-            pages = tuple(Page(p, f"page {p} of {doc_id}") for p in range(1, %(pages)d + 1))
+            pages = tuple(Page(p, f"page {p} of {doc_id}") for p in range(1, pages_per_doc + 1))
             doc = Document(f"in/{doc_id}.pdf", doc_id, "pdf", 100, pages, "1")
             store.save_document(doc, FileRecord(doc.path, doc_id, 100, datetime.now(UTC)))
             s = Summary(summary="s", title=doc_id)
-            store.save_summary(SummaryRow(doc_id, "summary", "v1", "kimi-k2.5", "r1", "emulator", s, 1.0, 2, 2,
-                                          s.model_dump_json(), datetime.now(UTC)), document_status="summarized")
+            row = SummaryRow(doc_id, "summary", "v1", "kimi-k2.5", "r1", "emulator", s, 1.0, 2, 2,
+                             s.model_dump_json(), datetime.now(UTC))
+            store.save_summary(row, document_status="summarized")
     print(f"done conflicts={store.lake.conflicts} commits={store.lake.commits}", flush=True)
     store.close()
     """
-    % {"pages": PAGES}
 )
 
 
@@ -57,7 +58,17 @@ def _writers(lake: Lake, prefixes: list[str], count: int, rounds: int = 1) -> li
     Store(lake.db, data_path=lake.data_path).migrate()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, lake.db, lake.data_path, prefix, str(count), str(rounds)],
+            [
+                sys.executable,
+                "-c",
+                WRITER,
+                lake.db,
+                lake.data_path,
+                prefix,
+                str(count),
+                str(rounds),
+                str(PAGES),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -86,7 +97,8 @@ def _key_counts(store: Store) -> dict[str, tuple[int, int]]:
         "documents": "SELECT count(*), count(DISTINCT doc_id) FROM documents",
         "pages": "SELECT count(*), count(DISTINCT (doc_id, page_no)) FROM pages",
         "files": "SELECT count(*), count(DISTINCT path) FROM files",
-        "summaries": "SELECT count(*), count(DISTINCT (doc_id, profile, prompt_version, model)) FROM summaries",
+        "summaries": "SELECT count(*), count(DISTINCT (doc_id, profile, prompt_version, model)) "
+        "FROM summaries",
     }
     return {name: tuple(store.query(q).rows[0]) for name, q in sql.items()}  # type: ignore[misc]
 
@@ -131,7 +143,7 @@ def _analyst(lake: Lake) -> duckdb.DuckDBPyConnection:
 def test_a_read_only_reader_sees_one_consistent_snapshot_while_a_writer_commits(lake: Lake) -> None:
     Store(lake.db, data_path=lake.data_path).migrate()
     writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, lake.db, lake.data_path, "r-", "40", "1"],
+        [sys.executable, "-c", WRITER, lake.db, lake.data_path, "r-", "40", "1", str(PAGES)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -14,6 +14,7 @@ from kimidocs.store.errors import (
     SearchIndexMissing,
     StoreError,
 )
+from kimidocs.store.extensions import extension_path
 from kimidocs.store.location import is_lake, shown_db
 from kimidocs.store.rows import QueryResult, QuestionRow, SearchHit, SummaryRow, TaskResultRow
 from kimidocs.store.runlock import RunLock
@@ -35,6 +36,7 @@ __all__ = [
     "StoreError",
     "SummaryRow",
     "TaskResultRow",
+    "extension_path",
     "fts_extension_path",
     "is_lake",
     "shown_db",

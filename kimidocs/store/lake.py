@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import duckdb
@@ -42,7 +42,11 @@ from kimidocs.store.pglocks import SCHEMA_KEY, KeyLocks
 ALIAS = "lake"
 #: DuckLake's own commit retries (snapshot-id races without a logical conflict): short waits, since a
 #: real conflict is retried by us with the whole transaction.
-DUCKLAKE_SETTINGS = {"ducklake_max_retry_count": 20, "ducklake_retry_wait_ms": 10, "ducklake_retry_backoff": 1.3}
+DUCKLAKE_SETTINGS = {
+    "ducklake_max_retry_count": 20,
+    "ducklake_retry_wait_ms": 10,
+    "ducklake_retry_backoff": 1.3,
+}
 MAX_ATTEMPTS = 60  # whole-transaction tries; measured mean 1.3 with 3 writers
 MAX_RETRY_S = 120.0
 
@@ -169,10 +173,8 @@ class LakeEngine:
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
-    try:
+    with suppress(duckdb.Error):  # a failed COMMIT has ended the transaction already
         con.execute("ROLLBACK")
-    except duckdb.Error:
-        pass  # a failed COMMIT has ended the transaction already
 
 
 def _quote(text: str) -> str:

@@ -88,7 +88,9 @@ def _copy_pages(con: duckdb.DuckDBPyConnection) -> None:
             "CREATE TABLE replica.pages AS SELECT p.page_id, p.doc_id, p.page_no, p.text, d.path "
             f"FROM {ALIAS}.pages AS p LEFT JOIN {ALIAS}.documents AS d ON d.doc_id = p.doc_id"
         )
-        con.execute("CREATE TABLE replica.replica_of AS SELECT ?::BIGINT AS snapshot_id", [snap[0] if snap else 0])
+        con.execute(
+            "CREATE TABLE replica.replica_of AS SELECT ?::BIGINT AS snapshot_id", [snap[0] if snap else 0]
+        )
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -116,7 +116,8 @@ def refresh_prices(con: duckdb.DuckDBPyConnection) -> bool:
 
 def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
     rows = con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND database_name = current_database()"
+        "SELECT table_name FROM duckdb_tables() "
+        "WHERE schema_name = 'main' AND database_name = current_database()"
     ).fetchall()
     return {r[0] for r in rows}
 

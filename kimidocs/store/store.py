@@ -39,8 +39,8 @@ from kimidocs.store.columns import (
 from kimidocs.store.connection import OnWait, connect, held, load_fts, release, transaction
 from kimidocs.store.errors import DatabaseUnusable, QueryError, SearchIndexMissing
 from kimidocs.store.lake import LakeEngine
-from kimidocs.store.lake_sql import translate
 from kimidocs.store.lake_search import SearchReplica
+from kimidocs.store.lake_sql import translate
 from kimidocs.store.location import LakeLocation, is_lake
 from kimidocs.store.rows import QueryResult, QuestionRow, SearchHit, SummaryRow, TaskResultRow
 from kimidocs.store.summary_columns import summary_columns
@@ -197,8 +197,8 @@ class Store:
             with attempt, self._write(f"runs:{run.run_id}") as con:
                 con.execute("DELETE FROM runs WHERE run_id = ?", [run.run_id])
                 con.execute(
-                    "INSERT INTO runs (run_id, flow_run_id, started_at, folder, profile, model, backend, status, "
-                    "host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                    "INSERT INTO runs (run_id, flow_run_id, started_at, folder, profile, model, backend, "
+                    "status, host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
                     [
                         run.run_id,
                         run.flow_run_id,
@@ -321,13 +321,18 @@ class Store:
         message = clean_text(message) or ""
         file_path = shown(file_path)
         for attempt in self._attempts():
-            with attempt, self._write(*([f"documents:{doc_id}"] if doc_id is not None else []), f"files:{file_path}") as con:
+            with (
+                attempt,
+                self._write(
+                    *([f"documents:{doc_id}"] if doc_id is not None else []), f"files:{file_path}"
+                ) as con,
+            ):
                 if doc_id is not None:
                     con.execute("DELETE FROM pages WHERE doc_id = ?", [doc_id])
                     con.execute("DELETE FROM documents WHERE doc_id = ?", [doc_id])
                     con.execute(
-                        "INSERT INTO documents (doc_id, bytes, extracted_at, status, error_type, error_message, "
-                        "path, warnings) VALUES (?, ?, ?, 'failed', ?, ?, ?, [])",
+                        "INSERT INTO documents (doc_id, bytes, extracted_at, status, error_type, "
+                        "error_message, path, warnings) VALUES (?, ?, ?, 'failed', ?, ?, ?, [])",
                         [doc_id, size, now, error_type, message, file_path],
                     )
                 _upsert_file(con, file_path, doc_id, size, mtime, now)
@@ -411,8 +416,8 @@ class Store:
         for attempt in self._attempts():
             with attempt, self._write(f"batches:{batch.input_file_id}") as con:
                 con.execute(
-                    "INSERT INTO batches (batch_id, run_id, folder, model, input_file_id, round, request_keys, "
-                    "status, estimate_usd, created_at, updated_at, done) "
+                    "INSERT INTO batches (batch_id, run_id, folder, model, input_file_id, round, "
+                    "request_keys, status, estimate_usd, created_at, updated_at, done) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false)",
                     [
                         batch.batch_id,
@@ -486,9 +491,16 @@ class Store:
             "CASE WHEN json_valid(?) THEN CAST(? AS JSON) ELSE to_json(?) END)"
         )
         for attempt in self._attempts():
-            with attempt, self._write(f"summaries:{row.doc_id}|{row.profile}|{row.prompt_version}|{row.model}", f"documents:{row.doc_id}") as con:
+            with (
+                attempt,
+                self._write(
+                    f"summaries:{row.doc_id}|{row.profile}|{row.prompt_version}|{row.model}",
+                    f"documents:{row.doc_id}",
+                ) as con,
+            ):
                 con.execute(
-                    "DELETE FROM summaries WHERE doc_id = ? AND profile = ? AND prompt_version = ? AND model = ?",
+                    "DELETE FROM summaries WHERE doc_id = ? AND profile = ? AND prompt_version = ? "
+                    "AND model = ?",
                     [row.doc_id, row.profile, row.prompt_version, row.model],
                 )
                 con.execute(sql, params)
@@ -552,7 +564,12 @@ class Store:
             "CASE WHEN json_valid(?) THEN CAST(? AS JSON) ELSE to_json(?) END)"
         )
         for attempt in self._attempts():
-            with attempt, self._write(f"task_results:{row.doc_id}|{row.profile}|{row.spec.name}|{row.task_version}|{row.model}") as con:
+            with (
+                attempt,
+                self._write(
+                    f"task_results:{row.doc_id}|{row.profile}|{row.spec.name}|{row.task_version}|{row.model}"
+                ) as con,
+            ):
                 con.execute(
                     "DELETE FROM task_results WHERE doc_id = ? AND profile = ? AND task = ? "
                     "AND task_version = ? AND model = ?",
