@@ -38,7 +38,8 @@ WRITER = textwrap.dedent(
     from kimidocs.results import Summary
     from kimidocs.store import Store, SummaryRow
 
-    db, data_path, prefix, count, pages = sys.argv[1], sys.argv[2] or None, sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    db, data_path, prefix = sys.argv[1], sys.argv[2] or None, sys.argv[3]
+    count, pages = int(sys.argv[4]), int(sys.argv[5])
     store = Store(db, data_path=data_path, lock_timeout_s=120)
     store.migrate()
     print("ready", flush=True)
