@@ -54,8 +54,8 @@ WRITER = textwrap.dedent(
 
 
 def _writers(lake: Lake, prefixes: list[str], count: int, rounds: int = 1) -> list[str]:
-    """Start one process per prefix, let them all go at once, return their last lines."""
-    Store(lake.db, data_path=lake.data_path).migrate()
+    """Start one process per prefix, let them all go at once, return their last lines. The lake is
+    new: the writers also create it together (its catalog tables, then the migrations)."""
     procs = [
         subprocess.Popen(
             [

@@ -89,7 +89,12 @@ class LakeEngine:
             if self.location.data_path and not self.read_only:
                 options.append(f"DATA_PATH '{_quote(self.location.data_path)}'")
             suffix = f" ({', '.join(options)})" if options else ""
-            con.execute(f"ATTACH '{_quote(self.location.attach_string)}' AS {ALIAS}{suffix}")
+            attach = f"ATTACH '{_quote(self.location.attach_string)}' AS {ALIAS}{suffix}"
+            if self.read_only:
+                con.execute(attach)
+            else:  # the first ATTACH creates the catalog's tables: two machines must not both do it
+                with self._locks.holding([SCHEMA_KEY]):
+                    con.execute(attach)
             con.execute(f"USE {ALIAS}")
             for name, value in DUCKLAKE_SETTINGS.items():
                 con.execute(f"SET {name} = {value}")
