@@ -23,6 +23,7 @@ from kimidocs.settings import Settings
 from kimidocs.store import RunLock, Store, shown_db
 from kimidocs.store import migrate as migrations
 from kimidocs.store.extensions import extension_path
+from kimidocs.store.lake import DUCKLAKE_SETTINGS
 from kimidocs.store.lake_sql import UnsupportedOnLake, translate
 from kimidocs.store.location import LakeLocation, redact
 
@@ -68,9 +69,11 @@ def test_a_password_in_the_location_is_never_shown() -> None:
     assert "hunter2" not in str(Store(db.replace("'s3 cret'", "hunter2")))
 
 
-def test_every_extension_comes_from_its_wheel() -> None:
+def test_every_extension_comes_from_its_wheel_and_kimidocs_where_prints_it() -> None:
     for name in ("fts", "ducklake", "postgres_scanner"):
         assert extension_path(name).name == f"{name}.duckdb_extension"
+        shown = CliRunner().invoke(app, ["where", name])
+        assert shown.exit_code == 0 and Path(shown.output.strip()).is_file(), shown.output
 
 
 # ---------------------------------------------------------------------- schema
@@ -108,6 +111,8 @@ def test_writes_replace_by_natural_key_on_a_lake(lake: Lake) -> None:
     assert store.query("SELECT first_seen FROM files").rows == first_seen  # kept by the upsert
     assert [store.query(sql).rows[0][0] for sql in COUNTS.values()] == [1, 3, 1, 1, 0]
     assert store.query("SELECT status FROM documents").rows == (("summarized",),)
+    retries = "SELECT current_setting('ducklake_max_retry_count')"
+    assert store.query(retries).rows == ((DUCKLAKE_SETTINGS["ducklake_max_retry_count"],),)
     assert store.has_summary("d1", "summary", "v1", _row().model)
     store.close()
 

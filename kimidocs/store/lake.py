@@ -21,7 +21,6 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
 
 import duckdb
 from tenacity import (
@@ -184,12 +183,3 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
 
 def _quote(text: str) -> str:
     return text.replace("'", "''")
-
-
-def settings_of(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """The DuckLake settings in force on `con` (tests)."""
-    rows = con.execute(
-        "SELECT name, value FROM duckdb_settings() WHERE name IN "
-        f"({', '.join(repr(n) for n in DUCKLAKE_SETTINGS)})"
-    ).fetchall()
-    return dict(rows)
