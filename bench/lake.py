@@ -26,6 +26,8 @@ import time
 import uuid
 from pathlib import Path
 
+from kimidocs.store import Store
+
 REPO = Path(__file__).resolve().parent.parent
 PAGES = 3
 
@@ -101,6 +103,10 @@ def run_writers(db: str, data_path: str, writers: int, docs: int) -> dict[str, f
     wall = time.perf_counter() - started
     latencies = sorted(x for r in results for x in r["latencies"])
     written = share * writers
+    store = Store(db, read_only=True)
+    stored = store.query("SELECT count(*), count(DISTINCT doc_id) FROM summaries").rows[0]
+    store.close()
+    assert tuple(stored) == (written, written), f"{db}: {stored} summaries for {written} documents"
     return {
         "docs": written,
         "docs_per_s": written / wall,
