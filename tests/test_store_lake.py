@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from kimidocs import pipeline
 from kimidocs.cli import app
 from kimidocs.settings import Settings
-from kimidocs.store import RunLock, Store, shown_db
+from kimidocs.store import DatabaseMissing, DatabaseUnusable, RunLock, Store, shown_db
 from kimidocs.store import migrate as migrations
 from kimidocs.store.extensions import extension_path
 from kimidocs.store.lake import DUCKLAKE_SETTINGS
@@ -77,6 +77,14 @@ def test_every_extension_comes_from_its_wheel_and_kimidocs_where_prints_it() -> 
 
 
 # ---------------------------------------------------------------------- schema
+
+
+def test_a_lake_not_created_yet_is_missing_for_readers_and_needs_a_data_path(lake: Lake) -> None:
+    with pytest.raises(DatabaseMissing):
+        Store(lake.db, read_only=True).query("SELECT 1")
+    with pytest.raises(DatabaseUnusable, match="KIMIDOCS_LAKE_DATA_PATH") as failed:
+        Store(lake.db + " password=hunter2").migrate()
+    assert "hunter2" not in str(failed.value) and "password=***" in str(failed.value)
 
 
 def test_migrations_build_the_same_tables_columns_and_views_as_a_duckdb_file(

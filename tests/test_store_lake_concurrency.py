@@ -33,12 +33,16 @@ WRITER = textwrap.dedent(
 
     db, data_path, prefix = sys.argv[1:4]
     count, rounds, pages_per_doc = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+    lockstep = len(sys.argv) > 7  # wait for a "go" before each document: all writers hit it at once
     store = Store(db, data_path=data_path)
     store.migrate()
     print("ready", flush=True)
     sys.stdin.readline()  # everyone starts together
     for _ in range(rounds):
         for n in range(count):
+            if lockstep and n:
+                print("next", flush=True)
+                sys.stdin.readline()
             doc_id = f"{prefix}doc{n:04d}"
             pages = tuple(Page(p, f"page {p} of {doc_id}") for p in range(1, pages_per_doc + 1))
             doc = Document(f"in/{doc_id}.pdf", doc_id, "pdf", 100, pages, "1")
@@ -53,22 +57,14 @@ WRITER = textwrap.dedent(
 )
 
 
-def _writers(lake: Lake, prefixes: list[str], count: int, rounds: int = 1) -> list[str]:
+def _writers(lake: Lake, prefixes: list[str], count: int, *, lockstep: bool = False) -> list[str]:
     """Start one process per prefix, let them all go at once, return their last lines. The lake is
-    new: the writers also create it together (its catalog tables, then the migrations)."""
+    new: the writers also create it together (its catalog tables, then the migrations). `lockstep`:
+    every writer starts each document at the same moment (they wait for each other in between)."""
+    tail = [str(count), "1", str(PAGES)] + (["lockstep"] if lockstep else [])
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                WRITER,
-                lake.db,
-                lake.data_path,
-                prefix,
-                str(count),
-                str(rounds),
-                str(PAGES),
-            ],
+            [sys.executable, "-c", WRITER, lake.db, lake.data_path, prefix, *tail],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -78,10 +74,14 @@ def _writers(lake: Lake, prefixes: list[str], count: int, rounds: int = 1) -> li
     try:
         for proc in procs:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
+        for step in range(count if lockstep else 1):
+            if step:
+                for proc in procs:
+                    assert proc.stdout is not None and proc.stdout.readline().strip() == "next"
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
         outs = [proc.communicate(timeout=240)[0] for proc in procs]
         assert [proc.returncode for proc in procs] == [0] * len(procs), outs
         return [out.strip().splitlines()[-1] for out in outs]
@@ -104,8 +104,8 @@ def _key_counts(store: Store) -> dict[str, tuple[int, int]]:
 
 
 def test_writers_of_the_same_new_keys_leave_exactly_one_row_per_key(lake: Lake) -> None:
-    docs = 12
-    _writers(lake, [""] * WRITERS, docs)
+    docs = 10
+    _writers(lake, [""] * WRITERS, docs, lockstep=True)
     store = Store(lake.db, read_only=True)
     assert _key_counts(store) == {
         "documents": (docs, docs),
@@ -118,7 +118,7 @@ def test_writers_of_the_same_new_keys_leave_exactly_one_row_per_key(lake: Lake) 
 
 
 def test_writers_of_different_keys_all_arrive_once_through_conflicts(lake: Lake) -> None:
-    docs = 10
+    docs = 8
     lines = _writers(lake, [f"w{i}-" for i in range(WRITERS)], docs)
     store = Store(lake.db, read_only=True)
     total = docs * WRITERS
@@ -143,7 +143,7 @@ def _analyst(lake: Lake) -> duckdb.DuckDBPyConnection:
 def test_a_read_only_reader_sees_one_consistent_snapshot_while_a_writer_commits(lake: Lake) -> None:
     Store(lake.db, data_path=lake.data_path).migrate()
     writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, lake.db, lake.data_path, "r-", "40", "1", str(PAGES)],
+        [sys.executable, "-c", WRITER, lake.db, lake.data_path, "r-", "12", "1", str(PAGES)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -151,25 +151,22 @@ def test_a_read_only_reader_sees_one_consistent_snapshot_while_a_writer_commits(
     con = _analyst(lake)
     try:
         assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        count = "SELECT (SELECT count(*) FROM lake.documents), (SELECT count(*) FROM lake.pages)"
+        con.execute("BEGIN TRANSACTION")  # the reader's snapshot is taken before the writer starts
+        first = con.execute(count).fetchone()
+        assert first == (0, 0)
         assert writer.stdin is not None
         writer.stdin.write("go\n")
         writer.stdin.flush()
-        count = "SELECT (SELECT count(*) FROM lake.documents), (SELECT count(*) FROM lake.pages)"
-        con.execute("BEGIN TRANSACTION")
-        first = con.execute(count).fetchone()
-        assert first is not None
         deadline = time.monotonic() + 120
-        while True:  # wait (on the writer's progress, seen through a second connection) for new commits
-            seen = Store(lake.db, read_only=True)
-            now = seen.query("SELECT count(*) FROM documents").rows[0][0]
-            seen.close()
-            if now >= first[0] + 3:
-                break
+        seen = Store(lake.db, read_only=True)  # the writer's progress, seen through another connection
+        while seen.query("SELECT count(*) FROM documents").rows[0][0] < 3:
             assert time.monotonic() < deadline and writer.poll() is None, "the writer made no progress"
+        seen.close()
         assert con.execute(count).fetchone() == first  # the same snapshot inside one transaction
         con.execute("COMMIT")
         docs, pages = con.execute(count).fetchone() or (0, 0)
-        assert docs >= first[0] + 3 and pages == docs * PAGES  # a document always comes with its pages
+        assert docs >= 3 and pages == docs * PAGES  # a document always comes with its pages
         writer.communicate(timeout=240)
         assert writer.returncode == 0
     finally:

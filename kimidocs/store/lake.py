@@ -102,6 +102,8 @@ class LakeEngine:
             detail = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
             if self.read_only and "does not exist" in detail.lower():
                 raise DatabaseMissing(str(self.location)) from None
+            if "data_path is not set" in detail:
+                detail += " (KIMIDOCS_LAKE_DATA_PATH: a folder or s3:// path every machine reaches)"
             raise DatabaseUnusable(str(self.location), detail) from None
         return con
 
