@@ -67,6 +67,8 @@ def test_a_password_in_the_location_is_never_shown() -> None:
         redact("ducklake:postgres:postgresql://u:hunter2@h/k") == "ducklake:postgres:postgresql://u:***@h/k"
     )
     assert "hunter2" not in str(Store(db.replace("'s3 cret'", "hunter2")))
+    url = "ducklake:postgres:postgresql://u@h:5432/k"
+    assert LakeLocation.parse(Path(url)).conninfo == "postgresql://u@h:5432/k"  # as KIMIDOCS_DB gives it
 
 
 def test_every_extension_comes_from_its_wheel_and_kimidocs_where_prints_it() -> None:

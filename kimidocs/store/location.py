@@ -23,6 +23,8 @@ PREFIX = "ducklake:postgres:"
 
 _KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+# KIMIDOCS_DB and --db pass through pathlib, which turns "postgresql://h/db" into "postgresql:/h/db".
+_COLLAPSED_URL = re.compile(r"^(postgres(?:ql)?:)/(?!/)")
 
 
 def redact(text: str) -> str:
@@ -46,7 +48,8 @@ class LakeLocation:
         text = str(db).strip()
         if not text.startswith(PREFIX) or not text[len(PREFIX) :].strip():
             raise ValueError(f"not a DuckLake location (expected {PREFIX}<libpq connection string>)")
-        return cls(text[len(PREFIX) :].strip(), data_path or None)
+        conninfo = _COLLAPSED_URL.sub(r"\1//", text[len(PREFIX) :].strip())
+        return cls(conninfo, data_path or None)
 
     @property
     def attach_string(self) -> str:
