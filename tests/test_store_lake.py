@@ -127,6 +127,29 @@ def test_writes_replace_by_natural_key_on_a_lake(lake: Lake) -> None:
     store.close()
 
 
+def test_a_transaction_that_loses_a_conflict_is_run_again_whole(lake: Lake) -> None:
+    """Two writers of different documents: DuckLake conflicts per table, and the loser's whole
+    transaction runs again on the new snapshot (both rows end up stored once)."""
+    first, second = Store(lake.db, data_path=lake.data_path), Store(lake.db)
+    for doc_id in ("x", "y"):
+        doc = _doc(doc_id, pages=1, path=f"in/{doc_id}.pdf")
+        first.save_document(doc, _file(doc))
+    tries = 0
+    for attempt in first._attempts():
+        with attempt, first._write("documents:x") as con:
+            tries += 1
+            con.execute("UPDATE documents SET status = 'x-done' WHERE doc_id = 'x'")
+            if tries == 1:  # another machine commits a change to the same table meanwhile
+                second.set_document_status("y", "y-done")
+    assert tries == 2 and first.lake is not None and first.lake.conflicts == 1
+    assert first.query("SELECT doc_id, status FROM documents ORDER BY doc_id").rows == (
+        ("x", "x-done"),
+        ("y", "y-done"),
+    )
+    first.close()
+    second.close()
+
+
 # ---------------------------------------------------------------------- the pipeline
 
 
