@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import psycopg
 
@@ -76,14 +76,28 @@ class KeyLocks:
             for ident in ids:
                 con.execute("SELECT pg_advisory_lock(%s)", [ident])
                 taken.append(ident)
+        except psycopg.Error as exc:
+            self._lost(exc)
+        try:
             yield
         finally:
-            for ident in reversed(taken):
-                con.execute("SELECT pg_advisory_unlock(%s)", [ident])
+            try:
+                for ident in reversed(taken):
+                    con.execute("SELECT pg_advisory_unlock(%s)", [ident])
+            except psycopg.Error:  # a dead session holds no lock any more: reconnect next time
+                self.close()
+
+    def _lost(self, exc: psycopg.Error) -> None:
+        """The catalog connection failed: drop it (its locks die with it) and say so as a StoreError."""
+        self.close()
+        raise DatabaseUnusable(
+            redact("ducklake:postgres:" + self.conninfo), redact(str(exc).strip())
+        ) from exc
 
     def close(self) -> None:
         if self._con is not None and self._pid == os.getpid():
-            self._con.close()
+            with suppress(psycopg.Error):
+                self._con.close()
         self._con = None
 
 
