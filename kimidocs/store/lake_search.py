@@ -58,16 +58,20 @@ class SearchReplica:
         fresh = self.file.with_name(f"{self.file.stem}.{os.getpid()}.tmp.duckdb")
         fresh.unlink(missing_ok=True)
         target = str(fresh).replace("'", "''")
-        with self.engine.session() as con:
-            con.execute(f"ATTACH '{target}' AS replica")
-            try:
-                _copy_pages(con)
-            finally:
-                con.execute("DETACH replica")
-        with duckdb.connect(str(fresh), config=CONFIG) as con:
-            load_fts(con)
-            con.execute(INDEX_SQL)
-            row = con.execute("SELECT count(*) FROM pages").fetchone()
+        try:
+            with self.engine.session() as con:
+                con.execute(f"ATTACH '{target}' AS replica")
+                try:
+                    _copy_pages(con)
+                finally:
+                    con.execute("DETACH replica")
+            with duckdb.connect(str(fresh), config=CONFIG) as con:
+                load_fts(con)
+                con.execute(INDEX_SQL)
+                row = con.execute("SELECT count(*) FROM pages").fetchone()
+        except BaseException:
+            fresh.unlink(missing_ok=True)
+            raise
         os.replace(fresh, self.file)
         return int(row[0]) if row else 0
 
