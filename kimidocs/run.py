@@ -41,7 +41,7 @@ from kimidocs.profiles import (
 from kimidocs.records import CallTotals, DocumentStatus, RunRecord, RunStatus, RunTotals, Stage, Usage
 from kimidocs.schedule import Scheduler, system_tokens
 from kimidocs.settings import ConfigError, Settings, check_db_path, load_settings
-from kimidocs.store import RunLock, Store, StoreError
+from kimidocs.store import RunLock, Store, StoreError, shown_db
 from prompts import Profile, ProfileError
 
 log = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ def open_run(
     run_lock = _lock_database(settings.db, run_id, observer)
     opened: Backend | None = None
     try:
-        store = Store(settings.db)
+        store = Store(settings.db, data_path=settings.lake_data_path)
         store.migrate()
         if declared is not None and not options.questions:  # once per run; rebuilt on a new version
             store.refresh_profile_views(views_of(declared))  # (questions have no typed views)
@@ -361,7 +361,9 @@ def open_run(
     if crashed:
         log.warning("runs whose process died before finishing, now marked crashed: %s", ", ".join(crashed))
     observer.run_started(
-        RunStarted(run_id, backend.name, backend.emulated_here, backend.base_url, model.id, str(settings.db))
+        RunStarted(
+            run_id, backend.name, backend.emulated_here, backend.base_url, model.id, shown_db(settings.db)
+        )
     )
     return ctx
 
@@ -537,7 +539,7 @@ def close_run(ctx: RunContext, outcomes: Iterable[DocumentOutcome]) -> RunReport
         ctx.run_id,
         ctx.backend.name,
         ctx.model.id,
-        str(ctx.settings.db.resolve()),
+        shown_db(ctx.settings.db),
         outs,
         status,
         ctx.abort_reason,

@@ -31,7 +31,10 @@ class Settings(BaseSettings):
     kimi_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("KIMI_API_KEY"))
     kimi_base_url: str = Field(default=DEFAULT_BASE_URL, validation_alias=AliasChoices("KIMI_BASE_URL"))
     kimi_model: str = Field(default="kimi-k2.5", validation_alias=AliasChoices("KIMI_MODEL"))
+    # A DuckDB file, or a DuckLake as DuckDB's ATTACH string: 'ducklake:postgres:dbname=... host=...'.
     db: Path = Field(default=Path("data/kimidocs.duckdb"), validation_alias=AliasChoices("KIMIDOCS_DB"))
+    # Where a new DuckLake puts its data files (a shared folder, or s3://...); the lake remembers it.
+    lake_data_path: str | None = Field(default=None, validation_alias=AliasChoices("KIMIDOCS_LAKE_DATA_PATH"))
     tier: str = Field(default="tier1", validation_alias=AliasChoices("KIMIDOCS_TIER"))
     # Batch mode (kimidocs/batchrun.py): first poll interval and how long one run waits for a batch.
     batch_poll_s: float = Field(default=30.0, gt=0, validation_alias=AliasChoices("KIMIDOCS_BATCH_POLL_S"))
@@ -172,7 +175,10 @@ def load_settings(**overrides: object) -> Settings:
 
 def check_db_path(path: Path) -> Path:
     """The database path a run will write, refused in one line when it cannot be one. Checked when a
-    run opens (not in `Settings`: `kimidocs extract` or `plan` never touch the database)."""
+    run opens (not in `Settings`: `kimidocs extract` or `plan` never touch the database). A DuckLake
+    location (`ducklake:postgres:...`) is checked when the store attaches it."""
+    if str(path).startswith("ducklake:"):
+        return path
     if path.is_dir():
         raise ConfigError(
             f"KIMIDOCS_DB / --db: {path} is a folder; give a file such as {path}/kimidocs.duckdb"

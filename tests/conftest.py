@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["emulator_fixture", "prefect_fixture", "postgres_fixture", "redis_fixture"]
+pytest_plugins = ["emulator_fixture", "prefect_fixture", "postgres_fixture", "redis_fixture", "lake_fixture"]
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("KIMIDOCS_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -28,6 +28,8 @@ SLOW_FILES = frozenset(
         "test_cli_extract.py",  # CLI subprocesses
         "test_redis_limits.py",  # a Redis server, worker processes, three CLI runs against tier0
         "test_batch_nightly.py",  # deployments, workers, follow-up flow runs
+        "test_store_lake.py",  # a real DuckLake on PostgreSQL, a pipeline run, processes
+        "test_store_lake_concurrency.py",  # three writer processes on one lake
     }
 )
 #: Single tests of a few seconds each (a subprocess CLI run, a second emulator process, hypothesis suites).

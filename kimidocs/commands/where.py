@@ -1,5 +1,6 @@
-"""`kimidocs where fts`: paths other tools need, e.g. the fts extension for a plain DuckDB shell (DuckDB's
-own download does not work offline; kimidocs loads the copy shipped in the `duckdb-extension-fts` wheel)."""
+"""`kimidocs where fts|ducklake|postgres_scanner`: paths other tools need, e.g. an extension for a plain
+DuckDB shell (DuckDB's own download does not work offline; kimidocs loads the copies shipped in the
+`duckdb-extension-*` wheels)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,21 @@ from typing import Annotated
 
 import typer
 
-from kimidocs.store import fts_extension_path
+from kimidocs.store import extension_path
 
 
 class Thing(StrEnum):
     fts = "fts"
+    ducklake = "ducklake"
+    postgres_scanner = "postgres_scanner"
 
 
 def register(app: typer.Typer) -> None:
     @app.command("where")
     def where(
-        thing: Annotated[Thing, typer.Argument(help="fts: the full-text-search extension file.")],
+        thing: Annotated[
+            Thing, typer.Argument(help="fts, ducklake or postgres_scanner: that extension's file.")
+        ],
     ) -> None:
         """Print the absolute path of THING, for `LOAD '<path>'` in your own DuckDB."""
-        if thing is Thing.fts:
-            typer.echo(str(fts_extension_path().resolve()))
+        typer.echo(str(extension_path(thing.value).resolve()))

@@ -1,4 +1,4 @@
-"""DuckDB store: numbered migrations, idempotent writes, analysts' views, full-text search.
+"""The store (a DuckDB file or a DuckLake): numbered migrations, idempotent writes, views, search.
 
 The only package that imports duckdb. Schema reference: docs/SCHEMA.md.
 """
@@ -14,6 +14,8 @@ from kimidocs.store.errors import (
     SearchIndexMissing,
     StoreError,
 )
+from kimidocs.store.extensions import extension_path
+from kimidocs.store.location import is_lake, shown_db
 from kimidocs.store.rows import QueryResult, QuestionRow, SearchHit, SummaryRow, TaskResultRow
 from kimidocs.store.runlock import RunLock
 from kimidocs.store.store import Store
@@ -34,5 +36,8 @@ __all__ = [
     "StoreError",
     "SummaryRow",
     "TaskResultRow",
+    "extension_path",
     "fts_extension_path",
+    "is_lake",
+    "shown_db",
 ]

@@ -31,13 +31,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
 
 import duckdb
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from kimidocs.store.errors import DatabaseLocked, DatabaseMissing, DatabaseUnusable
+from kimidocs.store.extensions import extension_path, load_extension
 
 # Our connections never try to download extensions (there is no route to DuckDB's server here).
 CONFIG: dict[str, str | bool | int | float | list[str]] = {
@@ -72,22 +72,13 @@ def is_lock_conflict(exc: BaseException) -> bool:
     )
 
 
-@cache
 def fts_extension_path() -> Path:
     """The fts extension shipped by the `duckdb-extension-fts` wheel (DuckDB's download is unreachable)."""
-    import duckdb_extension_fts
-
-    root = Path(duckdb_extension_fts.__file__).parent
-    found = sorted(root.rglob(f"v{duckdb.__version__}/fts.duckdb_extension")) or sorted(
-        root.rglob("fts.duckdb_extension")
-    )
-    if not found:
-        raise FileNotFoundError(f"no fts.duckdb_extension under {root} (pip install duckdb-extension-fts)")
-    return found[0]
+    return extension_path("fts")
 
 
 def load_fts(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(f"LOAD '{fts_extension_path().as_posix()}'")
+    load_extension(con, "fts")
 
 
 def _others_waiting(path: Path) -> bool:

@@ -22,7 +22,7 @@ class StoreError(Exception):
 class DatabaseLocked(StoreError):
     """DuckDB lets one process hold a database file; another one held it for longer than we waited."""
 
-    def __init__(self, path: Path, waited_s: float, detail: str) -> None:
+    def __init__(self, path: Path | str, waited_s: float, detail: str) -> None:
         self.path = path
         self.waited_s = waited_s
         self.detail = detail
@@ -35,7 +35,7 @@ class DatabaseLocked(StoreError):
 
 
 class DatabaseMissing(StoreError):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         self.path = path
         super().__init__(f"{path}: no database here yet; run `kimidocs analyze` first or pass --db")
 
@@ -43,7 +43,7 @@ class DatabaseMissing(StoreError):
 class DatabaseUnusable(StoreError):
     """The file exists but is not a DuckDB database, or cannot be opened for writing."""
 
-    def __init__(self, path: Path, detail: str) -> None:
+    def __init__(self, path: Path | str, detail: str) -> None:
         self.path = path
         self.detail = detail
         super().__init__(f"{path}: cannot be used as the kimidocs database: {detail}")
@@ -52,7 +52,7 @@ class DatabaseUnusable(StoreError):
 class SchemaTooNew(StoreError):
     """The database has migrations this code does not know: a newer kimidocs wrote it."""
 
-    def __init__(self, path: Path, found: int, known: int) -> None:
+    def __init__(self, path: Path | str, found: int, known: int) -> None:
         self.path = path
         self.found = found
         self.known = known
@@ -63,14 +63,14 @@ class SchemaTooNew(StoreError):
 
 
 class MigrationError(StoreError):
-    def __init__(self, path: Path, version: int, name: str, detail: str) -> None:
+    def __init__(self, path: Path | str, version: int, name: str, detail: str) -> None:
         self.path = path
         self.version = version
         super().__init__(f"{path}: migration {version:04d} ({name}) failed and was rolled back: {detail}")
 
 
 class SearchIndexMissing(StoreError):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         self.path = path
         super().__init__(
             f"{path}: no full-text index yet; it is built at the end of each run "
@@ -79,6 +79,6 @@ class SearchIndexMissing(StoreError):
 
 
 class QueryError(StoreError):
-    def __init__(self, path: Path, detail: str) -> None:
+    def __init__(self, path: Path | str, detail: str) -> None:
         self.path = path
         super().__init__(f"{path}: {detail}")

@@ -8,6 +8,7 @@ only ever add: a released file is never edited (write a new one instead).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -27,6 +28,13 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at TIMESTAMP NOT NULL
 )
 """
+
+
+Translate = Callable[[str], str]  # a migration's SQL as this engine runs it (lake_sql.translate)
+
+
+def _as_is(sql: str) -> str:
+    return sql
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +58,17 @@ def available() -> list[Migration]:
     return found
 
 
-def applied_versions(con: duckdb.DuckDBPyConnection) -> set[int]:
-    con.execute(BOOTSTRAP)
+def applied_versions(con: duckdb.DuckDBPyConnection, translate: Translate = _as_is) -> set[int]:
+    con.execute(translate(BOOTSTRAP))
     return {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
 
 
-def apply(con: duckdb.DuckDBPyConnection, path: Path, *, upto: int | None = None) -> list[int]:
-    """Apply the missing migrations (up to `upto`, for tests building old databases)."""
-    done = applied_versions(con)
+def apply(
+    con: duckdb.DuckDBPyConnection, path: Path, *, upto: int | None = None, translate: Translate = _as_is
+) -> list[int]:
+    """Apply the missing migrations (up to `upto`, for tests building old databases); `translate`
+    adapts each one to the engine (DuckLake: no keys), so the files stay the one source of truth."""
+    done = applied_versions(con, translate)
     shipped = available()
     known = max((mig.version for mig in shipped), default=0)
     if done and max(done) > known:
@@ -68,7 +79,7 @@ def apply(con: duckdb.DuckDBPyConnection, path: Path, *, upto: int | None = None
             continue
         con.execute("BEGIN TRANSACTION")
         try:
-            con.execute(mig.sql)
+            con.execute(translate(mig.sql))
             con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [mig.version, mig.name, _utcnow()])
             con.execute("COMMIT")
         except duckdb.Error as exc:
@@ -104,7 +115,10 @@ def refresh_prices(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
-    rows = con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()
+    rows = con.execute(
+        "SELECT table_name FROM duckdb_tables() "
+        "WHERE schema_name = 'main' AND database_name = current_database()"
+    ).fetchall()
     return {r[0] for r in rows}
 
 

@@ -8,6 +8,10 @@ for them. The lock is `flock` on a side file, so the kernel drops it when its pr
 (SIGKILL, OOM): there is no stale lock to clean. Readers (`kimidocs query`, analysts) never take it.
 
 The file also holds who owns it (host, pid, run id), so the one who waits can say whom for.
+
+A lake is shared by machines, so a local file cannot carry its lock: there `RunLock` holds a
+PostgreSQL advisory lock in the lake's catalog database instead (pglocks.AdvisoryRunLock), with the
+same semantics (waits, says for whom, dropped by the server when the holder's connection dies).
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kimidocs.store.errors import DatabaseUnusable
+from kimidocs.store.location import LakeLocation, is_lake
+from kimidocs.store.pglocks import AdvisoryRunLock
 
-__all__ = ["RunLock", "lock_path"]
+__all__ = ["FileRunLock", "RunLock", "lock_path"]
 
 
 def lock_path(db: Path) -> Path:
@@ -30,7 +36,31 @@ def lock_path(db: Path) -> Path:
 
 
 class RunLock:
-    """The run lock of one database file: `acquire` waits (telling `on_wait`), `release` is idempotent."""
+    """The run lock of one database (file or lake): `acquire` waits (telling `on_wait`), `release` is
+    idempotent."""
+
+    def __init__(self, db: str | Path) -> None:
+        self._impl: FileRunLock | AdvisoryRunLock
+        if is_lake(db):
+            location = LakeLocation.parse(db)
+            self._impl = AdvisoryRunLock(location.conninfo, str(location))
+        else:
+            self._impl = FileRunLock(db)
+
+    @property
+    def held(self) -> bool:
+        return self._impl.held
+
+    def acquire(self, owner: str, on_wait: Callable[[str], None] | None = None) -> None:
+        """Take the lock (blocking while another run holds it), recording `owner` for whoever waits."""
+        self._impl.acquire(owner, on_wait)
+
+    def release(self) -> None:
+        self._impl.release()
+
+
+class FileRunLock:
+    """The run lock of one database file: `flock` on `<db>.lock`."""
 
     def __init__(self, db: str | Path) -> None:
         self.path = lock_path(Path(db))

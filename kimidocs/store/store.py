@@ -1,17 +1,23 @@
-"""The DuckDB store: idempotent writes of documents, calls and summaries; the analysts' reads.
+"""The store: idempotent writes of documents, calls and summaries; the analysts' reads.
 
-Every method opens its own short connection (see `connection.py`): the file is free between
-transactions, so analysts can query while a run is going on. Writes replace by natural key
-(documents and pages by doc_id, summaries by (doc_id, profile, prompt_version, model), files by
-path), so two identical runs leave identical result tables; `runs`, `calls` and `failures` grow by
-one row per event by design (they are the log).
+Two engines behind one class. A DuckDB file (the default): every method opens its own short
+connection (see `connection.py`), so the file is free between transactions and analysts can query
+while a run is going on. A DuckLake (`ducklake:postgres:...`, see `lake.py`): many processes on many
+machines write at once; each write holds the advisory locks of the keys it replaces and is re-run
+whole when DuckLake reports a conflict (`for attempt in self._attempts(): with attempt, ...`; one
+attempt on a file).
+
+Writes replace by natural key (documents and pages by doc_id, summaries by (doc_id, profile,
+prompt_version, model), files by path) with DELETE + INSERT, which both engines run (DuckLake has no
+keys, so no ON CONFLICT), and two identical runs leave identical result tables; `runs`, `calls` and
+`failures` grow by one row per event by design (they are the log).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +38,10 @@ from kimidocs.store.columns import (
 )
 from kimidocs.store.connection import OnWait, connect, held, load_fts, release, transaction
 from kimidocs.store.errors import DatabaseUnusable, QueryError, SearchIndexMissing
+from kimidocs.store.lake import LakeEngine
+from kimidocs.store.lake_search import SearchReplica
+from kimidocs.store.lake_sql import translate
+from kimidocs.store.location import LakeLocation, is_lake
 from kimidocs.store.rows import QueryResult, QuestionRow, SearchHit, SummaryRow, TaskResultRow
 from kimidocs.store.summary_columns import summary_columns
 from kimidocs.store.task_columns import task_columns
@@ -66,13 +76,11 @@ _TASK_COLUMNS = (
     "doc_id, profile, task, profile_version, task_version, model, run_id, backend, created_at, coverage, "
     "pages_read, pages_total, pages_failed, coercion_warnings, result, raw"
 )
-_UPSERT_FILE = """
-INSERT INTO files (path, doc_id, size, mtime, first_seen, last_seen, deleted)
-VALUES (?, ?, ?, ?, ?, ?, false)
-ON CONFLICT (path) DO UPDATE SET
-    doc_id = excluded.doc_id, size = excluded.size, mtime = excluded.mtime,
-    last_seen = excluded.last_seen, deleted = false
-"""
+# An upsert by path that keeps the first `first_seen`, as DELETE + INSERT (DuckLake has no ON CONFLICT).
+_INSERT_FILE = (
+    "INSERT INTO files (path, doc_id, size, mtime, first_seen, last_seen, deleted) "
+    "VALUES (?, ?, ?, ?, ?, ?, false)"
+)
 SNIPPET_CHARS = 160
 
 
@@ -81,10 +89,12 @@ def utcnow() -> datetime:
 
 
 class Store:
-    """One DuckDB file. Cheap to create: nothing is opened until a method needs it.
+    """One DuckDB file, or one DuckLake. Cheap to create: nothing is opened until a method needs it.
 
     `read_only=True` is for analysts' tools (`kimidocs query/search/export`): never writes, never
     migrates, and waits for a running pipeline's write transactions instead of failing.
+    `data_path` (KIMIDOCS_LAKE_DATA_PATH) is where a new lake puts its data files; `search_cache` the
+    folder of a lake's local search replica (default ~/.cache/kimidocs/lake-search).
     """
 
     def __init__(
@@ -94,11 +104,20 @@ class Store:
         read_only: bool = False,
         lock_timeout_s: float = 30.0,
         on_wait: OnWait | None = None,
+        data_path: str | None = None,
+        search_cache: Path | None = None,
     ) -> None:
-        self.path = Path(path).expanduser().absolute()
+        self.lake: LakeEngine | None = None
+        if is_lake(path):
+            location = LakeLocation.parse(path, data_path)
+            self.lake = LakeEngine(location, read_only=read_only)
+            self.path = Path(str(location))  # for messages only: the location without its password
+        else:
+            self.path = Path(path).expanduser().absolute()
         self.read_only = read_only
         self.lock_timeout_s = lock_timeout_s
         self.on_wait = on_wait  # read-only opens: told once when a wait for the file gets long
+        self.search_cache = search_cache
         self._migrated = False
 
     def __repr__(self) -> str:
@@ -106,15 +125,27 @@ class Store:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _write(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+    def _attempts(self) -> Iterable[AbstractContextManager[object]]:
+        """Tries of one write transaction: one on a file; on a lake, again while DuckLake says conflict."""
+        if self.lake is None:
+            return (nullcontext(),)
+        return self.lake.attempts()
+
+    def _write(self, *keys: str) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """A write transaction; on a lake it holds the advisory lock of each natural key in `keys`
+        (every key whose row it deletes or updates), so writers of one key take turns."""
         if self.read_only:
             raise PermissionError(f"{self.path}: this Store was opened read-only")
         self._ensure_schema()
+        if self.lake is not None:
+            return self.lake.transaction(keys)
         return transaction(self.path, timeout_s=self.lock_timeout_s)
 
     def _read(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         if not self.read_only:
             self._ensure_schema()
+        if self.lake is not None:
+            return self.lake.read()
         if self.read_only:
             return connect(self.path, timeout_s=self.lock_timeout_s, on_wait=self.on_wait)
         return held(self.path, timeout_s=self.lock_timeout_s)
@@ -127,6 +158,11 @@ class Store:
         """Apply the missing numbered migrations; returns the versions applied now."""
         if self.read_only:
             raise PermissionError(f"{self.path}: cannot migrate a read-only Store")
+        if self.lake is not None:
+            with self.lake.schema() as con:
+                applied = migrations.apply(con, self.path, upto=upto, translate=translate)
+            self._migrated = upto is None
+            return applied
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -138,7 +174,9 @@ class Store:
 
     def close(self) -> None:
         """Release the file now instead of after the lease's idle time (end of a run, tests)."""
-        if not self.read_only:
+        if self.lake is not None:
+            self.lake.close()
+        elif not self.read_only:
             release(self.path)
 
     def __enter__(self) -> Store:
@@ -155,23 +193,24 @@ class Store:
     # ------------------------------------------------------------------ runs
 
     def start_run(self, run: RunRecord) -> None:
-        with self._write() as con:
-            con.execute("DELETE FROM runs WHERE run_id = ?", [run.run_id])
-            con.execute(
-                "INSERT INTO runs (run_id, flow_run_id, started_at, folder, profile, model, backend, status, "
-                "host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
-                [
-                    run.run_id,
-                    run.flow_run_id,
-                    to_datetime(run.started_at),
-                    shown(run.folder),
-                    run.profile,
-                    run.model,
-                    run.backend,
-                    run.host,
-                    run.pid,
-                ],
-            )
+        for attempt in self._attempts():
+            with attempt, self._write(f"runs:{run.run_id}") as con:
+                con.execute("DELETE FROM runs WHERE run_id = ?", [run.run_id])
+                con.execute(
+                    "INSERT INTO runs (run_id, flow_run_id, started_at, folder, profile, model, backend, "
+                    "status, host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                    [
+                        run.run_id,
+                        run.flow_run_id,
+                        to_datetime(run.started_at),
+                        shown(run.folder),
+                        run.profile,
+                        run.model,
+                        run.backend,
+                        run.host,
+                        run.pid,
+                    ],
+                )
 
     def mark_crashed_runs(self, host: str, is_alive: Callable[[int], bool]) -> list[str]:
         """Runs still 'running' whose process on `host` is gone -> 'crashed'; returns their ids.
@@ -179,40 +218,42 @@ class Store:
         Only this host's runs: a pid means nothing on another machine sharing the file. A pid
         reused by an unrelated process keeps its run 'running' (wrong the safe way round).
         """
-        with self._write() as con:
-            rows = con.execute(
-                "SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ? AND pid IS NOT NULL",
-                [host],
-            ).fetchall()
-            dead = [(run_id, pid) for run_id, pid in rows if not is_alive(pid)]
-            for run_id, pid in dead:
-                con.execute(
-                    "UPDATE runs SET status = 'crashed', finished_at = ?, message = ? WHERE run_id = ?",
-                    [utcnow(), f"process {pid} on {host} ended without finishing the run", run_id],
-                )
+        for attempt in self._attempts():
+            with attempt, self._write() as con:
+                rows = con.execute(
+                    "SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ? AND pid IS NOT NULL",
+                    [host],
+                ).fetchall()
+                dead = [(run_id, pid) for run_id, pid in rows if not is_alive(pid)]
+                for run_id, pid in dead:
+                    con.execute(
+                        "UPDATE runs SET status = 'crashed', finished_at = ?, message = ? WHERE run_id = ?",
+                        [utcnow(), f"process {pid} on {host} ended without finishing the run", run_id],
+                    )
         return [run_id for run_id, _ in dead]
 
     def finish_run(self, run_id: str, totals: RunTotals) -> None:
-        with self._write() as con:
-            con.execute(
-                """UPDATE runs SET finished_at = ?, status = ?, documents_ok = ?, documents_skipped = ?,
-                   documents_failed = ?, calls = ?, prompt_tokens = ?, cached_tokens = ?,
-                   completion_tokens = ?, cost_usd = ?, message = ? WHERE run_id = ?""",
-                [
-                    utcnow(),
-                    totals.status,
-                    totals.documents_ok,
-                    totals.documents_skipped,
-                    totals.documents_failed,
-                    totals.calls,
-                    totals.prompt_tokens,
-                    totals.cached_tokens,
-                    totals.completion_tokens,
-                    totals.cost_usd,
-                    clean_text(totals.message),
-                    run_id,
-                ],
-            )
+        for attempt in self._attempts():
+            with attempt, self._write(f"runs:{run_id}") as con:
+                con.execute(
+                    """UPDATE runs SET finished_at = ?, status = ?, documents_ok = ?, documents_skipped = ?,
+                       documents_failed = ?, calls = ?, prompt_tokens = ?, cached_tokens = ?,
+                       completion_tokens = ?, cost_usd = ?, message = ? WHERE run_id = ?""",
+                    [
+                        utcnow(),
+                        totals.status,
+                        totals.documents_ok,
+                        totals.documents_skipped,
+                        totals.documents_failed,
+                        totals.calls,
+                        totals.prompt_tokens,
+                        totals.cached_tokens,
+                        totals.completion_tokens,
+                        totals.cost_usd,
+                        clean_text(totals.message),
+                        run_id,
+                    ],
+                )
 
     # ------------------------------------------------------------------ documents and files
 
@@ -229,38 +270,40 @@ class Store:
         if page_tokens is not None and len(page_tokens) != len(doc.pages):
             raise ValueError(f"{doc.path}: {len(page_tokens)} page token counts for {len(doc.pages)} pages")
         now = utcnow()
-        with self._write() as con:
-            con.execute("DELETE FROM pages WHERE doc_id = ?", [doc.sha256])
-            con.execute("DELETE FROM documents WHERE doc_id = ?", [doc.sha256])
-            con.execute(
-                insert_sql("documents", _DOCUMENT_COLUMNS),
-                [
-                    doc.sha256,
-                    doc.kind,
-                    doc.size,
-                    len(doc.pages),
-                    doc.chars,
-                    tokens_est,
-                    clean_text(doc.title),
-                    clean_text(doc.author),
-                    clean_text(doc.created),
-                    now,
-                    doc.extractor_version,
-                    [clean_text(w) for w in doc.warnings],
-                    status,
-                    shown(file.path),
-                ],
-            )
-            if doc.pages:
-                insert_rows_json(con, "pages", _page_rows(doc, page_tokens))
-            _upsert_file(con, file.path, file.doc_id, file.size, file.mtime, now)
+        for attempt in self._attempts():
+            with attempt, self._write(f"documents:{doc.sha256}", f"files:{shown(file.path)}") as con:
+                con.execute("DELETE FROM pages WHERE doc_id = ?", [doc.sha256])
+                con.execute("DELETE FROM documents WHERE doc_id = ?", [doc.sha256])
+                con.execute(
+                    insert_sql("documents", _DOCUMENT_COLUMNS),
+                    [
+                        doc.sha256,
+                        doc.kind,
+                        doc.size,
+                        len(doc.pages),
+                        doc.chars,
+                        tokens_est,
+                        clean_text(doc.title),
+                        clean_text(doc.author),
+                        clean_text(doc.created),
+                        now,
+                        doc.extractor_version,
+                        [clean_text(w) for w in doc.warnings],
+                        status,
+                        shown(file.path),
+                    ],
+                )
+                if doc.pages:
+                    insert_rows_json(con, "pages", _page_rows(doc, page_tokens))
+                _upsert_file(con, file.path, file.doc_id, file.size, file.mtime, now)
 
     def touch_file(self, file: FileRecord) -> None:
         """A file seen again whose content is already stored: refresh `files` and the document's path."""
         now = utcnow()
-        with self._write() as con:
-            _upsert_file(con, file.path, file.doc_id, file.size, file.mtime, now)
-            con.execute("UPDATE documents SET path = ? WHERE doc_id = ?", [shown(file.path), file.doc_id])
+        for attempt in self._attempts():
+            with attempt, self._write(f"files:{shown(file.path)}", f"documents:{file.doc_id}") as con:
+                _upsert_file(con, file.path, file.doc_id, file.size, file.mtime, now)
+                con.execute("UPDATE documents SET path = ? WHERE doc_id = ?", [shown(file.path), file.doc_id])
 
     def save_failed_file(
         self,
@@ -277,58 +320,67 @@ class Store:
         now = utcnow()
         message = clean_text(message) or ""
         file_path = shown(file_path)
-        with self._write() as con:
-            if doc_id is not None:
-                con.execute("DELETE FROM pages WHERE doc_id = ?", [doc_id])
-                con.execute("DELETE FROM documents WHERE doc_id = ?", [doc_id])
+        for attempt in self._attempts():
+            with (
+                attempt,
+                self._write(
+                    *([f"documents:{doc_id}"] if doc_id is not None else []), f"files:{file_path}"
+                ) as con,
+            ):
+                if doc_id is not None:
+                    con.execute("DELETE FROM pages WHERE doc_id = ?", [doc_id])
+                    con.execute("DELETE FROM documents WHERE doc_id = ?", [doc_id])
+                    con.execute(
+                        "INSERT INTO documents (doc_id, bytes, extracted_at, status, error_type, "
+                        "error_message, path, warnings) VALUES (?, ?, ?, 'failed', ?, ?, ?, [])",
+                        [doc_id, size, now, error_type, message, file_path],
+                    )
+                _upsert_file(con, file_path, doc_id, size, mtime, now)
                 con.execute(
-                    "INSERT INTO documents (doc_id, bytes, extracted_at, status, error_type, error_message, "
-                    "path, warnings) VALUES (?, ?, ?, 'failed', ?, ?, ?, [])",
-                    [doc_id, size, now, error_type, message, file_path],
+                    insert_sql("failures", _FAILURE_COLUMNS),
+                    [run_id, file_path, doc_id, stage, error_type, message, now],
                 )
-            _upsert_file(con, file_path, doc_id, size, mtime, now)
-            con.execute(
-                insert_sql("failures", _FAILURE_COLUMNS),
-                [run_id, file_path, doc_id, stage, error_type, message, now],
-            )
 
     def record_failure(self, failure: FailureRecord) -> None:
-        with self._write() as con:
-            con.execute(
-                insert_sql("failures", _FAILURE_COLUMNS),
-                [
-                    failure.run_id,
-                    shown(failure.path),
-                    failure.doc_id,
-                    failure.stage,
-                    failure.error_type,
-                    clean_text(failure.message),
-                    to_datetime(failure.at) or utcnow(),
-                ],
-            )
+        for attempt in self._attempts():
+            with attempt, self._write() as con:
+                con.execute(
+                    insert_sql("failures", _FAILURE_COLUMNS),
+                    [
+                        failure.run_id,
+                        shown(failure.path),
+                        failure.doc_id,
+                        failure.stage,
+                        failure.error_type,
+                        clean_text(failure.message),
+                        to_datetime(failure.at) or utcnow(),
+                    ],
+                )
 
     def set_document_status(
         self, doc_id: str, status: str, error_type: str | None = None, error_message: str | None = None
     ) -> None:
-        with self._write() as con:
-            con.execute(
-                "UPDATE documents SET status = ?, error_type = ?, error_message = ? WHERE doc_id = ?",
-                [status, error_type, clean_text(error_message), doc_id],
-            )
+        for attempt in self._attempts():
+            with attempt, self._write(f"documents:{doc_id}") as con:
+                con.execute(
+                    "UPDATE documents SET status = ?, error_type = ?, error_message = ? WHERE doc_id = ?",
+                    [status, error_type, clean_text(error_message), doc_id],
+                )
 
     def mark_deleted(self, folder: str, present_paths: Iterable[str]) -> int:
         """Files under `folder` that were not seen in this walk -> deleted = true; returns how many."""
         prefix = shown(folder).rstrip("/") + "/"
         present = {shown(p) for p in present_paths}
-        with self._write() as con:
-            known = con.execute(
-                "SELECT path FROM files WHERE NOT deleted AND starts_with(path, ?)", [prefix]
-            ).fetchall()
-            gone = [p for (p,) in known if p not in present]
-            if gone:
-                con.execute(
-                    "UPDATE files SET deleted = true WHERE path IN (SELECT unnest(?::VARCHAR[]))", [gone]
-                )
+        for attempt in self._attempts():
+            with attempt, self._write() as con:
+                known = con.execute(
+                    "SELECT path FROM files WHERE NOT deleted AND starts_with(path, ?)", [prefix]
+                ).fetchall()
+                gone = [p for (p,) in known if p not in present]
+                if gone:
+                    con.execute(
+                        "UPDATE files SET deleted = true WHERE path IN (SELECT unnest(?::VARCHAR[]))", [gone]
+                    )
         return len(gone)
 
     # ------------------------------------------------------------------ calls
@@ -341,8 +393,9 @@ class Store:
         """Several calls in one transaction (call_id is unique: a call is logged once)."""
         if not calls:
             return
-        with self._write() as con:
-            insert_rows_json(con, "calls", [call_values(c) for c in calls])
+        for attempt in self._attempts():
+            with attempt, self._write() as con:
+                insert_rows_json(con, "calls", [call_values(c) for c in calls])
 
     def find_completed_call(self, request_key: str) -> CallRecord | None:
         """The newest successful call with this request key (a resumed run re-pays nothing)."""
@@ -360,42 +413,45 @@ class Store:
         """Record a batch before the server is asked to create it (`pending`, no batch id yet) or the
         moment it is created: a rerun finds it here (see `set_batch_id`)."""
         now = datetime.now(UTC)
-        with self._write() as con:
-            con.execute(
-                "INSERT INTO batches (batch_id, run_id, folder, model, input_file_id, round, request_keys, "
-                "status, estimate_usd, created_at, updated_at, done) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false)",
-                [
-                    batch.batch_id,
-                    batch.run_id,
-                    batch.folder,
-                    batch.model,
-                    batch.input_file_id,
-                    batch.round,
-                    list(batch.request_keys),
-                    batch.status,
-                    batch.estimate_usd,
-                    now,
-                    now,
-                ],
-            )
+        for attempt in self._attempts():
+            with attempt, self._write(f"batches:{batch.input_file_id}") as con:
+                con.execute(
+                    "INSERT INTO batches (batch_id, run_id, folder, model, input_file_id, round, "
+                    "request_keys, status, estimate_usd, created_at, updated_at, done) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false)",
+                    [
+                        batch.batch_id,
+                        batch.run_id,
+                        batch.folder,
+                        batch.model,
+                        batch.input_file_id,
+                        batch.round,
+                        list(batch.request_keys),
+                        batch.status,
+                        batch.estimate_usd,
+                        now,
+                        now,
+                    ],
+                )
 
     def set_batch_id(self, input_file_id: str, batch_id: str, status: str) -> None:
         """A pending batch row gets the id (and status) of the batch the server made from its file."""
-        with self._write() as con:
-            con.execute(
-                "UPDATE batches SET batch_id = ?, status = ?, updated_at = ? WHERE input_file_id = ?",
-                [batch_id, status, datetime.now(UTC), input_file_id],
-            )
+        for attempt in self._attempts():
+            with attempt, self._write(f"batches:{input_file_id}") as con:
+                con.execute(
+                    "UPDATE batches SET batch_id = ?, status = ?, updated_at = ? WHERE input_file_id = ?",
+                    [batch_id, status, datetime.now(UTC), input_file_id],
+                )
 
     def update_batch(self, input_file_id: str, status: str | None = None, *, done: bool = False) -> None:
         """The batch's status as last read (None: unchanged); `done` once its lines are in `calls`."""
-        with self._write() as con:
-            con.execute(
-                "UPDATE batches SET status = coalesce(?, status), updated_at = ?, done = done OR ? "
-                "WHERE input_file_id = ?",
-                [status, datetime.now(UTC), done, input_file_id],
-            )
+        for attempt in self._attempts():
+            with attempt, self._write(f"batches:{input_file_id}") as con:
+                con.execute(
+                    "UPDATE batches SET status = coalesce(?, status), updated_at = ?, done = done OR ? "
+                    "WHERE input_file_id = ?",
+                    [status, datetime.now(UTC), done, input_file_id],
+                )
 
     def open_batches(self, folder: str, model: str) -> list[BatchRow]:
         """Batches of earlier runs over `folder` whose results were never read, pending ones included
@@ -434,48 +490,57 @@ class Store:
             f"INSERT INTO summaries ({_SUMMARY_COLUMNS}) VALUES ({', '.join(['?'] * (len(names) - 1))}, "
             "CASE WHEN json_valid(?) THEN CAST(? AS JSON) ELSE to_json(?) END)"
         )
-        with self._write() as con:
-            con.execute(
-                "DELETE FROM summaries WHERE doc_id = ? AND profile = ? AND prompt_version = ? AND model = ?",
-                [row.doc_id, row.profile, row.prompt_version, row.model],
-            )
-            con.execute(sql, params)
-            if document_status is not None:
+        for attempt in self._attempts():
+            with (
+                attempt,
+                self._write(
+                    f"summaries:{row.doc_id}|{row.profile}|{row.prompt_version}|{row.model}",
+                    f"documents:{row.doc_id}",
+                ) as con,
+            ):
                 con.execute(
-                    "UPDATE documents SET status = ?, error_type = NULL, error_message = NULL "
-                    "WHERE doc_id = ?",
-                    [document_status, row.doc_id],
+                    "DELETE FROM summaries WHERE doc_id = ? AND profile = ? AND prompt_version = ? "
+                    "AND model = ?",
+                    [row.doc_id, row.profile, row.prompt_version, row.model],
                 )
+                con.execute(sql, params)
+                if document_status is not None:
+                    con.execute(
+                        "UPDATE documents SET status = ?, error_type = NULL, error_message = NULL "
+                        "WHERE doc_id = ?",
+                        [document_status, row.doc_id],
+                    )
         return cols.warnings
 
     # ------------------------------------------------------------------ questions (kimidocs ask)
 
     def save_question(self, row: QuestionRow) -> None:
         """Append one answered question to `questions`."""
-        with self._write() as con:
-            con.execute(
-                "INSERT INTO questions (doc_id, question_no, question, answer, pages, evidence, model, "
-                "backend, run_id, created_at, coverage, calls, prompt_tokens, cached_tokens, cost_usd, "
-                "error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    row.doc_id,
-                    row.question_no,
-                    clean_text(row.question),
-                    clean_text(row.answer),
-                    list(row.pages),
-                    clean_text(row.evidence),
-                    row.model,
-                    row.backend,
-                    row.run_id,
-                    to_datetime(row.created_at),
-                    row.coverage,
-                    row.calls,
-                    row.prompt_tokens,
-                    row.cached_tokens,
-                    row.cost_usd,
-                    clean_text(row.error),
-                ],
-            )
+        for attempt in self._attempts():
+            with attempt, self._write() as con:
+                con.execute(
+                    "INSERT INTO questions (doc_id, question_no, question, answer, pages, evidence, model, "
+                    "backend, run_id, created_at, coverage, calls, prompt_tokens, cached_tokens, cost_usd, "
+                    "error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        row.doc_id,
+                        row.question_no,
+                        clean_text(row.question),
+                        clean_text(row.answer),
+                        list(row.pages),
+                        clean_text(row.evidence),
+                        row.model,
+                        row.backend,
+                        row.run_id,
+                        to_datetime(row.created_at),
+                        row.coverage,
+                        row.calls,
+                        row.prompt_tokens,
+                        row.cached_tokens,
+                        row.cost_usd,
+                        clean_text(row.error),
+                    ],
+                )
 
     # ------------------------------------------------------------------ declared profiles
 
@@ -498,13 +563,19 @@ class Store:
             f"INSERT INTO task_results ({_TASK_COLUMNS}) VALUES ({', '.join(['?'] * (len(names) - 1))}, "
             "CASE WHEN json_valid(?) THEN CAST(? AS JSON) ELSE to_json(?) END)"
         )
-        with self._write() as con:
-            con.execute(
-                "DELETE FROM task_results WHERE doc_id = ? AND profile = ? AND task = ? "
-                "AND task_version = ? AND model = ?",
-                [row.doc_id, row.profile, row.spec.name, row.task_version, row.model],
-            )
-            con.execute(sql, params)
+        for attempt in self._attempts():
+            with (
+                attempt,
+                self._write(
+                    f"task_results:{row.doc_id}|{row.profile}|{row.spec.name}|{row.task_version}|{row.model}"
+                ) as con,
+            ):
+                con.execute(
+                    "DELETE FROM task_results WHERE doc_id = ? AND profile = ? AND task = ? "
+                    "AND task_version = ? AND model = ?",
+                    [row.doc_id, row.profile, row.spec.name, row.task_version, row.model],
+                )
+                con.execute(sql, params)
         return cols.warnings
 
     def refresh_profile_views(self, views: ProfileViews, *, force: bool = False) -> bool:
@@ -513,23 +584,24 @@ class Store:
         The views recorded for the profile's previous version are dropped first (a removed task
         leaves no stale view); `profile_views` records what exists now.
         """
-        with self._write() as con:
-            current = con.execute(
-                "SELECT profile_version, views FROM profile_views WHERE profile = ?", [views.profile]
-            ).fetchone()
-            existing = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
-            up_to_date = current is not None and current[0] == views.version
-            if up_to_date and not force and set(views.names) <= existing:
-                return False
-            for name in reversed(current[1] if current else []):
-                con.execute(f'DROP VIEW IF EXISTS "{name}"')
-            for view in views.views:
-                con.execute(view.sql)
-            con.execute("DELETE FROM profile_views WHERE profile = ?", [views.profile])
-            con.execute(
-                "INSERT INTO profile_views VALUES (?, ?, ?, ?)",
-                [views.profile, views.version, list(views.names), utcnow()],
-            )
+        for attempt in self._attempts():
+            with attempt, self._write(f"profile_views:{views.profile}") as con:
+                current = con.execute(
+                    "SELECT profile_version, views FROM profile_views WHERE profile = ?", [views.profile]
+                ).fetchone()
+                existing = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+                up_to_date = current is not None and current[0] == views.version
+                if up_to_date and not force and set(views.names) <= existing:
+                    return False
+                for name in reversed(current[1] if current else []):
+                    con.execute(f'DROP VIEW IF EXISTS "{name}"')
+                for view in views.views:
+                    con.execute(view.sql)
+                con.execute("DELETE FROM profile_views WHERE profile = ?", [views.profile])
+                con.execute(
+                    "INSERT INTO profile_views VALUES (?, ?, ?, ?)",
+                    [views.profile, views.version, list(views.names), utcnow()],
+                )
         return True
 
     # ------------------------------------------------------------------ reports
@@ -581,7 +653,11 @@ class Store:
     # ------------------------------------------------------------------ full-text search
 
     def refresh_search_index(self) -> int:
-        """Rebuild the BM25 index over pages(text); call once after a run's writes. Returns pages indexed."""
+        """Rebuild the BM25 index over pages(text); call once after a run's writes. Returns pages indexed.
+
+        On a lake the index lives in this machine's local replica (lake_search.py)."""
+        if self.lake is not None:
+            return SearchReplica(self.lake, self.search_cache).refresh()
         with self._write() as con:
             load_fts(con)
             con.execute(
@@ -592,7 +668,11 @@ class Store:
         return int(row[0]) if row else 0
 
     def search(self, terms: str, limit: int = 10) -> list[SearchHit]:
-        """Pages ranked by BM25 for `terms` (an index built by `refresh_search_index`)."""
+        """Pages ranked by BM25 for `terms` (an index built by `refresh_search_index`; on a lake, the
+        local replica, refreshed first when the lake changed)."""
+        if self.lake is not None:
+            rows = SearchReplica(self.lake, self.search_cache).search(terms, limit)
+            return [SearchHit(r[0], r[1], r[2], float(r[3]), snippet(r[4], terms)) for r in rows]
         with self._read() as con:
             if not _has_schema(con, "fts_main_pages"):
                 raise SearchIndexMissing(self.path)
@@ -659,7 +739,11 @@ def _upsert_file(
     mtime: datetime | None,
     now: datetime,
 ) -> None:
-    con.execute(_UPSERT_FILE, [shown(path), doc_id, size, to_datetime(mtime), now, now])
+    path = shown(path)
+    row = con.execute("SELECT min(first_seen) FROM files WHERE path = ?", [path]).fetchone()
+    first_seen = row[0] if row and row[0] is not None else now
+    con.execute("DELETE FROM files WHERE path = ?", [path])
+    con.execute(_INSERT_FILE, [path, doc_id, size, to_datetime(mtime), first_seen, now])
 
 
 def _page_rows(doc: Document, page_tokens: Sequence[int] | None) -> list[dict[str, Any]]:
@@ -693,8 +777,9 @@ def _all_dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> l
 def _relations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     rows = con.execute(
         "SELECT table_name, 'table' FROM duckdb_tables() WHERE schema_name = 'main' "
+        "AND database_name = current_database() "
         "UNION ALL SELECT view_name, 'view' FROM duckdb_views() WHERE schema_name = 'main' "
-        "AND NOT internal ORDER BY 2, 1"
+        "AND database_name = current_database() AND NOT internal ORDER BY 2, 1"
     ).fetchall()
     return [(r[0], r[1]) for r in rows]
 
