@@ -244,6 +244,7 @@ def analyze_folder(
     fail_on_document_errors: bool = True,
     mode: str = "interactive",
     questions: list[str] | None = None,
+    fan_out: int | None = None,
 ) -> dict | State:
     """Analyse every document under `folder` and write the results to DuckDB.
 
@@ -253,8 +254,13 @@ def analyze_folder(
     The run ends Failed when a document failed (each failed document's task run is Failed too, with
     its typed error), as `kimidocs analyze` exits 1; `fail_on_document_errors=false` is for folders
     where failures are expected: the run then ends Completed and the report lists them.
+
+    `fan_out=N` spreads the documents over N child runs of `analyze-batch` (any worker of the pool runs
+    them); this run still opens and closes the one run (flows/fanout.py). Default: all in this process.
     """
     logger = get_run_logger()
+    if fan_out is not None and fan_out < 1:
+        return Failed(message=f"fan_out must be 1 or more (child runs), not {fan_out}")
     if not Path(folder).exists():  # one clear line in the run's state, no engine traceback
         return Failed(message=f"folder does not exist: {folder} (resolved: {Path(folder).resolve()})")
     with kimidocs_logs_to_run(runtime.flow_run.id):
@@ -286,6 +292,10 @@ def analyze_folder(
             logger.info("found %d files in %s", len(files), folder)
             if mode == "batch" and not dry_run:  # rounds of Batch API jobs, in this process
                 outcomes = pipeline.run_batch_mode(ctx, files)
+            elif fan_out is not None and not dry_run:
+                from flows.fanout import fan_out as spread  # it imports this module's task helpers
+
+                outcomes = spread(ctx, files, fan_out)
             else:
                 outcomes = _analyze_all(ctx, files, max(1, concurrency))
         except BaseException as err:
