@@ -49,7 +49,9 @@ SLOW_TESTS = frozenset(
         "test_map_calls_sharing_only_a_warm_system_prompt_start_together",
     }
 )
-PREFECT_FIXTURES = frozenset({"prefect_server", "prefect_api", "deployed", "batch"})
+PREFECT_FIXTURES = frozenset(
+    {"prefect_server", "prefect_api", "deployed", "batch", "prefect_server_pg", "pg_api"}
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
