@@ -26,6 +26,8 @@ SLOW_FILES = frozenset(
         "test_batch_mode.py",  # batches go through rounds of polling
         "test_bad_settings.py",  # 16 CLI subprocesses
         "test_cli_extract.py",  # CLI subprocesses
+        "test_prefect_postgres.py",  # PostgreSQL + a Prefect server on it + a worker (~45 s)
+        "test_worker_failure.py",  # 3 workers, 90 documents, a killed machine, zombie detection (~2.5 min)
     }
 )
 #: Single tests of a few seconds each (a subprocess CLI run, a second emulator process, hypothesis suites).
