@@ -291,6 +291,8 @@ def analyze_folder(
             files = pipeline.list_files(ctx)
             logger.info("found %d files in %s", len(files), folder)
             if mode == "batch" and not dry_run:  # rounds of Batch API jobs, in this process
+                if fan_out is not None:
+                    logger.warning("fan_out is for interactive runs: batch mode runs its rounds here")
                 outcomes = pipeline.run_batch_mode(ctx, files)
             elif fan_out is not None and not dry_run:
                 from flows.fanout import fan_out as spread  # it imports this module's task helpers

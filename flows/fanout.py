@@ -102,6 +102,9 @@ def fan_out(ctx: pipeline.RunContext, files: list[FoundFile], parts: int) -> lis
         ctx.packs.add(child.result.packs)
         outcomes.append(list(child.result.outcomes))
     found = pipeline.in_file_order(files, outcomes)
+    for outcome in found:  # a child stopped by a wrong key or no quota stops the run, as in one process
+        if outcome.error_type == "RunAborted" and outcome.status == "failed":
+            ctx.abort(outcome.message or "run aborted")
     return fanout.settle(found, fanout.paid_by_run(ctx.store, ctx.run_id))
 
 
