@@ -8,6 +8,8 @@ prefect.yaml, the kimi global limits, and a process worker running an `analyze-f
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,14 +20,13 @@ from postgres_fixture import PostgresServer
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect_fixture import PrefectServer
+from prefect_fixture import REPO, PrefectServer
 from scale_helpers import make_documents, start_worker, stop_workers, wait_for
 from test_prefect_deployments import deploy, trigger
 
 from flows.deployments import ADHOC, FLOW_NAME
 from flows.fanout import BATCH_DEPLOYMENT, BATCH_FLOW
-from flows.limits import CONCURRENCY, RPM, TPM, PrefectLimiter, ensure_limits, existing_limits
-from kimidocs.kimi.limits import RateLimits
+from flows.limits import CONCURRENCY, RPM, TPM, existing_limits
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
 
@@ -60,22 +61,37 @@ def test_deployments_live_in_postgresql(pg_deployed: PrefectServer, postgres: Po
     assert not list(pg_deployed.home.glob("*.db")), "no SQLite file: the state is in PostgreSQL"
 
 
+LIMITS_SCRIPT = """
+from prefect.client.orchestration import get_client
+from flows.limits import CONCURRENCY, PrefectLimiter, ensure_limits
+from kimidocs.kimi.limits import RateLimits
+
+limits = RateLimits(concurrency=3, rpm=30, tpm=1_000_000)
+print("created", ",".join(sorted(ensure_limits(limits))), "again", ensure_limits(limits))
+with PrefectLimiter(limits).acquire(1_000) as permit:
+    permit.settle(900)
+    with get_client(sync_client=True) as client:
+        print("active", client.read_global_concurrency_limit_by_name(CONCURRENCY).active_slots)
+"""
+
+
 def test_kimi_limits_on_postgresql(pg_api: PrefectServer, postgres: PostgresServer) -> None:
-    limits = RateLimits(concurrency=3, rpm=30, tpm=1_000_000)
+    """ensure_limits and a call's slots, in a process of their own configured like a worker."""
     try:
-        assert sorted(ensure_limits(limits)) == sorted([CONCURRENCY, RPM, TPM])
-        assert ensure_limits(limits) == []
-        assert existing_limits()[CONCURRENCY].limit == 3
+        done = subprocess.run(
+            [sys.executable, "-c", LIMITS_SCRIPT],
+            cwd=REPO,
+            env=pg_api.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-4000:]
+        assert f"created {','.join(sorted([CONCURRENCY, RPM, TPM]))} again []" in done.stdout
+        assert "active 1" in done.stdout  # the call's slot was held on the server while it ran
         stored = postgres.psql('SELECT name, "limit" FROM concurrency_limit_v2 ORDER BY 1', dbname="prefect")
-        assert f"{CONCURRENCY}|3" in stored and f"{RPM}|3" in stored
-        limiter = PrefectLimiter(limits)
-        with limiter.acquire(1_000) as permit:
-            permit.settle(900)
-            active = postgres.psql(
-                f"SELECT active_slots FROM concurrency_limit_v2 WHERE name = '{CONCURRENCY}'",
-                dbname="prefect",
-            )
-            assert active.strip() == "1"  # the slot is held in PostgreSQL while the call runs
+        assert f"{CONCURRENCY}|3" in stored and f"{RPM}|3" in stored and TPM in stored
+        assert existing_limits()[CONCURRENCY].limit == 3
     finally:
         with get_client(sync_client=True) as client:
             for name in (CONCURRENCY, RPM, TPM):
