@@ -273,6 +273,7 @@ def analyze_folder(
     questions: list[str] | None = None,
     batch_wait_s: float | None = None,
     batch_recheck_s: float = 1800.0,
+    fan_out: int | None = None,
 ) -> dict | State:
     """Analyse every document under `folder` and write the results to DuckDB.
 
@@ -287,8 +288,13 @@ def analyze_folder(
     The run ends Failed when a document failed (each failed document's task run is Failed too, with
     its typed error), as `kimidocs analyze` exits 1; `fail_on_document_errors=false` is for folders
     where failures are expected: the run then ends Completed and the report lists them.
+
+    `fan_out=N` spreads the documents over N child runs of `analyze-batch` (any worker of the pool runs
+    them); this run still opens and closes the one run (flows/fanout.py). Default: all in this process.
     """
     logger = get_run_logger()
+    if fan_out is not None and fan_out < 1:
+        return Failed(message=f"fan_out must be 1 or more (child runs), not {fan_out}")
     if not Path(folder).exists():  # one clear line in the run's state, no engine traceback
         return Failed(message=f"folder does not exist: {folder} (resolved: {Path(folder).resolve()})")
     with kimidocs_logs_to_run(runtime.flow_run.id):
@@ -321,7 +327,13 @@ def analyze_folder(
             files = pipeline.list_files(ctx)
             logger.info("found %d files in %s", len(files), folder)
             if mode == "batch" and not dry_run:  # rounds of Batch API jobs, in this process
+                if fan_out is not None:
+                    logger.warning("fan_out is for interactive runs: batch mode runs its rounds here")
                 outcomes = pipeline.run_batch_mode(ctx, files)
+            elif fan_out is not None and not dry_run:
+                from flows.fanout import fan_out as spread  # it imports this module's task helpers
+
+                outcomes = spread(ctx, files, fan_out)
             else:
                 outcomes = _analyze_all(ctx, files, max(1, concurrency))
         except BaseException as err:

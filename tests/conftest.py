@@ -30,6 +30,8 @@ SLOW_FILES = frozenset(
         "test_batch_nightly.py",  # deployments, workers, follow-up flow runs
         "test_store_lake.py",  # a real DuckLake on PostgreSQL, a pipeline run, processes
         "test_store_lake_concurrency.py",  # three writer processes on one lake
+        "test_prefect_postgres.py",  # PostgreSQL + a Prefect server on it + a worker (~45 s)
+        "test_worker_failure.py",  # 3 workers, 90 documents, a killed machine, zombie detection (~2.5 min)
     }
 )
 #: Single tests of a few seconds each (a subprocess CLI run, a second emulator process, hypothesis suites).
@@ -53,7 +55,9 @@ SLOW_TESTS = frozenset(
         "test_map_calls_sharing_only_a_warm_system_prompt_start_together",
     }
 )
-PREFECT_FIXTURES = frozenset({"prefect_server", "prefect_api", "deployed", "batch"})
+PREFECT_FIXTURES = frozenset(
+    {"prefect_server", "prefect_api", "deployed", "batch", "prefect_server_pg", "pg_api"}
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,6 +4,10 @@ Only tests that ask for `prefect_server` pay for it (about 10 s cold on 2 cores)
 its own temporary PREFECT_HOME (SQLite DB, no UI, no telemetry) in its own process group, and is
 stopped by its PID at session end, also when tests fail. `server.env()` is the environment for every
 `prefect ...` / worker subprocess of a test: it points at this server and nowhere else.
+
+`prefect_server_pg` is the same on PostgreSQL (a database of its own in the `postgres` fixture's
+server), as several machines would run it. `clean_env` keeps PYTHONPATH, so workers and CLI runs
+import the code of the checkout the tests run from.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from postgres_fixture import PostgresServer
+
     from kimidocs.kimi.emulator import EmulatorProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -138,13 +144,20 @@ class PrefectServer:
         return json.loads(raw) if raw else None
 
 
-def start_prefect_server(home: Path, *, timeout_s: float = STARTUP_TIMEOUT_S) -> PrefectServer:
-    """`prefect server start` on a free port with `home` as PREFECT_HOME; returns once /api/health answers."""
+def start_prefect_server(
+    home: Path, *, timeout_s: float = STARTUP_TIMEOUT_S, database_url: str | None = None
+) -> PrefectServer:
+    """`prefect server start` on a free port with `home` as PREFECT_HOME; returns once /api/health answers.
+
+    `database_url` (e.g. `postgresql+asyncpg://...`) replaces the SQLite file in `home`.
+    """
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     log = home / "server.log"
     env = clean_env({"PREFECT_HOME": str(home), "PREFECT_SERVER_UI_ENABLED": "false"})
+    if database_url is not None:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
@@ -177,6 +190,20 @@ def start_prefect_server(home: Path, *, timeout_s: float = STARTUP_TIMEOUT_S) ->
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     """A real Prefect server for the whole session (started on first use)."""
     server = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
+    try:
+        yield server
+    finally:
+        stop_process(server.process)
+
+
+@pytest.fixture(scope="session")
+def prefect_server_pg(
+    postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrefectServer]:
+    """A real Prefect server on PostgreSQL for the whole session: its own database in `postgres`."""
+    database = postgres.create_database("prefect")
+    url = postgres.url(database, driver="postgresql+asyncpg")
+    server = start_prefect_server(tmp_path_factory.mktemp("prefect-pg-home"), database_url=url)
     try:
         yield server
     finally:

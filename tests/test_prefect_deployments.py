@@ -67,10 +67,15 @@ def deployed(prefect_server: PrefectServer) -> PrefectServer:
 
 
 def test_prefect_yaml_matches_serve_deployments() -> None:
-    """prefect.yaml (workers) and flows/deployments.py (kimidocs serve) describe the same two deployments."""
+    """prefect.yaml (workers) and flows/deployments.py (kimidocs serve) describe the same deployments."""
+    from flows.fanout import BATCH_DEPLOYMENT, BATCH_FLOW
+
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     by_name = {d["name"]: d for d in spec["deployments"]}
-    assert set(by_name) == {NIGHTLY, ADHOC}
+    assert set(by_name) == {NIGHTLY, ADHOC, BATCH_DEPLOYMENT}
+    fan_out = by_name[BATCH_DEPLOYMENT]
+    assert fan_out["entrypoint"] == "flows/fanout.py:analyze_batch"
+    assert fan_out["work_pool"]["name"] == WORK_POOL and not fan_out.get("schedules")
     nightly, adhoc = by_name[NIGHTLY], by_name[ADHOC]
     assert nightly["schedules"] == [{"cron": NIGHTLY_CRON, "timezone": TIMEZONE, "active": True}]
     assert not adhoc.get("schedules")
@@ -89,6 +94,7 @@ def test_prefect_yaml_matches_serve_deployments() -> None:
             "pack",
             "fail_on_document_errors",
             "questions",
+            "fan_out",
         ):
             assert param in dep["parameters"], param
     assert spec["build"] == [{"flows.steps.locate_checkout": {"id": "checkout"}}]
@@ -99,7 +105,8 @@ def test_prefect_yaml_matches_serve_deployments() -> None:
     from flows.deployments import build_deployments
 
     served = {d.name: d for d in build_deployments()}
-    assert set(served) == {NIGHTLY, ADHOC}
+    assert set(served) == {NIGHTLY, ADHOC, BATCH_DEPLOYMENT}
+    assert served[BATCH_DEPLOYMENT].flow_name == BATCH_FLOW
     assert [s.schedule.cron for s in served[NIGHTLY].schedules] == [NIGHTLY_CRON]
     assert [s.schedule.timezone for s in served[NIGHTLY].schedules] == [TIMEZONE]
     assert not served[ADHOC].schedules
