@@ -82,7 +82,7 @@ def make_limiter(kind: str, tier: str, url: str):  # type: ignore[no-untyped-def
 
         return RedisLimiter(limits, url, namespace=f"bench-{os.environ['BENCH_RUN']}")
     if kind == "prefect":
-        from flows.limits import PrefectLimiter, ensure_limits
+        from flows.prefect_limits import PrefectLimiter, ensure_limits
 
         ensure_limits(limits)
         return PrefectLimiter(limits)

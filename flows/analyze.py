@@ -26,8 +26,8 @@ from prefect.futures import PrefectFuture
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.limits import limiter_for_run
 from flows.logs import kimidocs_logs_to_run
+from flows.prefect_limits import limiter_for_run
 from kimidocs import pipeline
 from kimidocs.backend import require_backend, with_key_from_secret
 from kimidocs.discover import FoundFile

@@ -16,7 +16,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_fixture import REPO, PrefectServer, stop_process
 
-from flows.limits import (
+from flows.prefect_limits import (
     CONCURRENCY,
     RPM,
     TPM,

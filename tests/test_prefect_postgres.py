@@ -26,7 +26,7 @@ from test_prefect_deployments import deploy, trigger
 
 from flows.deployments import ADHOC, FLOW_NAME
 from flows.fanout import BATCH_DEPLOYMENT, BATCH_FLOW
-from flows.limits import CONCURRENCY, RPM, TPM, existing_limits
+from flows.prefect_limits import CONCURRENCY, RPM, TPM, existing_limits
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
 
@@ -63,7 +63,7 @@ def test_deployments_live_in_postgresql(pg_deployed: PrefectServer, postgres: Po
 
 LIMITS_SCRIPT = """
 from prefect.client.orchestration import get_client
-from flows.limits import CONCURRENCY, PrefectLimiter, ensure_limits
+from flows.prefect_limits import CONCURRENCY, PrefectLimiter, ensure_limits
 from kimidocs.kimi.limits import RateLimits
 
 limits = RateLimits(concurrency=3, rpm=30, tpm=1_000_000)

@@ -1,14 +1,14 @@
-"""Issue 15.5: a worker dies (SIGKILL, with every process under it) in the middle of a fanned-out run.
+"""Issue 15 end to end: many workers, one DuckLake, one account's limits, and a worker that dies mid-run.
 
-Three process workers on one pool, Prefect on PostgreSQL, the emulator as the Kimi account. The run's
-batches are `analyze-batch` child runs; one worker is killed once its child run has stored a document.
-Prefect's zombie-run automation marks the dead child Crashed when its heartbeats stop, the parent sets it
-back to Scheduled, another worker runs it, and what the dead one had finished is not paid again.
-
-Shared Kimi limits are off here (`KIMIDOCS_SHARED_LIMITS=0`): they are tested in test_prefect_postgres.py,
-and per-call leases would make 90 documents slow on 2 busy cores. The store is the single DuckDB file
-shared by the workers' processes through its lock; `db` is a parameter of `run_and_kill` so another
-store (a DuckLake) can be passed instead.
+PostgreSQL (Prefect's database and the lake's catalog), a Prefect server on it, Redis (the shared Kimi
+limiter), three process workers on one pool standing in for machines (each its own process group and
+PREFECT_HOME), the emulator as a Tier1 account on a 10x faster clock (200 requests per 6 s window, 50 at
+once) that answers 429 to anything over its limits. About 300 small documents and one long one (map-reduced
+with a 32k-token model) go through `prefect deployment run analyze-folder/adhoc --param fan_out=4`; the run's
+batches are `analyze-batch` child runs. One worker is killed (SIGKILL, every process under it) once its child
+has stored a document: Prefect's zombie automation marks that child Crashed when its heartbeats stop, the
+parent sets it back to Scheduled, another worker runs it, and what the dead one had finished is not paid
+again.
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from lake_fixture import new_lake
+from postgres_fixture import PostgresServer
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_fixture import PrefectServer
+from redis_fixture import RedisServer
 from scale_helpers import Worker, hosts, kill_machine, make_documents, start_worker, stop_workers, wait_for
 from test_prefect_deployments import deploy, trigger
 
@@ -31,7 +34,9 @@ from kimidocs.store import Store
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
 
-DOCUMENTS = 90
+DOCUMENTS = 300  # small ones, plus LONG
+LONG = "zz-long-report.txt"  # map-reduced: several calls, all on one worker
+MODEL = "kimidocs-test-32k"
 CHILDREN = 4
 RUNS_PER_WORKER = 2  # `prefect worker start --limit`: the parent and a child, or two children
 CONCURRENCY = 2  # documents in flight per child run
@@ -93,13 +98,17 @@ def run_and_kill(
         folder=str(folder),
         db=db,
         fan_out=str(CHILDREN),
+        model=MODEL,
         pack="false",
         concurrency=str(CONCURRENCY),
     )
 
     def victim() -> tuple[dict, Worker] | None:
         parent = server.api("GET", f"/flow_runs/{parent_id}")
-        assert isinstance(parent, dict) and parent["state"]["type"] not in TERMINAL, parent["state"]
+        assert isinstance(parent, dict) and parent["state"]["type"] not in TERMINAL, (
+            parent["state"].get("message"),
+            "\n".join(w.output()[-3000:] for w in workers),
+        )
         return pick_victim(server, parent, workers)
 
     child, worker = wait_for(victim, 180, "a running child that stored a document", every_s=0.5)
@@ -129,19 +138,37 @@ def state_times(server: PrefectServer, run_id: str) -> list[tuple[str, float]]:
     )
 
 
-def test_a_killed_workers_batch_is_rerun_and_nothing_is_paid_twice(
-    prefect_server_pg: PrefectServer, emulator_process, tmp_path: Path
+def write_long(folder: Path) -> None:
+    chapters = [
+        f"Chapter {k}. "
+        + " ".join(f"The auditors reviewed ledger {k}-{w} and found it complete." for w in range(60))
+        for k in range(70)
+    ]
+    (folder / LONG).write_text("\n\n".join(chapters), encoding="utf-8")
+
+
+def test_many_workers_one_lake_one_account_and_a_killed_worker(
+    prefect_server_pg: PrefectServer,
+    postgres: PostgresServer,
+    redis_server: RedisServer,
+    emulator_process,
+    tmp_path: Path,
 ) -> None:
     server = prefect_server_pg
     deploy(server)
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
         ensure_zombie_automation(within_s=ZOMBIE_AFTER_S)
-    emulator: EmulatorProcess = emulator_process(latency_ms=400)
-    folder, db = tmp_path / "in", str(tmp_path / "k.duckdb")
+    emulator: EmulatorProcess = emulator_process(tier="tier1", time_scale=0.1, latency_ms=400)
+    lake = new_lake(postgres, tmp_path)
+    folder, db = tmp_path / "in", lake.db
     make_documents(folder, DOCUMENTS)
+    write_long(folder)
     env = {
         **emulator.worker_env(),
-        "KIMIDOCS_SHARED_LIMITS": "0",
+        "KIMIDOCS_LAKE_DATA_PATH": lake.data_path,
+        "KIMIDOCS_TIER": "tier1",
+        "KIMIDOCS_LIMITS_URL": redis_server.url(db=3),
+        "KIMIDOCS_LIMITS_TIME_SCALE": "0.1",
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
         # The children's returned outcomes: on shared storage, as on several machines.
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
@@ -175,7 +202,7 @@ def test_a_killed_workers_batch_is_rerun_and_nothing_is_paid_twice(
     assert all(c["state"]["type"] == "COMPLETED" for c in children_of(server, killed.parent))
 
     # Every document analysed exactly once; no duplicate rows; one run with one set of totals.
-    with Store(Path(db)) as store:
+    with Store(db, read_only=True) as store:
         one = store.query(
             "SELECT count(*), count(DISTINCT doc_id) FROM documents UNION ALL "
             "SELECT count(*), count(DISTINCT doc_id) FROM summaries UNION ALL "
@@ -185,12 +212,24 @@ def test_a_killed_workers_batch_is_rerun_and_nothing_is_paid_twice(
             "SELECT status, documents_ok, documents_failed, calls, cost_usd, flow_run_id FROM runs"
         ).rows
         paid = store.query("SELECT count(*), sum(cost_usd) FROM calls WHERE status = 'ok'").rows[0]
-        per_doc = store.query("SELECT count(*) FROM calls GROUP BY doc_id HAVING count(*) > 1").rows
-    assert list(one) == [(DOCUMENTS, DOCUMENTS)] * 3, one
-    assert not per_doc and len(runs) == 1
+        per_doc = store.query(
+            "SELECT d.path, count(*) FROM calls c JOIN documents d USING (doc_id) GROUP BY d.path "
+            "HAVING count(*) > 1"
+        ).rows
+    docs = DOCUMENTS + 1
+    assert list(one[:2]) == [(docs, docs)] * 2, one
+    calls_total, distinct_keys = one[2]
+    assert calls_total == distinct_keys, "a request stored twice"
+    assert [Path(p).name for p, _ in per_doc] == [LONG], per_doc  # only the long one took several calls
+    assert len(runs) == 1
     status, ok, failed, calls, cost, flow_run_id = runs[0]
-    assert (status, ok, failed, flow_run_id) == ("completed", DOCUMENTS, 0, killed.parent)
-    assert calls == paid[0] == DOCUMENTS and cost == pytest.approx(paid[1])
+    assert (status, ok, failed, flow_run_id) == ("completed", docs, 0, killed.parent)
+    assert calls == paid[0] == calls_total and cost == pytest.approx(paid[1])
+
+    # The account's limits held for all workers together: the emulator refused nothing.
+    answered = emulator.requests("/chat/completions")
+    assert [e for e in answered if e["status"] == 429] == []
+    assert max(e["concurrency_at_arrival"] for e in answered) < 50
 
     # Calls the dead worker had back (and stored) were reused, not paid again: a request completed
     # twice by the emulator was in flight when the machine died.
@@ -205,4 +244,4 @@ def test_a_killed_workers_batch_is_rerun_and_nothing_is_paid_twice(
         assert finished >= killed.killed_at - STORED_WITHIN_S, (key, finished - killed.killed_at)
     print(f"calls completed twice (in flight at the kill): {len(twice)}")
     assert len(twice) <= RUNS_PER_WORKER * CONCURRENCY  # at most what the dead machine had in flight
-    assert len(completed) == DOCUMENTS
+    assert len(completed) == calls_total

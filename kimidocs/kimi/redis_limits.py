@@ -1,6 +1,6 @@
 """One Kimi account's limits shared by every worker on every machine, through Redis.
 
-Why Redis and not Prefect's global limits (flows/limits.py): a Prefect lease costs three HTTP requests
+Why Redis and not Prefect's global limits (flows/prefect_limits.py): a Prefect lease costs three HTTP requests
 and 55-80 ms of server CPU per call, and three workers on Prefect limits reached only a fraction of
 Tier1's 200 RPM (BENCHMARKS.md, "Shared Kimi limits"). A Redis round trip costs well under a millisecond.
 

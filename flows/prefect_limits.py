@@ -1,5 +1,8 @@
 """One Kimi account's limits shared by every worker, through Prefect global concurrency limits.
 
+(Not `flows/limits.py`: Prefect puts the entrypoint's folder on sys.path, where that name would shadow the
+`limits` library that kimidocs/kimi/redis_limits.py uses.)
+
 Moonshot limits the organisation, not the process: two workers with an in-process `RateLimiter`
 each would together send twice the account's concurrency and RPM. When a Prefect server is
 configured (`PREFECT_API_URL`), every Kimi call therefore also takes
