@@ -100,7 +100,7 @@ def run_cases(base_url: str, api_key: str, work: Path) -> list[dict[str, Any]]:
                     "prompt_tokens": o.prompt_tokens,
                     "completion_tokens": o.completion_tokens,
                     "seconds": round(o.seconds, 2),
-                    "message": (o.message or "")[:160],
+                    "message": (o.message or "").replace(f"{REPO}/", "")[:160],  # no machine paths
                 }
             )
     return rows
