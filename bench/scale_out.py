@@ -13,8 +13,10 @@ fresh lake and fresh documents (distinct small PDF/DOCX, so nothing is reused), 
 Reported per N: documents per minute (whole run), the calls per minute the account saw in the run's busy
 part (from the emulator's log: between its 10th and its last-but-10th answer) as a share of 200, 429s,
 and CPU: the workers' process trees (extraction, Prefect, limiter and store clients) and the servers'
-(Prefect + PostgreSQL, Redis), per document. The limiter's own cost per call and the store's commit
-latency and conflicts are measured in isolation by bench/shared_limits.py and bench/lake.py.
+(Prefect + PostgreSQL, Redis), per document. `--store file` runs the same with one DuckDB file shared by the
+workers' processes (possible on one machine only), to separate the lake's cost. The limiter's own cost per
+call and the store's commit latency and conflicts are measured in isolation by bench/shared_limits.py and
+bench/lake.py.
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ def measure(n: int, args: argparse.Namespace, servers: dict[str, Any], root: Pat
     from kimidocs.kimi.emulator import EmulatorConfig, start_emulator_process
     from kimidocs.store import Store
 
-    work = root / f"workers-{n}"
+    work = root / f"workers-{n}-{args.store}"
     lake = new_lake(servers["pg"], work)
+    db = lake.db if args.store == "lake" else str(work / "kimidocs.duckdb")
     folder = work / "in"
     make_documents(folder, args.docs)
     emulator = start_emulator_process(
@@ -70,7 +73,7 @@ def measure(n: int, args: argparse.Namespace, servers: dict[str, Any], root: Pat
         time.sleep(3)  # workers registered and polling
         cpu_servers0 = sum(tree_cpu(p) for p in server_pids)
         started = time.monotonic()
-        run_id = trigger(prefect, f"{FLOW_NAME}/{ADHOC}", folder=str(folder), db=lake.db,
+        run_id = trigger(prefect, f"{FLOW_NAME}/{ADHOC}", folder=str(folder), db=db,
                          fan_out=str(2 * n), pack="false", concurrency=str(args.concurrency))  # fmt: skip
         state = wait_for(
             lambda: (
@@ -92,10 +95,11 @@ def measure(n: int, args: argparse.Namespace, servers: dict[str, Any], root: Pat
     emulator.stop()
     busy = answered[10:-10]
     rpm = (len(busy) - 1) * 60 / (busy[-1] - busy[0]) if len(busy) > 2 else 0.0
-    with Store(lake.db, read_only=True) as store:
+    with Store(db, read_only=True) as store:
         ok = store.query("SELECT count(*) FROM summaries").rows[0][0]
     return {
         "workers": n,
+        "store": args.store,
         "state": state["type"],
         "documents": args.docs,
         "summaries": ok,
@@ -117,6 +121,12 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=300)
     parser.add_argument("--latency-ms", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=4, help="documents in flight per batch run")
+    parser.add_argument(
+        "--store",
+        choices=("lake", "file"),
+        default="lake",
+        help="file: one DuckDB file shared by the workers' processes (one machine only), to compare",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
