@@ -134,31 +134,14 @@ def worker_main(args: argparse.Namespace) -> None:
 
 def start_servers(root: Path) -> dict:
     from postgres_fixture import start_postgres
-    from prefect_fixture import clean_env, free_port, wait_http_ok
+    from prefect_fixture import start_prefect_server
     from redis_fixture import start_redis
 
     pg = start_postgres(root / "pg")
-    pg.create_database("prefect")
     redis = start_redis(root / "redis")
-    port = free_port()
-    home = root / "prefect-home"
-    home.mkdir()
-    env = clean_env(
-        {
-            "PREFECT_HOME": str(home),
-            "PREFECT_SERVER_UI_ENABLED": "false",
-            "PREFECT_API_DATABASE_CONNECTION_URL": pg.url("prefect", driver="postgresql+asyncpg"),
-        }
-    )
-    log = home / "server.log"
-    with open(log, "wb") as out:
-        prefect = subprocess.Popen(
-            [str(Path(sys.executable).parent / "prefect"), "--no-prompt", "server", "start", "--host",
-             "127.0.0.1", "--port", str(port), "--no-ui", "--analytics-off"],
-            cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    wait_http_ok(f"http://127.0.0.1:{port}/api/health", 120, prefect, log)
-    return {"pg": pg, "redis": redis, "prefect": prefect, "api": f"http://127.0.0.1:{port}/api", "home": home}
+    url = pg.url(pg.create_database("prefect"), driver="postgresql+asyncpg")
+    server = start_prefect_server(root / "prefect-home", timeout_s=120, database_url=url)
+    return {"pg": pg, "redis": redis, "prefect": server.process, "api": server.api_url, "home": server.home}
 
 
 def stop_servers(servers: dict) -> None:

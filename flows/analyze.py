@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -143,6 +144,13 @@ def _log_outcomes(outcomes: tuple[pipeline.DocumentOutcome, ...]) -> None:
             )
 
 
+def stop_if_aborted(ctx: pipeline.RunContext, outcomes: Iterable[pipeline.DocumentOutcome]) -> None:
+    """A document stopped by a wrong key or no quota (`RunAborted`) stops the whole run from starting more."""
+    for outcome in outcomes:
+        if outcome.error_type == "RunAborted" and outcome.status == "failed":
+            ctx.abort(outcome.message or "run aborted")
+
+
 def _analyze_all(
     ctx: pipeline.RunContext, files: list[FoundFile], limit: int
 ) -> list[pipeline.DocumentOutcome]:
@@ -159,9 +167,7 @@ def _analyze_all(
     def done(future: PrefectFuture) -> None:
         try:
             if not ctx.aborted.is_set():
-                for outcome in _batch_result(future).outcomes:
-                    if outcome.error_type == "RunAborted" and outcome.status == "failed":
-                        ctx.abort(outcome.message or "run aborted")
+                stop_if_aborted(ctx, _batch_result(future).outcomes)
         except BaseException:  # the flow raises it when it collects this future
             pass
         finally:

@@ -29,7 +29,7 @@ from prefect.deployments import run_deployment
 from prefect.states import Scheduled
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.analyze import _analyze_all, attached, detach
+from flows.analyze import _analyze_all, attached, detach, stop_if_aborted
 from flows.logs import kimidocs_logs_to_run
 from kimidocs import fanout, pipeline
 from kimidocs.discover import FoundFile
@@ -102,9 +102,7 @@ def fan_out(ctx: pipeline.RunContext, files: list[FoundFile], parts: int) -> lis
         ctx.packs.add(child.result.packs)
         outcomes.append(list(child.result.outcomes))
     found = pipeline.in_file_order(files, outcomes)
-    for outcome in found:  # a child stopped by a wrong key or no quota stops the run, as in one process
-        if outcome.error_type == "RunAborted" and outcome.status == "failed":
-            ctx.abort(outcome.message or "run aborted")
+    stop_if_aborted(ctx, found)  # a child stopped by a wrong key or no quota stops the run, as in one process
     return fanout.settle(found, fanout.paid_by_run(ctx.store, ctx.run_id))
 
 

@@ -8,16 +8,12 @@ killed while its flow run waits for a batch loses nothing: the next run finds th
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import db_rows
-from prefect_fixture import BIN, REPO, PrefectServer, stop_process
+from prefect_fixture import PrefectServer
+from scale_helpers import kill_machine, start_worker, stop_workers, wait_for
 from test_batch_mode import write_docs
 from test_prefect_deployments import deploy, flow_run, trigger
 
@@ -27,6 +23,7 @@ from kimidocs.kimi.emulator import EmulatorProcess
 pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
 
 NIGHTLY_RUN = f"{FLOW_NAME}/{NIGHTLY}"
+WAIT_S = 180.0
 MODEL = "kimidocs-test-8k"  # small window: the long note is map-reduced, so batches come in rounds
 
 
@@ -34,30 +31,6 @@ MODEL = "kimidocs-test-8k"  # small window: the long note is map-reduced, so bat
 def deployed(prefect_server: PrefectServer) -> PrefectServer:
     deploy(prefect_server)
     return prefect_server
-
-
-def start_worker(server: PrefectServer, env: dict[str, str], log: Path) -> subprocess.Popen:
-    """A long-running process worker of the pool (it also picks up follow-up runs scheduled later)."""
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [str(BIN / "prefect"), "--no-prompt", "worker", "start", "--pool", WORK_POOL],
-            cwd=REPO,
-            env=server.env(env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # the worker and the flow-run processes it starts: one group to kill
-        )
-
-
-def wait_until(
-    what: str, done: Callable[[], bool], timeout_s: float = 180.0, log: Path | None = None
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-4000:] if log else ""
-            raise AssertionError(f"timed out waiting for {what}\n{tail}")
-        time.sleep(0.2)
 
 
 def nightly_runs(server: PrefectServer) -> list[dict]:
@@ -82,19 +55,18 @@ def test_nightly_hands_a_running_batch_to_a_follow_up_run(
     env = {**emulator.worker_env(), "KIMIDOCS_BATCH_POLL_S": "0.2", "PREFECT_WORKER_QUERY_SECONDS": "1"}
     first = trigger(deployed, NIGHTLY_RUN, folder=str(folder), db=str(db), model=MODEL,
                     batch_wait_s="1", batch_recheck_s="2")  # fmt: skip
-    log = tmp_path / "worker.log"
-    worker = start_worker(deployed, env, log)
+    worker = start_worker(deployed, "nightly", tmp_path / "worker", env)
     try:
-        wait_until(
-            "the first run to end", lambda: flow_run(deployed, first)["state"]["type"] == "COMPLETED", log=log
+        wait_for(
+            lambda: flow_run(deployed, first)["state"]["type"] == "COMPLETED", WAIT_S, "the first run to end"
         )
-        wait_until(
-            "every document summarised",
+        wait_for(
             lambda: db.exists() and _summaries(db) == 4 and _all_runs_final(deployed, db),
-            log=log,
+            WAIT_S,
+            "every document summarised",
         )
     finally:
-        stop_process(worker, grace_s=3)
+        stop_workers([worker])
     runs = [r for r in nightly_runs(deployed) if r["parameters"].get("db") == str(db)]
     assert len(runs) >= 2, "the first run handed its batch to a follow-up run"
     assert {r["state"]["type"] for r in runs} == {"COMPLETED"}
@@ -124,26 +96,20 @@ def test_a_worker_killed_while_waiting_loses_nothing(
     write_docs(folder, long=False)
     env = {**emulator.worker_env(), "KIMIDOCS_BATCH_POLL_S": "0.2", "PREFECT_WORKER_QUERY_SECONDS": "1"}
     first = trigger(deployed, NIGHTLY_RUN, folder=str(folder), db=str(db), model=MODEL, batch_wait_s="600")
-    log = tmp_path / "worker.log"
-    worker = start_worker(deployed, env, log)
+    worker = start_worker(deployed, "first", tmp_path / "first", env)
     try:
-        wait_until("the batch to be created", lambda: len(batches_created(emulator)) == 1, log=log)
-        wait_until("its id stored", lambda: _stored_batch_ids(db) == 1, log=log)
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=10)
+        wait_for(lambda: len(batches_created(emulator)) == 1, WAIT_S, "the batch to be created")
+        wait_for(lambda: _stored_batch_ids(db) == 1, WAIT_S, "its id stored")
+        kill_machine(worker)  # the worker and the flow run it started
     finally:
-        stop_process(worker, grace_s=3)
+        stop_workers([worker])
     assert flow_run(deployed, first)["state"]["type"] != "COMPLETED"  # nobody runs it any more
     second = trigger(deployed, NIGHTLY_RUN, folder=str(folder), db=str(db), model=MODEL, batch_wait_s="600")
-    worker = start_worker(deployed, env, log)
+    worker = start_worker(deployed, "second", tmp_path / "second", env)
     try:
-        wait_until(
-            "the second run to end",
-            lambda: flow_run(deployed, second)["state"]["type"] == "COMPLETED",
-            log=log,
-        )
+        wait_for(lambda: flow_run(deployed, second)["state"]["type"] == "COMPLETED", WAIT_S, "the second run")
     finally:
-        stop_process(worker, grace_s=3)
+        stop_workers([worker])
     assert len(batches_created(emulator)) == 1, "the stored batch was collected, not submitted again"
     lines = [r["custom_id"] for r in emulator.requests() if r.get("method") == "BATCH"]
     assert len(lines) == len(set(lines)) == 3

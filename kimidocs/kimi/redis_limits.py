@@ -39,6 +39,7 @@ from redis.exceptions import LockError
 
 from kimidocs.kimi.errors import LimitUnreachable, RateLimited
 from kimidocs.kimi.limits import DAY, MINUTE, Permit, RateLimiter, RateLimits
+from kimidocs.passwords import redact_passwords
 
 __all__ = ["TOKEN_UNIT", "RedisLimiter"]
 
@@ -80,7 +81,7 @@ class RedisLimiter:
         self._held: dict[int, redis.lock.Lock] = {}
         self._held_guard = threading.Lock()
         self._renewer: threading.Thread | None = None
-        self._url_shown = _without_password(url)
+        self._url_shown = redact_passwords(url)
 
     def __repr__(self) -> str:
         return f"RedisLimiter({self.limits!r}, {self._url_shown})"
@@ -225,13 +226,3 @@ class RedisLimiter:
             for lock in held:
                 with suppress(LockError):  # released meanwhile, or already expired
                     lock.reacquire()
-
-
-def _without_password(url: str) -> str:
-    """The URL as logs may show it: a password (redis://:secret@host) becomes ***."""
-    head, sep, tail = url.partition("://")
-    if "@" not in tail:
-        return url
-    creds, _, host = tail.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{head}{sep}{user}:***@{host}" if ":" in creds else url

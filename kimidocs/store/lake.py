@@ -137,14 +137,8 @@ class LakeEngine:
             raise PermissionError(f"{self.location}: this Store was opened read-only")
         with self._guard:
             con = self._connection()
-            with self._locks.holding(keys):
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    yield con
-                    con.execute("COMMIT")
-                except BaseException:
-                    _rollback(con)
-                    raise
+            with self._locks.holding(keys), _committed(con):
+                yield con
             self.commits += 1
 
     @contextmanager
@@ -152,13 +146,8 @@ class LakeEngine:
         """A transaction for reads: one snapshot for the whole block."""
         with self._guard:
             con = self._connection()
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with _committed(con):
                 yield con
-                con.execute("COMMIT")
-            except BaseException:
-                _rollback(con)
-                raise
 
     @contextmanager
     def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -176,6 +165,18 @@ class LakeEngine:
         with self.read() as con:
             row = con.execute(f"SELECT id FROM {ALIAS}.current_snapshot()").fetchone()
         return int(row[0]) if row else 0
+
+
+@contextmanager
+def _committed(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN, then COMMIT when the block ends, or roll back when it raises."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        _rollback(con)
+        raise
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:

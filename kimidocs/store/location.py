@@ -19,17 +19,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from kimidocs.passwords import redact_passwords
+
 PREFIX = "ducklake:postgres:"
 
-_KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 # KIMIDOCS_DB and --db pass through pathlib, which turns "postgresql://h/db" into "postgresql:/h/db".
 _COLLAPSED_URL = re.compile(r"^(postgres(?:ql)?:)/(?!/)")
 
 
 def redact(text: str) -> str:
     """`text` with every libpq password (key=value or URL form) replaced by `***`."""
-    return _URL_PASSWORD.sub(r"\1***@", _KV_PASSWORD.sub(r"\1***", text))
+    return redact_passwords(text)
 
 
 def is_lake(db: str | Path) -> bool:

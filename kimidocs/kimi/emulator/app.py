@@ -363,7 +363,7 @@ class Emulator:
         if record is None:
             raise ApiError(400, "invalid_request_error", f"replay: no recording for request {key[:20]}")
         response, status = record["response"], int(record["status"])
-        usage = (response or {}).get("usage") or {} if isinstance(response, dict) else {}
+        usage = (response.get("usage") if isinstance(response, dict) else None) or {}
         turn.entry["prompt_tokens"] = usage.get("prompt_tokens")
         turn.entry["completion_tokens"] = usage.get("completion_tokens")
         turn.entry["answer_kind"] = "replay"
