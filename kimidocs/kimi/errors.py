@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
-from kimidocs.kimi.keys import CHINA_BASE_URL, INTERNATIONAL_BASE_URL, key_forms
+from kimidocs.kimi.keys import CHINA_BASE_URL, INTERNATIONAL_BASE_URL, key_forms, key_pattern
 
 __all__ = [
     "RETRYABLE_ERRORS",
@@ -78,16 +78,30 @@ __all__ = [
 
 REDACTED = "[REDACTED]"
 _MAX_BODY_CHARS = 2_000
+# What a person needs of a server's error text in a log line, `calls.error` or `failures.message`: the
+# reason, not a page of HTML or a stack trace (issue 22.1). The body itself stays on the exception.
+_MAX_MESSAGE_CHARS = 400
+
+
+def _shorten(text: str, limit: int = _MAX_MESSAGE_CHARS) -> str:
+    """`text` on one line, cut to `limit` characters with the number left out said."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    return f"{flat[:limit]}… ({len(flat) - limit} more characters)"
 
 
 def redact(text: str, secret: str | None) -> str:
     """`text` with the key replaced in every form it can take (raw, stripped, escaped, as a header
-    value; see `keys.key_forms`), so an echoed key never reaches a log, an error or the database."""
+    value; see `keys.key_forms`) and every form a server could turn it into that a reader could undo
+    (case, percent-encoding, character escapes, hex, base64; `keys.key_pattern`), so an echoed key never
+    reaches a log, an error or the database."""
     if not secret or not text:
         return text
     for form in key_forms(secret):
         text = text.replace(form, REDACTED)
-    return text
+    pattern = key_pattern(secret)
+    return pattern.sub(REDACTED, text) if pattern is not None else text
 
 
 class KimiError(Exception):
@@ -461,7 +475,7 @@ def error_from_response(
     raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     raw = redact(raw, secret)
     type_, message = _body_fields(raw)
-    message = redact(message or f"HTTP {status} with no error message", secret)
+    message = _shorten(redact(message or f"HTTP {status} with no error message", secret))
     cls = _class_for(status, type_, message)
     kw: dict[str, Any] = {
         "status": status,
