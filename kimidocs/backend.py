@@ -24,7 +24,7 @@ from kimidocs.kimi.client import KimiClient, is_loopback
 from kimidocs.kimi.errors import KimiError
 from kimidocs.kimi.limits import Limiter, RateLimiter, RateLimits
 from kimidocs.kimi.responses import ServerInfo
-from kimidocs.settings import Settings
+from kimidocs.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,10 @@ def run_limiter(settings: Settings) -> Limiter:
         limiter = RedisLimiter(
             RateLimits.for_tier(settings.tier), settings.limits_url.get_secret_value(), time_scale=scale
         )
-        limiter.ping()
+        try:
+            limiter.ping()
+        except ConnectionError as err:  # one line and exit 2, before a run exists (issue 22.2)
+            raise ConfigError(f"KIMIDOCS_LIMITS_URL: cannot reach {err}") from None
         return limiter
     return RateLimiter.for_tier(settings.tier, time_scale=scale)
 

@@ -14,6 +14,8 @@ from kimidocs.models import ModelInfo, ModelsFileError, get_model, load_models_f
 from kimidocs.schedule import DEFAULT_MIN_SAVING_USD
 
 DEFAULT_BASE_URL = CHINA_BASE_URL
+_DAY_S = 86_400.0  # timeouts and intervals are bounded: `inf` or 1e300 would overflow where they are used
+_WEEK_S = 7 * _DAY_S
 
 
 class Settings(BaseSettings):
@@ -37,16 +39,30 @@ class Settings(BaseSettings):
     lake_data_path: str | None = Field(default=None, validation_alias=AliasChoices("KIMIDOCS_LAKE_DATA_PATH"))
     tier: str = Field(default="tier1", validation_alias=AliasChoices("KIMIDOCS_TIER"))
     # Batch mode (kimidocs/batchrun.py): first poll interval and how long one run waits for a batch.
-    batch_poll_s: float = Field(default=30.0, gt=0, validation_alias=AliasChoices("KIMIDOCS_BATCH_POLL_S"))
+    batch_poll_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=_DAY_S,
+        allow_inf_nan=False,
+        validation_alias=AliasChoices("KIMIDOCS_BATCH_POLL_S"),
+    )
     batch_timeout_s: float = Field(
-        default=26 * 3600.0, gt=0, validation_alias=AliasChoices("KIMIDOCS_BATCH_TIMEOUT_S")
+        default=26 * 3600.0,
+        gt=0,
+        le=_WEEK_S,
+        allow_inf_nan=False,
+        validation_alias=AliasChoices("KIMIDOCS_BATCH_TIMEOUT_S"),
     )
     max_file_bytes: int = Field(
         default=200 * 1024 * 1024, gt=0, validation_alias=AliasChoices("KIMIDOCS_MAX_FILE_BYTES")
     )
     max_pages: int = Field(default=5_000, gt=0, validation_alias=AliasChoices("KIMIDOCS_MAX_PAGES"))
     extract_timeout_s: float = Field(
-        default=300.0, gt=0, validation_alias=AliasChoices("KIMIDOCS_EXTRACT_TIMEOUT_S")
+        default=300.0,
+        gt=0,
+        le=_DAY_S,
+        allow_inf_nan=False,
+        validation_alias=AliasChoices("KIMIDOCS_EXTRACT_TIMEOUT_S"),
     )
     # Address-space cap of each extraction worker: a ZIP or Flate bomb ends as TooLarge, not in swap.
     extract_max_memory_bytes: int = Field(
@@ -57,7 +73,11 @@ class Settings(BaseSettings):
     # Which library reads PDF text: auto (pdfium, pypdf where pdfium reads worse), pdfium or pypdf.
     pdf_engine: str = Field(default="auto", validation_alias=AliasChoices("KIMIDOCS_PDF_ENGINE"))
     request_timeout_s: float = Field(
-        default=300.0, gt=0, validation_alias=AliasChoices("KIMIDOCS_REQUEST_TIMEOUT_S")
+        default=300.0,
+        gt=0,
+        le=_DAY_S,
+        allow_inf_nan=False,
+        validation_alias=AliasChoices("KIMIDOCS_REQUEST_TIMEOUT_S"),
     )
     max_retries: int = Field(default=6, ge=0, le=20, validation_alias=AliasChoices("KIMIDOCS_MAX_RETRIES"))
     allow_emulator: bool = Field(default=False, validation_alias=AliasChoices("KIMIDOCS_ALLOW_EMULATOR"))
@@ -67,7 +87,11 @@ class Settings(BaseSettings):
     limits_url: SecretStr | None = Field(default=None, validation_alias=AliasChoices("KIMIDOCS_LIMITS_URL"))
     # Shrinks the limiters' minute and day windows like the emulator's time_scale (tests, benchmarks).
     limits_time_scale: float = Field(
-        default=1.0, gt=0, le=1, validation_alias=AliasChoices("KIMIDOCS_LIMITS_TIME_SCALE")
+        default=1.0,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        validation_alias=AliasChoices("KIMIDOCS_LIMITS_TIME_SCALE"),
     )
     prefect_secret_block: str | None = Field(
         default=None, validation_alias=AliasChoices("KIMIDOCS_PREFECT_SECRET_BLOCK")
@@ -75,7 +99,10 @@ class Settings(BaseSettings):
     # Hold calls back so a shared prefix is cached first only when that saves at least this many dollars
     # (kimidocs/schedule.py: shared tokens not yet cached x (miss - hit price) x (calls - 1)).
     wait_min_saving_usd: float = Field(
-        default=DEFAULT_MIN_SAVING_USD, ge=0, validation_alias=AliasChoices("KIMIDOCS_WAIT_MIN_SAVING_USD")
+        default=DEFAULT_MIN_SAVING_USD,
+        ge=0,
+        allow_inf_nan=False,
+        validation_alias=AliasChoices("KIMIDOCS_WAIT_MIN_SAVING_USD"),
     )
     # Folders of user profiles (os.pathsep-separated), searched before the built-ins; unset: ./profiles.
     profiles_path: str | None = Field(default=None, validation_alias=AliasChoices("KIMIDOCS_PROFILES"))
@@ -103,6 +130,13 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"KIMI_BASE_URL must be an http(s) URL such as {DEFAULT_BASE_URL}")
         return value.strip().rstrip("/")
+
+    @field_validator("db", mode="before")
+    @classmethod
+    def _check_lake_location(cls, value: Any) -> Any:
+        if isinstance(value, str | Path):
+            check_lake_location(str(value))
+        return value
 
     @field_validator("limits_url")
     @classmethod
@@ -173,11 +207,37 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError(describe_validation_error(error)) from None
 
 
+def check_lake_location(text: str) -> None:
+    """A `ducklake:` location must be one kimidocs can attach (`ducklake:postgres:<libpq string>`):
+    anything else would silently become a DuckDB file named `ducklake:...` in the working folder."""
+    text = text.strip()
+    if not text.startswith("ducklake:"):
+        return
+    from kimidocs.store.location import PREFIX, LakeLocation
+
+    if not text.startswith(PREFIX):
+        raise ValueError(
+            f"KIMIDOCS_DB / --db: kimidocs keeps a DuckLake's catalog in PostgreSQL only: write "
+            f"'{PREFIX}dbname=... host=...', or give a DuckDB file path"
+        )
+    try:
+        LakeLocation.parse(text)
+    except ValueError:
+        raise ValueError(
+            f"KIMIDOCS_DB / --db: '{PREFIX}' needs a libpq connection string after it, such as "
+            f"'{PREFIX}dbname=kimidocs host=db.internal'"
+        ) from None
+
+
 def check_db_path(path: Path) -> Path:
     """The database path a run will write, refused in one line when it cannot be one. Checked when a
     run opens (not in `Settings`: `kimidocs extract` or `plan` never touch the database). A DuckLake
-    location (`ducklake:postgres:...`) is checked when the store attaches it."""
-    if str(path).startswith("ducklake:"):
+    location's form is checked in `Settings`; whether its server answers, when the store attaches it."""
+    if str(path).strip().startswith("ducklake:"):
+        try:
+            check_lake_location(str(path))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         return path
     if path.is_dir():
         raise ConfigError(

@@ -78,6 +78,27 @@ CASES = {
     "db on a read-only path": ({"KIMIDOCS_DB": "/proc/kimidocs.duckdb"}, (), "cannot be used"),
     "db schema newer": ({"KIMIDOCS_DB": _newer_schema}, (), "newer than this kimidocs knows"),
     "negative budget": ({}, ("--max-cost-usd", "-1"), "max-cost-usd"),
+    # issue 22.2: settings that slipped through (a traceback, a stray file, a failure per document)
+    "lake without a connection string": (
+        {"KIMIDOCS_DB": "ducklake:postgres:"},
+        (),
+        "needs a libpq connection",
+    ),
+    "lake with no catalog": ({"KIMIDOCS_DB": "ducklake:"}, (), "catalog in PostgreSQL only"),
+    "lake on SQLite": (
+        {"KIMIDOCS_DB": "ducklake:sqlite:/nonexistent/dir/cat.sqlite"},
+        (),
+        "catalog in PostgreSQL only",
+    ),
+    "lake given by --db": ({}, ("--db", "ducklake:"), "catalog in PostgreSQL only"),
+    "infinite extraction timeout": ({"KIMIDOCS_EXTRACT_TIMEOUT_S": "inf"}, (), "KIMIDOCS_EXTRACT_TIMEOUT_S"),
+    "NaN request timeout": ({"KIMIDOCS_REQUEST_TIMEOUT_S": "nan"}, (), "KIMIDOCS_REQUEST_TIMEOUT_S"),
+    "huge batch timeout": ({"KIMIDOCS_BATCH_TIMEOUT_S": "1e300"}, (), "KIMIDOCS_BATCH_TIMEOUT_S"),
+    "Redis not listening": (
+        {"KIMIDOCS_LIMITS_URL": "redis://127.0.0.1:1/0"},
+        (),
+        "KIMIDOCS_LIMITS_URL: cannot reach",
+    ),
     "missing folder": ({}, ("{tmp}/no-such-folder",), "no-such-folder"),
 }
 
@@ -93,6 +114,8 @@ def test_bad_setting_is_one_line_and_exit_2(tmp_path: Path, case: str) -> None:
     out = done.stdout + done.stderr
     assert done.returncode == 2, out
     assert "Traceback" not in out and expected in out, out
+    assert len(out.strip().splitlines()) == 1, out
+    assert not any(p.name.startswith("ducklake:") for p in tmp_path.rglob("*")), "a stray DuckDB file"
     db = Path(env.get("KIMIDOCS_DB", tmp_path / "k.duckdb"))
     if db.is_file() and case != "db not DuckDB":
         with duckdb.connect(str(db), read_only=True) as con:

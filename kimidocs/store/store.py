@@ -41,7 +41,7 @@ from kimidocs.store.errors import DatabaseUnusable, QueryError, SearchIndexMissi
 from kimidocs.store.lake import LakeEngine
 from kimidocs.store.lake_search import SearchReplica
 from kimidocs.store.lake_sql import translate
-from kimidocs.store.location import LakeLocation, is_lake
+from kimidocs.store.location import LakeLocation, is_lake, redact
 from kimidocs.store.rows import QueryResult, QuestionRow, SearchHit, SummaryRow, TaskResultRow
 from kimidocs.store.summary_columns import summary_columns
 from kimidocs.store.task_columns import task_columns
@@ -112,6 +112,10 @@ class Store:
             location = LakeLocation.parse(path, data_path)
             self.lake = LakeEngine(location, read_only=read_only)
             self.path = Path(str(location))  # for messages only: the location without its password
+        elif str(path).strip().startswith("ducklake:"):  # never a DuckDB file named "ducklake:..."
+            raise DatabaseUnusable(
+                redact(str(path)), "not a DuckLake location kimidocs can attach (ducklake:postgres:<libpq>)"
+            )
         else:
             self.path = Path(path).expanduser().absolute()
         self.read_only = read_only
