@@ -21,6 +21,7 @@ from kimidocs import tokens
 from kimidocs.costs import call_cost, request_estimate
 from kimidocs.kimi.errors import KimiError
 from kimidocs.kimi.policy import apply_policy, should_stream
+from kimidocs.kimi.responses import CutAttempt
 from kimidocs.mapreduce import CallOutcome
 from kimidocs.packing import split_usage
 from kimidocs.records import CallRecord, CallStatus, CallTotals, Stage, Usage
@@ -135,6 +136,7 @@ class KimiCaller:
             )
         except KimiError as err:
             ctx.guard.settle(estimate, 0.0)
+            self._log_cut_attempts(request, record, err.cut_attempts)
             failed = replace(
                 record,
                 status=CallStatus.ERROR,
@@ -147,6 +149,7 @@ class KimiCaller:
                 ctx.abort(str(err))
                 raise RunAborted(str(err)) from err
             raise
+        self._log_cut_attempts(request, record, result.cut_attempts)
         usage, usage_source = result.usage, "reported"
         if not result.usage_reported:  # never a silent zero: our own count, flagged, for budget and log
             usage, usage_source = estimated_usage(request, result.content), "estimated"
@@ -174,6 +177,32 @@ class KimiCaller:
         if self.path is not None:
             ctx.observer.document_call(self.path, request.stage)
         return CallOutcome(content=result.content, finish_reason=result.finish_reason)
+
+    def _log_cut_attempts(
+        self, request: ChatRequest, record: CallRecord, cut: tuple[CutAttempt, ...]
+    ) -> None:
+        """Log and charge each attempt the server began streaming before the cut (issue 22.3): it read
+        the prompt and wrote part of an answer, so it bills it. Usage is the server's when a chunk
+        carried it, else ours (`estimated`: the prompt at the miss price and the text that arrived)."""
+        for attempt in cut:
+            usage, source = attempt.usage, "reported"
+            if usage is None:
+                usage, source = estimated_usage(request, attempt.partial), "estimated"
+            row = replace(
+                record,
+                call_id=uuid.uuid4().hex,
+                status=CallStatus.INTERRUPTED,
+                error=attempt.error,
+                attempts=attempt.attempt,
+                http_status=200,
+                usage_source=source,
+            )
+            rows = self._per_document(row, usage)
+            self.ctx.store.save_calls([replace(r, usage=part, cost_usd=c) for r, part, c in rows])
+            for r, part, c in rows:
+                self._add(r.doc_id, part, c)
+                self.ctx.guard.settle(0.0, c)
+                self.ctx.observer.call_finished(part, c, request.stage)
 
     def _policy_body(self, request: ChatRequest, max_tokens: int) -> dict:
         """The body as the model wants it; near the window, Kimi's exact count decides.

@@ -26,6 +26,7 @@ class CallStatus(StrEnum):
     OK = "ok"
     ERROR = "error"  # no answer (HTTP or network error)
     UNUSABLE = "unusable"  # answered, but not usable: never reused
+    INTERRUPTED = "interrupted"  # an attempt whose stream was cut after it began: billed, no answer
 
 
 class DocumentStatus(StrEnum):

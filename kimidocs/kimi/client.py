@@ -42,6 +42,7 @@ from kimidocs.kimi.limits import Limiter, Permit
 from kimidocs.kimi.responses import (
     EMULATOR_HEADER,
     ChatResult,
+    CutAttempt,
     ParsedAnswer,
     ServerInfo,
     StreamAccumulator,
@@ -175,9 +176,15 @@ class KimiClient:
             tokens_est = rough_prompt_tokens(body.get("messages") or []) + max_tokens
         send = self._stream_once if stream else self._post_chat_once
 
-        def attempt(_: int) -> tuple[ParsedAnswer, int, float, float | None, str | None]:
+        cut: list[CutAttempt] = []
+
+        def attempt(number: int) -> tuple[ParsedAnswer, int, float, float | None, str | None]:
             with self._slot(tokens_est) as permit:
-                outcome = send(payload, model)
+                try:
+                    outcome = send(payload, model)
+                except StreamInterrupted as error:  # the server read the prompt: it bills this attempt
+                    cut.append(CutAttempt(number, str(error), error.partial, error.usage))
+                    raise
                 usage = outcome[0].usage
                 if permit is not None and usage is not None:
                     permit.settle(usage.prompt_tokens + max_tokens)
@@ -187,8 +194,10 @@ class KimiClient:
             (answer, status, latency_ms, ttft_ms, request_id), attempts = call_with_retries(
                 attempt, self.retry_policy, on_retry=self.on_retry, describe=f"chat model={model}"
             )
-        except ModelNotFound as error:
-            error.available = self._model_ids_or_empty()
+        except KimiError as error:
+            error.cut_attempts = tuple(cut)
+            if isinstance(error, ModelNotFound):
+                error.available = self._model_ids_or_empty()
             raise
         result = ChatResult(
             content=answer.content,
@@ -203,6 +212,7 @@ class KimiClient:
             request_id=request_id,
             model=answer.model or model,
             usage_reported=answer.usage is not None,
+            cut_attempts=tuple(cut),
         )
         log.debug(
             "chat model=%s status=%s attempts=%d prompt=%d cached=%d out=%d latency=%.0fms",
@@ -372,10 +382,20 @@ class KimiClient:
     def _stream_once(
         self, payload: dict[str, Any], model: str
     ) -> tuple[ParsedAnswer, int, float, float | None, str | None]:
+        acc = StreamAccumulator()
+        try:
+            return self._read_stream(payload, model, acc)
+        except StreamInterrupted as cut:  # what arrived before the cut: the server bills it (issue 22.3)
+            cut.partial = "".join(acc.content) + "".join(acc.reasoning)
+            cut.usage = acc.usage
+            raise
+
+    def _read_stream(
+        self, payload: dict[str, Any], model: str, acc: StreamAccumulator
+    ) -> tuple[ParsedAnswer, int, float, float | None, str | None]:
         endpoint = "POST /chat/completions (stream)"
         started = time.perf_counter()
         ttft_ms: float | None = None
-        acc = StreamAccumulator()
         try:
             with self._http.stream(
                 "POST", self._url("/chat/completions"), json=payload, headers={"Accept": "text/event-stream"}

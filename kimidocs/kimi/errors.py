@@ -46,6 +46,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 from kimidocs.kimi.keys import CHINA_BASE_URL, INTERNATIONAL_BASE_URL, key_forms, key_pattern
+from kimidocs.kimi.responses import CutAttempt
+from kimidocs.records import Usage
 
 __all__ = [
     "RETRYABLE_ERRORS",
@@ -116,6 +118,8 @@ class KimiError(Exception):
         super().__init__(message)
         self.message = message
         self.attempts = 1
+        # earlier attempts of the same call cut mid-stream (set by the client): billed, logged by the caller
+        self.cut_attempts: tuple[CutAttempt, ...] = ()
 
     @property
     def retryable(self) -> bool:
@@ -163,12 +167,24 @@ class RequestNotSendable(KimiError):
 
 
 class StreamInterrupted(KimiError):
-    """A streamed answer stopped before `data: [DONE]`; never returned as a short result."""
+    """A streamed answer stopped before `data: [DONE]`; never returned as a short result. `partial` is
+    what arrived before the cut and `usage` the server's count if a chunk carried one: the server bills
+    the attempt, so the caller logs it (issue 22.3)."""
 
-    def __init__(self, message: str, *, endpoint: str | None = None, received_chars: int = 0) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        received_chars: int = 0,
+        partial: str = "",
+        usage: Usage | None = None,
+    ) -> None:
         super().__init__(f"{endpoint}: {message}" if endpoint else message)
         self.endpoint = endpoint
         self.received_chars = received_chars
+        self.partial = partial
+        self.usage = usage
 
 
 class UnexpectedResponse(KimiError):

@@ -11,7 +11,19 @@ from typing import Any
 
 from kimidocs.records import Usage
 
-__all__ = ["ChatResult", "StreamAccumulator", "parse_completion", "parse_usage"]
+__all__ = ["ChatResult", "CutAttempt", "StreamAccumulator", "parse_completion", "parse_usage"]
+
+
+@dataclass(frozen=True, slots=True)
+class CutAttempt:
+    """An attempt whose stream the server began and that was cut before `[DONE]` (issue 22.3): the
+    server read the prompt and wrote `partial` before the cut, so it bills the attempt although we got
+    no answer. `usage` is the server's when a chunk carried it, else None (the caller estimates)."""
+
+    attempt: int
+    error: str
+    partial: str
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +43,7 @@ class ChatResult:
         request_id: `Msh-Request-Id` (or trace id) to quote to Moonshot support.
         model: the model that answered (from the body, else the request).
         usage_reported: False when the service sent no usage at all (then `usage` is zeros).
+        cut_attempts: earlier attempts whose stream was cut after it began (billed by the server).
     """
 
     content: str
@@ -45,6 +58,7 @@ class ChatResult:
     request_id: str | None
     model: str
     usage_reported: bool = True
+    cut_attempts: tuple[CutAttempt, ...] = ()  # earlier attempts cut mid-stream: billed, no answer
 
 
 def _int(value: object) -> int:
