@@ -29,7 +29,7 @@ from kimidocs import questions, tokens
 from kimidocs.budget import BudgetExceeded
 from kimidocs.caller import KimiCaller
 from kimidocs.costs import CostEstimate, estimate_plan_cost
-from kimidocs.discover import NOT_REGULAR_FILE, FoundFile
+from kimidocs.discover import FoundFile
 from kimidocs.kimi.errors import KimiError
 from kimidocs.mapreduce import MapReduceResult, run_plan
 from kimidocs.models import ModelInfo
@@ -155,10 +155,9 @@ def prepare(ctx: RunContext, attempt: Attempt) -> DocumentOutcome | Prepared:
     if ctx.aborted.is_set():
         return skipped_by_abort(ctx, found)
     if found.error:
-        status = DocumentStatus.SKIPPED if found.error_type == NOT_REGULAR_FILE else DocumentStatus.FAILED
-        return _fail(
-            ctx, found, FailureStage.DISCOVER, found.error_type, f"{found.path}: {found.error}", status=status
-        )
+        # A FIFO or a device is recorded in `failures` like any file that cannot be read, and counted the
+        # same way (runs.documents_failed), so the counts and the failures table agree (issue 22.6).
+        return _fail(ctx, found, FailureStage.DISCOVER, found.error_type, f"{found.path}: {found.error}")
     # Type and size are checked before a byte is hashed: a FIFO or a 30 GB file ends here.
     doc_id = extractors.sha256_file(found.path, extraction_limits(ctx.settings))
     attempt.doc_id = doc_id
@@ -281,8 +280,14 @@ def store_result(
             created_at=datetime.now(UTC),
             pages_failed=len({p for chunk in result.failed_chunks for p in chunk.pages}),
         ),
-        document_status="ok" if not result.failed_chunks else "partial",
+        document_status="ok" if not result.failed_chunks else ("partial" if result.pages_read else "failed"),
     )
+    if not result.pages_read:  # a summary of fragments: no page was read whole (issue 22.6)
+        reasons = "; ".join(f"pages {c.first_page}-{c.last_page}: {c.reason}" for c in result.failed_chunks)
+        message = f"{found.path}: no page was read whole ({reasons}); the next run reads them again"
+        return replace(
+            base, status=DocumentStatus.FAILED, error_type="NoPageRead", message=message
+        ).with_totals(totals)
     return replace(
         base,
         status=DocumentStatus.OK,

@@ -35,7 +35,7 @@ class DocumentStatus(StrEnum):
     OK = "ok"
     UNCHANGED = "unchanged"  # already analysed with the same work key: nothing paid
     FAILED = "failed"
-    SKIPPED = "skipped"  # not analysed: budget reached, run stopped, not a regular file
+    SKIPPED = "skipped"  # not analysed: budget reached, run stopped, a batch still pending
     PLANNED = "planned"  # a dry run's plan and estimate
 
 

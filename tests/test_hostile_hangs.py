@@ -56,8 +56,8 @@ def test_analyze_records_special_files_and_goes_on(
     report = run_pipeline(folder, db, kimi_emulator)
     by_name = {Path(o.path).name: (o.status, o.error_type) for o in report.outcomes}
     assert by_name == {
-        "a.pdf": ("skipped", "NotRegularFile"),
-        "z.pdf": ("skipped", "NotRegularFile"),
+        "a.pdf": ("failed", "NotRegularFile"),
+        "z.pdf": ("failed", "NotRegularFile"),
         "huge.pdf": ("failed", "TooLarge"),
         "note.txt": ("ok", None),
     }
