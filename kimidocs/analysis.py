@@ -25,21 +25,23 @@ from typing import TypeVar
 import extractors
 from extractors.document import Document
 from extractors.errors import ExtractionError
-from kimidocs import questions, tokens
+from kimidocs import tokens
 from kimidocs.budget import BudgetExceeded
 from kimidocs.caller import KimiCaller
 from kimidocs.costs import CostEstimate, estimate_plan_cost
 from kimidocs.discover import FoundFile
 from kimidocs.kimi.errors import KimiError
-from kimidocs.mapreduce import MapReduceResult, run_plan
+from kimidocs.mapreduce import SUMMARY_ANSWERS, MapReduceResult
 from kimidocs.models import ModelInfo
 from kimidocs.planning import Plan, PlanningError, budget_for, page_tokens_of, plan_document
+from kimidocs.questions import QuestionKind
 from kimidocs.records import CallTotals, DocumentStatus, FailureRecord, FailureStage, FileRecord
-from kimidocs.results import check_citations
+from kimidocs.results import OutputInvalid, check_citations
 from kimidocs.run import DocumentOutcome, RunAborted, RunContext
+from kimidocs.sequence import Callers, Job, JobDone, ResultKind, interactive, sequence
 from kimidocs.settings import Settings
 from kimidocs.store import StoreError, SummaryRow
-from kimidocs.tasks import describe, pending_tasks, run_tasks
+from kimidocs.tasks import TaskKind, pending_tasks
 from prompts import Profile
 
 log = logging.getLogger(__name__)
@@ -139,7 +141,11 @@ class Attempt:
 
     found: FoundFile
     doc_id: str | None = None  # once hashed: the sha256 (of the bytes extracted, once extracted)
-    caller: KimiCaller | None = field(default=None, repr=False)  # whose totals a failure still carries
+    callers: list[KimiCaller] = field(default_factory=list, repr=False)  # whose totals a failure carries
+
+    def totals(self) -> CallTotals:
+        """What the document's calls cost so far (every job's caller)."""
+        return sum((c.totals() for c in self.callers), CallTotals())
 
 
 def skipped_by_abort(ctx: RunContext, found: FoundFile) -> DocumentOutcome:
@@ -216,27 +222,45 @@ def already_done(ctx: RunContext, doc_id: str) -> bool:
 
 
 def summarise(
-    ctx: RunContext, attempt: Attempt, prepared: Prepared, caller: KimiCaller | None = None
+    ctx: RunContext, attempt: Attempt, prepared: Prepared, callers: Callers | None = None
 ) -> DocumentOutcome:
-    """The document's calls (one, or map-reduce), then its result stored. `caller`: batch mode's."""
-    doc = prepared.doc
-    caller = caller or KimiCaller(ctx, doc.sha256, path=prepared.found.path)
-    attempt.caller = caller
-    if ctx.options.questions:
-        return answer_document(ctx, prepared)
+    """The document's calls and results through the one sequencer (sequence.py), for the run's kind of
+    result (the summary, a declared profile's tasks, or the run's questions). `callers`: batch mode's,
+    whose rounds replay the document: the outcome carries the calls of every round (`attempt.callers`)."""
+    outcome = sequence(ctx, prepared, result_kind(ctx), callers or interactive(ctx), attempt.callers.append)
+    return outcome.with_totals(attempt.totals())
+
+
+def result_kind(ctx: RunContext) -> ResultKind:
+    """What the run produces for each document."""
+    if ctx.declared is not None and ctx.options.questions:
+        return QuestionKind(ctx.declared, ctx.options.questions)
     if ctx.declared is not None:
-        return analyse_tasks(ctx, prepared, caller)
-    result = run_plan(
-        doc.sha256,
-        prepared.plan,
-        ctx.profile,
-        ctx.model,
-        caller,
-        concurrency=ctx.options.concurrency,
-        document=doc,
-        scheduler=ctx.scheduler,
-    )
-    return store_result(ctx, prepared, result, caller.totals())
+        return TaskKind(ctx.declared)
+    return SUMMARY
+
+
+class SummaryKind:
+    """The sequencer's result kind for the summary profile: one job, stored in `summaries`."""
+
+    def pending(self, ctx: RunContext, doc_id: str) -> tuple[list[Job], list[str]]:
+        return [Job("summary", ctx.profile, SUMMARY_ANSWERS)], []
+
+    def store(self, ctx: RunContext, prepared: Prepared, done: JobDone) -> JobDone:
+        if done.error is not None:
+            return replace(done, stored=failed(ctx, prepared.found, done.error, prepared.doc.sha256))
+        assert done.result is not None
+        return replace(done, stored=store_result(ctx, prepared, done.result, done.totals))
+
+    def outcome(
+        self, ctx: RunContext, prepared: Prepared, done: list[JobDone], reused: list[str]
+    ) -> DocumentOutcome:
+        (one,) = done
+        outcome: DocumentOutcome = one.stored
+        return outcome.with_totals(one.totals)
+
+
+SUMMARY = SummaryKind()
 
 
 def store_result(
@@ -297,52 +321,6 @@ def store_result(
     ).with_totals(totals)
 
 
-def analyse_tasks(ctx: RunContext, prepared: Prepared, caller: KimiCaller) -> DocumentOutcome:
-    """A declared profile's pending tasks over one planned document (kimidocs.tasks), each stored on
-    its own; the outcome names the tasks that failed (the document is then `failed`, and the next
-    run repeats those tasks only)."""
-    declared = ctx.declared
-    assert declared is not None
-    doc, found, base = prepared.doc, prepared.found, prepared.base
-    pending = pending_tasks(ctx, declared, doc.sha256)
-    reused = [t.name for t in declared.tasks if t not in pending]
-    outcomes = run_tasks(ctx, declared, doc, prepared.plan, found.path, caller, pending)
-    failed = [o for o in outcomes if not o.ok]
-    message = describe(outcomes, reused)
-    if failed:
-        status = DocumentStatus.FAILED
-        error_type = failed[0].error_type if len(failed) == 1 else "TasksFailed"
-        ctx.store.set_document_status(
-            doc.sha256, "failed" if len(failed) == len(outcomes) else "partial", error_type, message
-        )
-        outcome = replace(base, status=status, error_type=error_type, message=message)
-    else:
-        partial = any(o.pages_failed for o in outcomes)
-        ctx.store.set_document_status(doc.sha256, "partial" if partial else "ok")
-        outcome = replace(base, status=DocumentStatus.OK, title=message)
-    return outcome.with_totals(caller.totals())
-
-
-def answer_document(ctx: RunContext, prepared: Prepared) -> DocumentOutcome:
-    """The run's free questions over one planned document (kimidocs.questions), each its own
-    `questions` row; the document is `failed` when a question got no answer."""
-    doc = prepared.doc
-    answered = questions.answer_questions(
-        ctx, doc, prepared.plan, lambda: KimiCaller(ctx, doc.sha256, path=prepared.found.path)
-    )
-    totals = CallTotals()
-    for a in answered:
-        totals = totals + a.totals
-    message = questions.describe(answered)
-    if any(a.error for a in answered):
-        outcome = replace(
-            prepared.base, status=DocumentStatus.FAILED, error_type="QuestionsFailed", message=message
-        )
-    else:
-        outcome = replace(prepared.base, status=DocumentStatus.OK, title=message)
-    return outcome.with_totals(totals)
-
-
 # -------------------------------------------------------------------------------- errors become outcomes
 
 
@@ -357,45 +335,49 @@ def guarded(ctx: RunContext, attempt: Attempt, work: Callable[[Attempt], R]) -> 
         return outcome_of(ctx, attempt, err)
 
 
-def outcome_of(ctx: RunContext, attempt: Attempt, err: Exception) -> DocumentOutcome:
-    """The one mapping from an exception raised for one file to its outcome and its `failures` row.
+def triage(err: BaseException, path: str) -> tuple[FailureStage, str, DocumentStatus]:
+    """The one table from an exception raised for a document (or one of its jobs) to the stage it failed
+    at, its typed reason and the document's status:
 
-    ExtractionError   stage extract (unreadable file; a `failed` documents row once hashed)
-    LowTextQuality    stage extract (the document row stays, marked failed)
-    PlanningError     stage plan
-    BudgetExceeded    stage call, `skipped` (the run's max_cost_usd)
-    RunAborted        stage call (a wrong key, no quota: the run stops)
-    KimiError         stage call, typed by the error's class
-    anything else     stage pipeline: a bug or an unforeseen file, logged with its traceback;
-                      never a reason to stop the batch
+    ExtractionError   extract, its own type (an unreadable file)
+    LowTextQuality    extract (the document row stays, marked failed)
+    PlanningError     plan
+    BudgetExceeded    call, `skipped` (the run's max_cost_usd)
+    RunAborted        call (a wrong key, no quota: the run stops)
+    KimiError         call, typed by the error's class
+    OutputInvalid     validate (no usable answer after the repair call)
+    anything else     pipeline: a bug or an unforeseen file, logged with its traceback; never a reason
+                      to stop the batch
     """
-    found, doc_id = attempt.found, attempt.doc_id
-    if isinstance(err, ExtractionError):
-        if doc_id is None:  # while hashing: type, size
-            outcome = _fail(ctx, found, FailureStage.EXTRACT, err.error_type, str(err))
-        else:
-            ctx.store.save_failed_file(
-                ctx.run_id, found.path, doc_id, found.size, found.mtime, err.error_type, str(err)
-            )
-            outcome = DocumentOutcome(
-                found.path, DocumentStatus.FAILED, doc_id=doc_id, error_type=err.error_type, message=str(err)
-            )
-    elif isinstance(err, LowTextQuality):
-        outcome = _fail(ctx, found, FailureStage.EXTRACT, err.error_type, str(err), doc_id)
-    elif isinstance(err, PlanningError):
-        outcome = _fail(ctx, found, FailureStage.PLAN, "PlanningError", f"{found.path}: {err}", doc_id)
-    elif isinstance(err, BudgetExceeded):
-        outcome = _fail(
-            ctx, found, FailureStage.CALL, "BudgetExceeded", str(err), doc_id, status=DocumentStatus.SKIPPED
+    if isinstance(err, ExtractionError | LowTextQuality):
+        return FailureStage.EXTRACT, err.error_type, DocumentStatus.FAILED
+    if isinstance(err, PlanningError):
+        return FailureStage.PLAN, "PlanningError", DocumentStatus.FAILED
+    if isinstance(err, BudgetExceeded):
+        return FailureStage.CALL, "BudgetExceeded", DocumentStatus.SKIPPED
+    if isinstance(err, RunAborted | KimiError):
+        return FailureStage.CALL, type(err).__name__, DocumentStatus.FAILED
+    if isinstance(err, OutputInvalid):
+        return FailureStage.VALIDATE, "OutputInvalid", DocumentStatus.FAILED
+    log.error("unexpected error on %s", path, exc_info=err)
+    return FailureStage.PIPELINE, type(err).__name__, DocumentStatus.FAILED
+
+
+def outcome_of(ctx: RunContext, attempt: Attempt, err: Exception) -> DocumentOutcome:
+    """The outcome of the error raised for one file (`triage`), with what its calls cost so far."""
+    return failed(ctx, attempt.found, err, attempt.doc_id).with_totals(attempt.totals())
+
+
+def failed(ctx: RunContext, found: FoundFile, err: Exception, doc_id: str | None) -> DocumentOutcome:
+    """The document's outcome and `failures` row for `err` (`triage`)."""
+    stage, error_type, status = triage(err, found.path)
+    if isinstance(err, ExtractionError) and doc_id is not None:
+        ctx.store.save_failed_file(
+            ctx.run_id, found.path, doc_id, found.size, found.mtime, error_type, str(err)
         )
-    elif isinstance(err, RunAborted):
-        outcome = _fail(ctx, found, FailureStage.CALL, "RunAborted", str(err), doc_id)
-    elif isinstance(err, KimiError):
-        outcome = _fail(ctx, found, FailureStage.CALL, type(err).__name__, str(err), doc_id)
-    else:
-        log.error("unexpected error on %s", found.path, exc_info=err)
-        outcome = _fail(ctx, found, FailureStage.PIPELINE, type(err).__name__, f"{found.path}: {err}", doc_id)
-    return outcome.with_totals(attempt.caller.totals()) if attempt.caller is not None else outcome
+        return DocumentOutcome(found.path, status, doc_id=doc_id, error_type=error_type, message=str(err))
+    message = f"{found.path}: {err}" if stage in (FailureStage.PLAN, FailureStage.PIPELINE) else str(err)
+    return _fail(ctx, found, stage, error_type, message, doc_id, status=status)
 
 
 def _fail(

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from kimidocs.analysis import Attempt, Prepared, finished, guarded, outcome_of, prepare, started, summarise
@@ -46,6 +47,7 @@ from kimidocs.records import BatchRow, CallRecord, CallStatus, DocumentStatus
 from kimidocs.requests import ChatRequest
 from kimidocs.run import DocumentOutcome, RunContext
 from kimidocs.schedule import RunWarmup, Scheduler, WaitDecision
+from kimidocs.sequence import Callers, Deferred
 from kimidocs.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -55,10 +57,6 @@ RETRY_ROUNDS = 2  # a line that failed in this many batches is sent in real time
 MAX_ROUNDS = 40  # a safety stop: reduce levels + repairs + retries stay far below
 _WIDE = 64  # calls of one level in flight together while replaying (no network: all answered or missed)
 _GATHER_S = 0.02  # a miss waits this long before raising, so the level's other calls get to record theirs
-
-
-class Deferred(BaseException):
-    """The request is not answered yet: it goes into the round's batch."""
 
 
 @dataclass
@@ -102,8 +100,16 @@ class BatchScheduler(Scheduler):
 class BatchCaller(KimiCaller):
     """A `KimiCaller` whose requests are answered by the run's batches (see the module's doc)."""
 
-    def __init__(self, ctx: RunContext, doc_id: str | None, state: BatchState, *, path: str | None) -> None:
-        super().__init__(ctx, doc_id, path=path)
+    def __init__(
+        self,
+        ctx: RunContext,
+        doc_id: str | None,
+        state: BatchState,
+        *,
+        path: str | None,
+        scheduler: Scheduler,
+    ) -> None:
+        super().__init__(ctx, doc_id, path=path, scheduler=scheduler)
         self.state = state
         self._served: dict[str, CallOutcome] = {}
 
@@ -296,8 +302,17 @@ def _submit(ctx: RunContext, client: BatchClient, state: BatchState, round_no: i
 class _Doc:
     attempt: Attempt
     prepared: Prepared
-    caller: BatchCaller
     t0: float
+
+
+def batch_callers(ctx: RunContext, state: BatchState) -> Callers:
+    """Calls answered by the run's batches: no prefix to warm in a batch (every group starts together,
+    the run has no warm-up call), and a level's calls all in flight together while replaying."""
+    scheduler = BatchScheduler(ctx.model, ctx.scheduler.system_tokens, ctx.scheduler.threshold_usd)
+    scheduler.warmup = RunWarmup(first_alone=False)
+    return Callers(
+        lambda doc_id, path: BatchCaller(ctx, doc_id, state, path=path, scheduler=scheduler), scheduler, _WIDE
+    )
 
 
 def run_batch_mode(ctx: RunContext, files: list[FoundFile]) -> list[DocumentOutcome]:
@@ -307,22 +322,25 @@ def run_batch_mode(ctx: RunContext, files: list[FoundFile]) -> list[DocumentOutc
     if why is not None:
         log.warning("batch mode: %s; running in real time instead", why)
         state.interactive = True
-    ctx.options = replace(ctx.options, concurrency=_WIDE, pack=False)
-    scheduler = BatchScheduler(ctx.model, ctx.scheduler.system_tokens, ctx.scheduler.threshold_usd)
-    scheduler.warmup = RunWarmup(first_alone=False)
-    ctx.scheduler = scheduler
+    callers = batch_callers(ctx, state)
     outcomes: dict[str, DocumentOutcome] = {}
     pending: list[_Doc] = []
-    for found in files:
+
+    def prepared_one(found: FoundFile) -> _Doc | DocumentOutcome:
         t0 = started(ctx, found)
         attempt = Attempt(found)
         prepared = guarded(ctx, attempt, lambda a: prepare(ctx, a))
         if isinstance(prepared, DocumentOutcome):
-            outcomes[found.path] = finished(ctx, prepared, t0)
-            continue
-        caller = BatchCaller(ctx, prepared.doc.sha256, state, path=found.path)
-        attempt.caller = caller
-        pending.append(_Doc(attempt, prepared, caller, t0))
+            return finished(ctx, prepared, t0)
+        return _Doc(attempt, prepared, t0)
+
+    # Documents are prepared (extracted, planned) side by side as in interactive mode.
+    with ThreadPoolExecutor(max_workers=max(1, ctx.options.concurrency)) as pool:
+        for found, item in zip(files, pool.map(prepared_one, files), strict=True):
+            if isinstance(item, DocumentOutcome):
+                outcomes[found.path] = item
+            else:
+                pending.append(item)
     client = BatchClient(ctx.backend.client)
     opened = ctx.store.open_batches(str(ctx.options.folder), ctx.model.id) if pending else []
     try:
@@ -343,7 +361,7 @@ def run_batch_mode(ctx: RunContext, files: list[FoundFile]) -> list[DocumentOutc
         waiting: list[_Doc] = []
         for d in pending:
             try:
-                out = summarise(ctx, d.attempt, d.prepared, d.caller)
+                out = summarise(ctx, d.attempt, d.prepared, callers)
             except Deferred:
                 waiting.append(d)
                 continue

@@ -28,6 +28,7 @@ from kimidocs.records import CallRecord, CallStatus, CallTotals, Stage, Usage
 from kimidocs.requests import ChatRequest
 from kimidocs.results import json_unusable_reason, unusable_reason
 from kimidocs.run import RunAborted, RunContext
+from kimidocs.schedule import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,10 @@ class KimiCaller:
         *,
         shares: dict[str, int] | None = None,
         path: str | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.ctx = ctx
+        self.scheduler = scheduler or ctx.scheduler  # whose warm-up gate the run's first call passes
         self.doc_id = doc_id
         self.shares = shares
         self.path = path  # the document's file, for progress (None for a pack)
@@ -107,13 +110,13 @@ class KimiCaller:
                 ctx.observer.document_call(self.path, request.stage)
             return CallOutcome(content=prior.response or "", finish_reason=prior.finish_reason, reused=True)
         # The run's first call goes alone (it warms the system prompt); the others wait for it here.
-        warmup = ctx.scheduler.warmup
+        warmup = self.scheduler.warmup
         if not warmup.enter():
             return self._send(request)
         warmed = 0
         try:
             outcome = self._send(request)
-            warmed = ctx.scheduler.system_tokens
+            warmed = self.scheduler.system_tokens
             return outcome
         finally:
             warmup.leave(warmed)

@@ -13,23 +13,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from extractors.document import Document
-from kimidocs.budget import BudgetExceeded
-from kimidocs.caller import KimiCaller
-from kimidocs.kimi.errors import KimiError
-from kimidocs.mapreduce import MapReduceResult, fan_out
-from kimidocs.planning import Plan
-from kimidocs.profiles import TaskSpec, answer_json, check_answer_citations
+from kimidocs.mapreduce import MapReduceResult
+from kimidocs.profiles import DeclaredProfile, answer_json, check_answer_citations
 from kimidocs.profiles.questions import ANSWER
-from kimidocs.records import CallTotals
-from kimidocs.run import RunAborted, RunContext
-from kimidocs.store import QuestionRow, StoreError
-from kimidocs.tasks import run_task
+from kimidocs.records import CallTotals, DocumentStatus, FailureRecord, FailureStage
+from kimidocs.run import DocumentOutcome, RunContext
+from kimidocs.sequence import Job, JobDone
+from kimidocs.store import QuestionRow
+from kimidocs.tasks import answers_for
+
+if TYPE_CHECKING:
+    from kimidocs.analysis import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -43,35 +42,72 @@ class Answered:
     totals: CallTotals
 
 
-def answer_questions(
-    ctx: RunContext, doc: Document, plan: Plan, new_caller: Callable[[], KimiCaller]
-) -> list[Answered]:
-    """Every question of the run (`ctx.declared` built from `ctx.options.questions`) over `doc`."""
-    declared = ctx.declared
-    assert declared is not None and ctx.options.questions
-    concurrency = ctx.options.concurrency
-    numbered = list(enumerate(zip(declared.tasks, ctx.options.questions, strict=True), start=1))
+class QuestionKind:
+    """The sequencer's result kind for free questions: one job per question (each with its own caller, so
+    its row carries its own calls and cost), a `questions` row for every one, answered or not, and a
+    `failures` row for each that got no answer; the document is `failed` when a question did."""
 
-    def one(item: tuple[int, tuple[TaskSpec, str]]) -> Answered:
-        number, (task, question) = item
-        caller = new_caller()
-        result: MapReduceResult | None = None
-        try:
-            result = run_task(ctx, declared, task, doc, plan, caller, concurrency)
-            cited, error = cited_answer(result, doc)
-        except (BudgetExceeded, RunAborted, StoreError):
-            raise
-        except KimiError as err:
-            cited, error = None, f"{type(err).__name__}: {err}"
-        except Exception as err:  # a bug: this question fails, the others go on
-            log.error("question %d of %s failed", number, doc.path, exc_info=err)
-            cited, error = None, f"{type(err).__name__}: {err}"
-        totals = caller.totals()
-        save(ctx, doc, number, question, cited, error, totals, result.coverage if result else None)
-        return Answered(number, error, totals)
+    def __init__(self, declared: DeclaredProfile, questions: tuple[str, ...]) -> None:
+        self.declared = declared
+        self.questions = questions
 
-    first = one(numbered[0])  # alone: its calls put the document's prefix in the cache
-    return [first, *fan_out(numbered[1:], one, concurrency, first_alone=False)]
+    def pending(self, ctx: RunContext, doc_id: str) -> tuple[list[Job], list[str]]:
+        asked = ctx.store.questions_asked(doc_id, ctx.run_id)  # by an earlier batch round of this run
+        numbered = enumerate(zip(self.declared.tasks, self.questions, strict=True), start=1)
+        jobs = [
+            Job(f"question {n}", self.declared.task_profile(t.name), answers_for(t), (n, q))
+            for n, (t, q) in numbered
+            if n not in asked
+        ]
+        return jobs, [f"question {n}" for n in sorted(asked)]  # (kept for `outcome`: asked again there)
+
+    def store(self, ctx: RunContext, prepared: Prepared, done: JobDone) -> JobDone:
+        from kimidocs.analysis import triage
+
+        number, question = done.job.spec
+        doc, path = prepared.doc, prepared.found.path
+        cited: dict[str, Any] | None = None
+        stage = FailureStage.VALIDATE
+        if done.error is not None:
+            stage, error_type, _status = triage(done.error, path)
+            error: str | None = f"{error_type}: {done.error}"
+        else:
+            assert done.result is not None
+            cited, error = cited_answer(done.result, doc)
+        coverage = done.result.coverage if done.result else None
+        save(ctx, doc, number, question, cited, error, done.totals, coverage)
+        if error is not None:
+            ctx.store.record_failure(
+                FailureRecord(
+                    ctx.run_id,
+                    path,
+                    stage,
+                    "QuestionFailed",
+                    f"{path}: question {number} ({question}): {error}",
+                    doc_id=doc.sha256,
+                    at=datetime.now(UTC),
+                )
+            )
+        return replace(done, stored=Answered(number, error, done.totals))
+
+    def outcome(
+        self, ctx: RunContext, prepared: Prepared, done: list[JobDone], reused: list[str]
+    ) -> DocumentOutcome:
+        answered: list[Answered] = [d.stored for d in done]
+        totals = sum((a.totals for a in answered), CallTotals())
+        if reused:  # answered by an earlier batch round of this run (their cost is in that round's callers)
+            earlier = ctx.store.questions_asked(prepared.doc.sha256, ctx.run_id)
+            now = {a.question_no for a in answered}
+            answered += [Answered(n, e, CallTotals()) for n, e in sorted(earlier.items()) if n not in now]
+            answered.sort(key=lambda a: a.question_no)
+        message = describe(answered)
+        if any(a.error for a in answered):
+            outcome = replace(
+                prepared.base, status=DocumentStatus.FAILED, error_type="QuestionsFailed", message=message
+            )
+        else:
+            outcome = replace(prepared.base, status=DocumentStatus.OK, title=message)
+        return outcome.with_totals(totals)
 
 
 def cited_answer(result: MapReduceResult, doc: Document) -> tuple[dict[str, Any] | None, str | None]:

@@ -1,13 +1,9 @@
-"""The tasks of a declared profile over one document: one plan, one cached prefix, one result per task.
+"""The tasks of a declared profile over one document, as a result kind of the sequencer (sequence.py).
 
 The document is extracted and planned once (analysis.py, with the profile's planning profile). Every
 task's requests are `[system: shared instructions][document or chunk][task instructions + schema]`,
-so the tasks of one document share their prefix. Scheduling (DESIGN §3 Call):
-
-    single call   the first pending task's call goes alone (it puts system + document in the cache),
-                  then the other tasks fan out and read the document at the hit price
-    map-reduce    one map pass per task over the same chunks: the first task's pass puts every chunk
-                  in the cache, then the others run side by side and read the chunks from it
+so the tasks of one document share their prefix; the sequencer sends the first pending task alone when
+the scheduler says the cache pays for the wait, then the others side by side.
 
 Each task is map-reduced with its own answer model (`kimidocs.profiles`): `finish_reason: length`
 splits, one repair call, reduce levels, the deterministic merge when a reduce stays unusable, and the
@@ -19,14 +15,12 @@ run repeats: the work key is (doc, profile, task, task version, model).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from extractors.document import Document
-from kimidocs.budget import BudgetExceeded
-from kimidocs.kimi.errors import KimiError
-from kimidocs.mapreduce import AnswerKind, Call, MapReduceResult, fan_out, run_plan
-from kimidocs.planning import Plan
+from kimidocs.mapreduce import AnswerKind, MapReduceResult
 from kimidocs.profiles import (
     DeclaredProfile,
     TaskSpec,
@@ -36,9 +30,13 @@ from kimidocs.profiles import (
     parse_answer,
     trim_answer,
 )
-from kimidocs.records import FailureRecord, FailureStage
-from kimidocs.run import RunAborted, RunContext
-from kimidocs.store import StoreError, TaskResultRow
+from kimidocs.records import CallTotals, DocumentStatus, FailureRecord, FailureStage
+from kimidocs.run import DocumentOutcome, RunContext
+from kimidocs.sequence import Job, JobDone
+from kimidocs.store import TaskResultRow
+
+if TYPE_CHECKING:
+    from kimidocs.analysis import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -82,66 +80,53 @@ def pending_tasks(ctx: RunContext, declared: DeclaredProfile, doc_id: str) -> li
     ]
 
 
-def run_task(
-    ctx: RunContext,
-    declared: DeclaredProfile,
-    task: TaskSpec,
-    doc: Document,
-    plan: Plan,
-    call: Call,
-    concurrency: int,
-) -> MapReduceResult:
-    """One task over a planned document: its calls (single or map-reduce) on the shared prefix, its
-    answers parsed, checked and merged by its own schema."""
-    return run_plan(
-        doc.sha256,
-        plan,
-        declared.task_profile(task.name),
-        ctx.model,
-        call,
-        concurrency=concurrency,
-        document=doc,
-        answers=answers_for(task),
-        scheduler=ctx.scheduler,
-    )
+class TaskKind:
+    """The sequencer's result kind for a declared profile: one job per pending task, each stored in
+    `task_results`; the document is `failed` when a task failed (the next run repeats that task only)."""
 
+    def __init__(self, declared: DeclaredProfile) -> None:
+        self.declared = declared
 
-def run_tasks(
-    ctx: RunContext,
-    declared: DeclaredProfile,
-    doc: Document,
-    plan: Plan,
-    path: str,
-    call: Call,
-    tasks: list[TaskSpec],
-) -> list[TaskOutcome]:
-    """Every task of `tasks` over one planned document, each result stored as soon as it is done.
+    def pending(self, ctx: RunContext, doc_id: str) -> tuple[list[Job], list[str]]:
+        pending = pending_tasks(ctx, self.declared, doc_id)
+        reused = [t.name for t in self.declared.tasks if t not in pending]
+        jobs = [Job(t.name, self.declared.task_profile(t.name), answers_for(t), t) for t in pending]
+        return jobs, reused
 
-    A task's own failure (invalid output, an API error for its calls) is its outcome; what stops the
-    document (budget, an aborted run, the store) is raised once running tasks end.
-    """
-    if not tasks:
-        return []
-    concurrency = ctx.options.concurrency
+    def store(self, ctx: RunContext, prepared: Prepared, done: JobDone) -> JobDone:
+        from kimidocs.analysis import triage
 
-    def one(task: TaskSpec, share: int) -> TaskOutcome:
-        try:
-            result = run_task(ctx, declared, task, doc, plan, call, share)
-        except (BudgetExceeded, RunAborted, StoreError):
-            raise
-        except KimiError as err:
-            return _task_failed(ctx, doc, path, task, FailureStage.CALL, type(err).__name__, str(err))
-        except Exception as err:  # a bug: this task fails, the others go on
-            log.error("task %s of %s failed", task.name, path, exc_info=err)
-            return _task_failed(ctx, doc, path, task, FailureStage.PIPELINE, type(err).__name__, str(err))
-        return store_task(ctx, declared, doc, path, task, result)
+        task: TaskSpec = done.job.spec
+        doc, path = prepared.doc, prepared.found.path
+        if done.error is not None:
+            stage, error_type, _status = triage(done.error, path)
+            outcome = _task_failed(ctx, doc, path, task, stage, error_type, str(done.error))
+        else:
+            assert done.result is not None
+            outcome = store_task(ctx, self.declared, doc, path, task, done.result)
+        return replace(done, stored=outcome)
 
-    if not ctx.settings.prefix_scheduling:  # every task at once: they all miss the cache
-        return fan_out(tasks, lambda t: one(t, concurrency), concurrency, first_alone=False)
-    first, rest = tasks[0], tasks[1:]
-    outcomes = [one(first, concurrency)]  # alone: its calls put the document's prefix in the cache
-    share = max(1, concurrency // max(len(rest), 1))
-    return outcomes + fan_out(rest, lambda t: one(t, share), concurrency, first_alone=False)
+    def outcome(
+        self, ctx: RunContext, prepared: Prepared, done: list[JobDone], reused: list[str]
+    ) -> DocumentOutcome:
+        outcomes: list[TaskOutcome] = [d.stored for d in done]
+        totals = sum((d.totals for d in done), CallTotals())
+        failed = [o for o in outcomes if not o.ok]
+        message = describe(outcomes, reused)
+        doc_id = prepared.doc.sha256
+        if failed:
+            error_type = failed[0].error_type if len(failed) == 1 else "TasksFailed"
+            ctx.store.set_document_status(
+                doc_id, "failed" if len(failed) == len(outcomes) else "partial", error_type, message
+            )
+            outcome = replace(
+                prepared.base, status=DocumentStatus.FAILED, error_type=error_type, message=message
+            )
+        else:
+            partial = any(o.pages_failed for o in outcomes)
+            ctx.store.set_document_status(doc_id, "partial" if partial else "ok")
+            outcome = replace(prepared.base, status=DocumentStatus.OK, title=message)
+        return outcome.with_totals(totals)
 
 
 def store_task(

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_enums_equal_the_stored_strings() -> None:
     assert [s.value for s in Stage] == ["single", "map", "reduce", "repair", "pack"]
-    assert [s.value for s in CallStatus] == ["ok", "error", "unusable"]
+    assert [s.value for s in CallStatus] == ["ok", "error", "unusable", "interrupted"]
     assert {s.value for s in DocumentStatus} == {"ok", "unchanged", "failed", "skipped", "planned"}
     assert {s.value for s in RunStatus} == {"completed", "failed", "stopped", "dry_run", "running", "crashed"}
     assert Stage.PACK == "pack" and f"{RunStatus.DRY_RUN}" == "dry_run"

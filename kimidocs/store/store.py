@@ -546,6 +546,15 @@ class Store:
                     ],
                 )
 
+    def questions_asked(self, doc_id: str, run_id: str) -> dict[int, str | None]:
+        """The questions run `run_id` has already answered for `doc_id` (number -> error, None when
+        answered): a batch round that replays the document asks only the others."""
+        with self._read() as con:
+            rows = con.execute(
+                "SELECT question_no, error FROM questions WHERE doc_id = ? AND run_id = ?", [doc_id, run_id]
+            ).fetchall()
+        return {int(no): error for no, error in rows}
+
     # ------------------------------------------------------------------ declared profiles
 
     def has_task_result(self, doc_id: str, profile: str, task: str, task_version: str, model: str) -> bool:
