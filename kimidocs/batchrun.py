@@ -151,7 +151,7 @@ class BatchCaller(KimiCaller):
         """A batch line as a call: logged (batch id, batch price) and added to the totals."""
         ctx = self.ctx
         cost = batch_call_cost(line.usage, ctx.model)
-        ctx.guard.settle(0.0, cost)
+        ctx.guard.settle(None, cost)
         unusable = self.judge(request.stage, line.content, line.finish_reason)
         record = call_record(
             ctx,
@@ -259,7 +259,7 @@ def _submit(ctx: RunContext, client: BatchClient, state: BatchState, round_no: i
     turns out not to take batches (403): the run goes on in real time."""
     misses = dict(state.misses)
     estimate = sum(m.estimate_usd for m in misses.values())
-    ctx.guard.reserve(estimate)
+    held = ctx.guard.reserve(estimate)
     file_id: str | None = None
     try:
         file_id = client.upload(
@@ -279,14 +279,14 @@ def _submit(ctx: RunContext, client: BatchClient, state: BatchState, round_no: i
         ctx.store.save_batch(pending)
         row = _create(ctx, client, pending)
     except PermissionDenied as err:
-        ctx.guard.settle(estimate, 0.0)
+        ctx.guard.settle(held, 0.0)
         if file_id is not None:
             ctx.store.update_batch(file_id, "refused", done=True)
         log.warning("the Batch API is not open for this account (%s): continuing in real time", err)
         state.interactive = True
         return None
     except BaseException:
-        ctx.guard.settle(estimate, 0.0)
+        ctx.guard.settle(held, 0.0)
         raise
     assert row.batch_id is not None
     state.batches.append(row.batch_id)
@@ -294,7 +294,7 @@ def _submit(ctx: RunContext, client: BatchClient, state: BatchState, round_no: i
     try:
         _wait_and_read(ctx, client, state, row, misses)
     finally:
-        ctx.guard.settle(estimate, 0.0)  # each answer settles its own cost when it is served
+        ctx.guard.settle(held, 0.0)  # each answer settles its own cost when it is served
     return row
 
 

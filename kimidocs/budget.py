@@ -13,6 +13,14 @@ class BudgetExceeded(Exception):
     """Starting this call would take the run past `max_cost_usd`; the document is skipped."""
 
 
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What one call holds of the budget until it is settled; `id` names it in a shared ledger."""
+
+    usd: float
+    id: str = ""
+
+
 @dataclass
 class _Totals:
     spent: float = 0.0
@@ -32,7 +40,7 @@ class CostGuard:
         with self._lock:
             return self._t.spent
 
-    def reserve(self, estimate_usd: float) -> None:
+    def reserve(self, estimate_usd: float) -> Reservation:
         """Hold `estimate_usd` for a call about to start, or raise `BudgetExceeded`."""
         with self._lock:
             if self.max_cost_usd is not None:
@@ -43,9 +51,12 @@ class CostGuard:
                         f"+ this call ${estimate_usd:.4f} would pass max_cost_usd ${self.max_cost_usd:.4f}"
                     )
             self._t.in_flight += estimate_usd
+        return Reservation(estimate_usd)
 
-    def settle(self, estimate_usd: float, actual_usd: float) -> None:
-        """Replace a reservation by what the call really cost (0 if it failed unbilled)."""
+    def settle(self, held: Reservation | None, actual_usd: float) -> None:
+        """Replace a reservation by what the call really cost (0 if it failed unbilled); `held` None:
+        a cost that had no reservation of its own (an attempt cut mid-stream, a batch line served)."""
         with self._lock:
-            self._t.in_flight = max(self._t.in_flight - estimate_usd, 0.0)
+            if held is not None:
+                self._t.in_flight = max(self._t.in_flight - held.usd, 0.0)
             self._t.spent += actual_usd

@@ -130,7 +130,7 @@ class KimiCaller:
         estimate = request_estimate(request.prompt_tokens_est, max_tokens, ctx.model)
         body = self._policy_body(request, max_tokens)
         record = call_record(ctx, request, self.doc_id)
-        ctx.guard.reserve(estimate)
+        held = ctx.guard.reserve(estimate)
         try:
             result = ctx.backend.client.chat(
                 body,
@@ -138,7 +138,7 @@ class KimiCaller:
                 tokens_est=request.prompt_tokens_est + max_tokens,
             )
         except KimiError as err:
-            ctx.guard.settle(estimate, 0.0)
+            ctx.guard.settle(held, 0.0)
             self._log_cut_attempts(request, record, err.cut_attempts)
             failed = replace(
                 record,
@@ -158,7 +158,7 @@ class KimiCaller:
             usage, usage_source = estimated_usage(request, result.content), "estimated"
             log.warning("%s: the server reported no token usage; storing our estimate", request.request_key)
         cost = call_cost(usage, ctx.model)
-        ctx.guard.settle(estimate, cost)
+        ctx.guard.settle(held, cost)
         unusable = self.judge(request.stage, result.content, result.finish_reason)
         done = replace(
             record,
@@ -204,7 +204,7 @@ class KimiCaller:
             self.ctx.store.save_calls([replace(r, usage=part, cost_usd=c) for r, part, c in rows])
             for r, part, c in rows:
                 self._add(r.doc_id, part, c)
-                self.ctx.guard.settle(0.0, c)
+                self.ctx.guard.settle(None, c)
                 self.ctx.observer.call_finished(part, c, request.stage)
 
     def _policy_body(self, request: ChatRequest, max_tokens: int) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from kimidocs.backend import Backend, open_backend, run_limiter
-from kimidocs.budget import CostGuard
+from kimidocs.budget import BudgetExceeded, CostGuard, Reservation
 from kimidocs.discover import FoundFile, discover
 from kimidocs.kimi.limits import Limiter
 from kimidocs.models import ModelInfo, UnknownModel
@@ -126,6 +126,48 @@ QUIET: Observer = QuietObserver()
 
 class RunAborted(Exception):
     """A problem that would fail every remaining document (wrong key, no quota): stop the run."""
+
+
+class RunLedger(CostGuard):
+    """The run's budget and abort as every process and machine of the run sees them: the store, which
+    they all share by construction. Before each call it reads whether another process stopped the run,
+    then (with a cap) reserves the call's estimate against the run's logged calls plus every reservation
+    in flight, in one transaction the processes take in turn; the reservation is released once the call
+    is logged. So spent stays within `max_cost_usd` for the run as a whole, whatever the number of
+    processes, and the overshoot is at most what calls cost beyond their estimate (retried attempts cut
+    mid-stream). A reservation of a process that died expires after `ttl_s`."""
+
+    def __init__(self, store: Store, run_id: str, max_cost_usd: float | None, ttl_s: float) -> None:
+        super().__init__(max_cost_usd)
+        self.store = store
+        self.run_id = run_id
+        self.ttl_s = ttl_s
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+
+    def reserve(self, estimate_usd: float) -> Reservation:
+        reason = self.store.abort_reason(self.run_id)
+        if reason is not None:
+            raise RunAborted(reason)
+        local = super().reserve(estimate_usd)  # this process's view, for its own report
+        if self.max_cost_usd is None:
+            return local
+        held = Reservation(estimate_usd, uuid.uuid4().hex)
+        full = self.store.reserve_budget(
+            self.run_id, held.id, estimate_usd, self.max_cost_usd, self.holder, self.ttl_s
+        )
+        if full is not None:
+            super().settle(local, 0.0)
+            spent, in_flight = full
+            raise BudgetExceeded(
+                f"budget: the run spent ${spent:.4f} + in flight ${in_flight:.4f} (every process) "
+                f"+ this call ${estimate_usd:.4f} would pass max_cost_usd ${self.max_cost_usd:.4f}"
+            )
+        return held
+
+    def settle(self, held: Reservation | None, actual_usd: float) -> None:
+        super().settle(held, actual_usd)
+        if held is not None and held.id:
+            self.store.release_budget(self.run_id, held.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,8 +307,16 @@ class RunContext:
     declared: DeclaredProfile | None = None
 
     def abort(self, reason: str) -> None:
+        """Stop the run: this process at once, the others (tasks, fan-out children) before their next
+        call (`RunLedger`)."""
+        first = not self.aborted.is_set()
         self.abort_reason = self.abort_reason or reason
         self.aborted.set()
+        if first:
+            try:
+                self.store.abort_run(self.run_id, reason)
+            except StoreError as err:  # the store itself failing: this process still stops
+                log.warning("could not record the run's stop for its other processes: %s", err)
 
 
 def resolve_profile(name: str, settings: Settings) -> ResolvedProfile:
@@ -381,21 +431,21 @@ def attach_run(
 
     For the work of a run done elsewhere (a Prefect task in a process pool or on another worker): the
     same checks as `open_run`, its own store connection, backend and limiter, but no new `runs` row,
-    no migration and not the database's run lock (the process that opened the run holds it). Its cost
-    guard starts from what the run's calls have cost so far. Close it with `detach_run`.
+    no migration and not the database's run lock (the process that opened the run holds it). Its budget
+    and abort are the run's (`RunLedger`): shared with every other process of the run through the store.
+    Close it with `detach_run`.
     """
     settings, model, profile, declared = _resolve(options, settings)
     store = Store(settings.db)
     try:
         if not store.query("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).rows:
             raise StoreError(f"{settings.db}: no run {run_id} to attach to")
-        spent = store.query("SELECT coalesce(sum(cost_usd), 0) FROM calls WHERE run_id = ?", [run_id])
         opened = backend or open_backend(settings, limiter=limiter or run_limiter(settings))
     except BaseException:
         store.close()
         raise
-    guard = CostGuard(options.max_cost_usd)
-    guard.settle(0.0, float(spent.rows[0][0] or 0.0))
+    ttl_s = settings.request_timeout_s * (settings.max_retries + 1) + 60
+    guard = RunLedger(store, run_id, options.max_cost_usd, ttl_s)
     return RunContext(
         options, settings, store, opened, model, profile, run_id, guard, observer=observer, declared=declared
     )

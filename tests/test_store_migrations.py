@@ -103,7 +103,7 @@ def test_0010_keeps_stored_batches_and_allows_a_pending_row(tmp_path: Path) -> N
     finally:
         con.close()
     store = Store(db)
-    assert store.migrate() == [10]
+    assert store.migrate() == [10, 11]
     (old,) = store.open_batches("in", "kimi-k2.5")
     assert (old.batch_id, old.input_file_id, old.request_keys, old.status) == (
         "b1",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -215,6 +215,55 @@ class Store:
                         run.pid,
                     ],
                 )
+
+    # ------------------------------------------------------------------ the run's budget and abort
+
+    def reserve_budget(
+        self, run_id: str, reservation_id: str, usd: float, cap: float, holder: str, ttl_s: float
+    ) -> tuple[float, float] | None:
+        """Hold `usd` of run `run_id`'s `cap` for one call, in one transaction every process of the run
+        takes in turn: None when held; else (spent, in flight) that leave no room. Spent is the run's
+        logged calls; in flight, the reservations not released and not expired (a process that died)."""
+        for attempt in self._attempts():
+            with attempt, self._write(f"budget:{run_id}") as con:
+                now = utcnow()
+                spent = con.execute(
+                    "SELECT coalesce(sum(cost_usd), 0) FROM calls WHERE run_id = ?", [run_id]
+                ).fetchone()
+                held = con.execute(
+                    "SELECT coalesce(sum(usd), 0) FROM budget_reservations "
+                    "WHERE run_id = ? AND expires_at > ?",
+                    [run_id, now],
+                ).fetchone()
+                totals = (float(spent[0]) if spent else 0.0, float(held[0]) if held else 0.0)
+                if sum(totals) + usd > cap:
+                    return totals
+                con.execute(
+                    "INSERT INTO budget_reservations VALUES (?, ?, ?, ?, ?, ?)",
+                    [reservation_id, run_id, usd, holder, now, now + timedelta(seconds=ttl_s)],
+                )
+        return None
+
+    def release_budget(self, run_id: str, reservation_id: str) -> None:
+        """Give a reservation back (its call is logged now, or was never sent)."""
+        for attempt in self._attempts():
+            with attempt, self._write(f"budget:{run_id}") as con:
+                con.execute("DELETE FROM budget_reservations WHERE reservation_id = ?", [reservation_id])
+
+    def abort_run(self, run_id: str, reason: str) -> None:
+        """Say for every process of the run that it stops (the first reason stays)."""
+        for attempt in self._attempts():
+            with attempt, self._write(f"runs:{run_id}") as con:
+                con.execute(
+                    "UPDATE runs SET abort_reason = coalesce(abort_reason, ?) WHERE run_id = ?",
+                    [reason, run_id],
+                )
+
+    def abort_reason(self, run_id: str) -> str | None:
+        """Why run `run_id` was stopped by one of its processes, or None."""
+        with self._read() as con:
+            row = con.execute("SELECT abort_reason FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
 
     def mark_crashed_runs(self, host: str, is_alive: Callable[[int], bool]) -> list[str]:
         """Runs still 'running' whose process on `host` is gone -> 'crashed'; returns their ids.
