@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -39,7 +40,7 @@ from kimidocs.profiles import (
     views_of,
 )
 from kimidocs.records import CallTotals, DocumentStatus, RunRecord, RunStatus, RunTotals, Stage, Usage
-from kimidocs.schedule import Scheduler, system_tokens
+from kimidocs.schedule import RunWarmup, Scheduler, system_tokens
 from kimidocs.settings import ConfigError, Settings, check_db_path, load_settings
 from kimidocs.store import RunLock, Store, StoreError, shown_db
 from prompts import Profile, ProfileError
@@ -234,6 +235,9 @@ class RunOptions:
     # Free questions (`kimidocs ask`): each document answers them instead of the profile's tasks,
     # the answers go to `questions`; the profile is built from them (kimidocs.profiles.questions).
     questions: tuple[str, ...] = ()
+    # Whether the run's first call goes alone to warm the system prompt (`Scheduler.plan_run`), decided
+    # once by the process that lists the files and carried to every process of the run with the options.
+    warm_start: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,9 +302,10 @@ class RunContext:
     scheduler: Scheduler = field(init=False)
 
     def __post_init__(self) -> None:
-        self.scheduler = Scheduler(
-            self.model, system_tokens(self.profile.system), self.settings.wait_min_saving_usd
-        )
+        threshold = self.settings.wait_min_saving_usd if self.settings.prefix_scheduling else math.inf
+        self.scheduler = Scheduler(self.model, system_tokens(self.profile.system), threshold)
+        if self.options.warm_start is False:
+            self.scheduler.warmup = RunWarmup(first_alone=False)
 
     # A declared profile (user or built-in `contract`, `report`): its tasks, each stored in
     # task_results; `profile` is then the profile that plans a document for all of them.
@@ -446,9 +451,12 @@ def attach_run(
         raise
     ttl_s = settings.request_timeout_s * (settings.max_retries + 1) + 60
     guard = RunLedger(store, run_id, options.max_cost_usd, ttl_s)
-    return RunContext(
+    ctx = RunContext(
         options, settings, store, opened, model, profile, run_id, guard, observer=observer, declared=declared
     )
+    if options.warm_start and store.find_run_call(run_id) is not None:  # another process warmed it
+        ctx.scheduler.warmup = RunWarmup.warm(ctx.scheduler.system_tokens)
+    return ctx
 
 
 def detach_run(ctx: RunContext) -> None:
@@ -520,8 +528,10 @@ def list_files(ctx: RunContext) -> list[FoundFile]:
     found = discover(ctx.options.folder, ctx.options.include or None, ctx.options.exclude or None)
     if Path(ctx.options.folder).is_dir():
         ctx.store.mark_deleted(str(Path(ctx.options.folder)), [f.path for f in found])
-    # The run's first call warms the system prompt for the rest, when enough calls will re-read it.
+    # The run's first call warms the system prompt for the rest, when enough calls will re-read it; the
+    # decision goes to every process of the run with its options (`RunOptions.warm_start`).
     decision = ctx.scheduler.plan_run(len(found))
+    ctx.options = replace(ctx.options, warm_start=decision.first_alone)
     log.info("prefix cache: %s", decision.describe())
     return found
 

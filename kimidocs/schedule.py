@@ -96,6 +96,14 @@ class RunWarmup:
         if not first_alone:
             self._done.set()
 
+    @classmethod
+    def warm(cls, warm_tokens: int) -> RunWarmup:
+        """A gate already passed: another process of the run made its first call (`warm_tokens` cached)."""
+        gate = cls(first_alone=True)
+        gate._taken = True
+        gate.leave(warm_tokens)
+        return gate
+
     def enter(self) -> bool:
         """True for the caller that must send the run's first call (and then `leave`); others wait."""
         with self._lock:

@@ -106,8 +106,8 @@ class Settings(BaseSettings):
     )
     # Folders of user profiles (os.pathsep-separated), searched before the built-ins; unset: ./profiles.
     profiles_path: str | None = Field(default=None, validation_alias=AliasChoices("KIMIDOCS_PROFILES"))
-    # Tasks of a declared profile: the first goes alone (it puts the document in the prefix cache),
-    # then the rest fan out. Off: all start at once (they all miss); for benchmarks.
+    # Calls that share a prefix: the first goes alone when the scheduler says the cache pays for the wait
+    # (kimidocs/schedule.py). Off: no call ever waits (they all miss); for benchmarks.
     prefix_scheduling: bool = Field(default=True, validation_alias=AliasChoices("KIMIDOCS_PREFIX_SCHEDULING"))
     # Models that are not in kimidocs' table (any OpenAI-compatible server): a TOML file, see
     # kimidocs.models.load_models_file. Checked at start-up like every other setting.

@@ -101,3 +101,26 @@ def test_a_run_stopped_in_one_process_stops_the_others(tmp_path: Path, kimi_emul
         for ctx in (one, two):
             pipeline.detach_run(ctx)
         pipeline.close_run(owner, [])
+
+
+def test_every_process_of_a_run_follows_its_warm_up_decision(tmp_path: Path, kimi_emulator) -> None:
+    """Issue 23.5: the warm-up is decided once, where the files are listed, and carried with the options:
+    an attached process does not send its first call alone when the run decided against it, does when
+    the run decided for it and nothing has returned yet, and not once another process warmed the cache."""
+    for count, alone in ((1, False), (30, True)):
+        db = tmp_path / f"k-{count}.duckdb"
+        settings = _settings(kimi_emulator, db)
+        folder = _notes(tmp_path / f"in-{count}", count)
+        owner = pipeline.open_run(pipeline.RunOptions(folder=str(folder), db=str(db)), settings)
+        files = pipeline.list_files(owner)
+        assert owner.options.warm_start is alone
+        cold = pipeline.attach_run(owner.run_id, owner.options, settings)
+        assert cold.scheduler.warmup.enabled is alone and cold.scheduler.warmup.open is not alone
+        pipeline.analyze_batch(cold, files[:1])
+        warm = pipeline.attach_run(owner.run_id, owner.options, settings)
+        assert warm.scheduler.warmup.open and warm.scheduler.warm_tokens == (
+            warm.scheduler.system_tokens if alone else 0
+        )
+        for ctx in (cold, warm):
+            pipeline.detach_run(ctx)
+        pipeline.close_run(owner, [])

@@ -450,6 +450,14 @@ class Store:
             with attempt, self._write() as con:
                 insert_rows_json(con, "calls", [call_values(c) for c in calls])
 
+    def find_run_call(self, run_id: str) -> str | None:
+        """The request key of one call run `run_id` finished, or None (has any process of it called?)."""
+        with self._read() as con:
+            row = con.execute(
+                "SELECT request_key FROM calls WHERE run_id = ? AND status = 'ok' LIMIT 1", [run_id]
+            ).fetchone()
+        return str(row[0]) if row else None
+
     def find_completed_call(self, request_key: str) -> CallRecord | None:
         """The newest successful call with this request key (a resumed run re-pays nothing)."""
         with self._read() as con:
