@@ -21,14 +21,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from kimidocs.kimi.limits import RateLimits
 from kimidocs.models import ModelInfo
 from kimidocs.planning import Budget
 from kimidocs.records import Usage
 
 T = TypeVar("T")
+
+
+class AccountLimits(Protocol):
+    """The account's request and token rates (`kimi.limits.RateLimits`), as packing reads them."""
+
+    @property
+    def rpm(self) -> int | None: ...
+    @property
+    def tpm(self) -> int | None: ...
+
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -59,7 +68,7 @@ class PackPolicy:
 DEFAULT_POLICY = PackPolicy()
 
 
-def packing_pays(limits: RateLimits | None, lone_charge: int, policy: PackPolicy = DEFAULT_POLICY) -> bool:
+def packing_pays(limits: AccountLimits | None, lone_charge: int, policy: PackPolicy = DEFAULT_POLICY) -> bool:
     """True when RPM binds long before TPM for lone calls that each charge `lone_charge` tokens.
 
     `lone_charge` is what TPM counts for one small document alone: prompt + max_tokens. Unlimited RPM
