@@ -1,5 +1,6 @@
-"""The `kimidocs` command line. Each command lives in `kimidocs/commands/<name>.py` and
-registers itself through `register(app)`, so this file stays a table of contents.
+"""The `kimidocs` command line. Each command lives in `kimidocs/commands/<name>.py` (the emulator's in
+`kimidocs/kimi/emulator/command.py`) and registers itself through `register(app)`, so this file stays a
+table of contents.
 
 `main` is the console script: a mistake the user can fix (a bad setting, an unknown model or profile,
 a database path that cannot work) ends as one line on stderr and exit status 2, never a traceback.
@@ -7,14 +8,15 @@ a database path that cannot work) ends as one line on stderr and exit status 2, 
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from kimidocs.commands import analyze, ask, extract, models, plan, profiles, query, runs, serve, where
 from kimidocs.discover import FolderError
+from kimidocs.kimi.emulator import command as emulator
 from kimidocs.kimi.errors import MissingApiKey, RequestNotSendable
 from kimidocs.settings import ConfigError
 from kimidocs.store import DatabaseUnusable, SchemaTooNew
@@ -27,22 +29,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = (
-    "analyze",
-    "ask",
-    "extract",
-    "plan",
-    "query",
-    "runs",
-    "where",
-    "models",
-    "profiles",
-    "emulator",
-    "serve",
-)
-
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"kimidocs.commands.{_name}").register(app)
+for _command in (analyze, ask, extract, plan, query, runs, where, models, profiles, emulator, serve):
+    _command.register(app)
 
 #: Errors that mean "change a setting or an argument": one line and exit 2.
 USAGE_ERRORS: tuple[type[BaseException], ...] = (

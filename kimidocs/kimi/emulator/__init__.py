@@ -3,15 +3,16 @@
 Start it in-process with `run_emulator_in_thread(EmulatorConfig(...))`, as its own process with
 `start_emulator_process(...)`, or from the shell with `kimidocs emulator`. Default API key: `sk-emulator`.
 
-    app.py      HTTP surface (Starlette): /v1 subset + /_emulator control plane
+    app.py      the chat path and the control plane           routes.py  every route, the Batch API's too
+    batches.py  the Batch API (files, batches, workers)        command.py `kimidocs emulator`
     prompt.py   body -> messages, counts, token sequence      cache.py   prefix cache in blocks
     limits.py   concurrency / RPM / TPM / TPD                  state.py   knobs, faults, request log
     answers.py  deterministic answers from the input           extract.py markers, sentences, names...
     knobs.py    EmulatorConfig, tiers                          runner.py  thread / process runners
 """
 
-from kimidocs.kimi.emulator.app import create_app
 from kimidocs.kimi.emulator.knobs import DEFAULT_API_KEY, TIERS, EmulatorConfig
+from kimidocs.kimi.emulator.routes import create_app
 from kimidocs.kimi.emulator.runner import (
     EmulatorHandle,
     EmulatorProcess,

@@ -2,7 +2,7 @@
 
 import typer
 
-from kimidocs.commands.emulator import register
+from kimidocs.kimi.emulator.command import register
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 register(app)

@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kimidocs import tokens
@@ -786,47 +785,6 @@ class Emulator:
 
     async def control_stats(self, request: Request) -> Response:
         return JSONResponse(self.state.stats())
-
-
-def create_app(config: EmulatorConfig | None = None, state: EmulatorState | None = None) -> Starlette:
-    """The ASGI app. `app.state.emulator` is the `EmulatorState` (for in-process handles)."""
-    state = state or EmulatorState(config or EmulatorConfig())
-    emu = Emulator(state)
-
-    def simple(handler: Any) -> Any:
-        async def endpoint(request: Request) -> Response:
-            return await emu.simple(request, handler)
-
-        return endpoint
-
-    # Imported here: batches.py builds on this module's Emulator (the chat path it reuses per line).
-    from kimidocs.kimi.emulator.batches import BatchApi
-
-    batch = BatchApi(emu)
-    routes = [
-        Route("/v1/chat/completions", emu.chat, methods=["POST"]),
-        Route("/v1/files", simple(batch.upload), methods=["POST"]),
-        Route("/v1/files", simple(batch.list_files), methods=["GET"]),
-        Route("/v1/files/{file_id}", simple(batch.get_file), methods=["GET"]),
-        Route("/v1/files/{file_id}", simple(batch.delete_file), methods=["DELETE"]),
-        Route("/v1/files/{file_id}/content", simple(batch.file_content), methods=["GET"]),
-        Route("/v1/batches", simple(batch.create), methods=["POST"]),
-        Route("/v1/batches", simple(batch.list_batches), methods=["GET"]),
-        Route("/v1/batches/{batch_id}", simple(batch.get_batch), methods=["GET"]),
-        Route("/v1/batches/{batch_id}/cancel", simple(batch.cancel), methods=["POST"]),
-        Route("/v1/tokenizers/estimate-token-count", simple(emu.estimate), methods=["POST"]),
-        Route("/v1/models", simple(emu.models), methods=["GET"]),
-        Route("/v1/users/me/balance", simple(emu.balance), methods=["GET"]),
-        Route("/_emulator/config", emu.control_config, methods=["GET", "POST"]),
-        Route("/_emulator/fail_next", emu.control_fail_next, methods=["POST"]),
-        Route("/_emulator/requests", emu.control_requests, methods=["GET"]),
-        Route("/_emulator/reset", emu.control_reset, methods=["POST"]),
-        Route("/_emulator/stats", emu.control_stats, methods=["GET"]),
-        Route("/v1/{rest:path}", emu.not_found, methods=["GET", "POST", "PUT", "DELETE"]),
-    ]
-    app = EmulatorApp(routes=routes)
-    app.state.emulator = state
-    return app
 
 
 def _tool_call_parts(call: dict[str, Any], cfg: EmulatorConfig) -> list[dict[str, Any]]:

@@ -21,8 +21,8 @@ from typing import Any
 
 import uvicorn
 
-from kimidocs.kimi.emulator.app import create_app
 from kimidocs.kimi.emulator.knobs import EmulatorConfig
+from kimidocs.kimi.emulator.routes import create_app
 from kimidocs.kimi.emulator.state import EmulatorState
 
 
