@@ -28,11 +28,11 @@ import duckdb
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kimidocs import pipeline  # noqa: E402
-from kimidocs.costs import usd  # noqa: E402
-from kimidocs.kimi.emulator import EmulatorConfig, run_emulator_in_thread  # noqa: E402
-from kimidocs.models import get_model  # noqa: E402
-from kimidocs.settings import Settings  # noqa: E402
+from kimidocs.core.costs import usd  # noqa: E402
+from kimidocs.core.models import get_model  # noqa: E402
+from kimidocs.emulator import EmulatorConfig, run_emulator_in_thread  # noqa: E402
+from kimidocs.run import pipeline  # noqa: E402
+from kimidocs.run.settings import Settings  # noqa: E402
 
 MODEL = "kimi-k2.5"
 SKIP = {"handbook-872p.docx"}

@@ -5,7 +5,7 @@
 A folder of small generated .txt files (one Kimi call each) is analysed against the emulator (its own
 process, zero latency) into a fresh DuckDB per run, in four modes, each in a fresh Python process:
 
-    direct           kimidocs.pipeline.run_folder, no Prefect at all
+    direct           kimidocs.run.pipeline.run_folder, no Prefect at all
     ephemeral        the analyze-folder flow without PREFECT_API_URL (a temporary server per process)
     server           the flow against a running `prefect server` (shared Kimi limits on: 3 API calls/call)
     server-nolimits  the same with KIMIDOCS_SHARED_LIMITS=0
@@ -77,7 +77,7 @@ def child(mode: str, folder: str, db: str) -> None:
     """Runs inside the measured process: one analysis, prints its in-process wall time as JSON."""
     t0 = time.perf_counter()
     if mode == "direct":
-        from kimidocs import pipeline
+        from kimidocs.run import pipeline
 
         report = pipeline.run_folder(pipeline.RunOptions(folder=folder, db=db, concurrency=4))
         ok = report.count("ok")
@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    from kimidocs.kimi.emulator import EmulatorConfig, start_emulator_process
+    from kimidocs.emulator import EmulatorConfig, start_emulator_process
 
     work = Path(tempfile.mkdtemp(prefix="kimidocs-flow-bench-"))
     emulator = start_emulator_process(EmulatorConfig(), workdir=work / "emulator")

@@ -29,12 +29,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kimidocs import markup, pipeline, tokens  # noqa: E402
-from kimidocs.kimi.emulator import EmulatorConfig, run_emulator_in_thread  # noqa: E402
-from kimidocs.models import get_model  # noqa: E402
-from kimidocs.planning import budget_for  # noqa: E402
-from kimidocs.schedule import system_tokens, whole_blocks  # noqa: E402
-from kimidocs.settings import Settings  # noqa: E402
+from kimidocs.core import markup, tokens  # noqa: E402
+from kimidocs.core.models import get_model  # noqa: E402
+from kimidocs.core.planning import budget_for  # noqa: E402
+from kimidocs.core.schedule import system_tokens, whole_blocks  # noqa: E402
+from kimidocs.emulator import EmulatorConfig, run_emulator_in_thread  # noqa: E402
+from kimidocs.run import pipeline  # noqa: E402
+from kimidocs.run.settings import Settings  # noqa: E402
 from prompts import load_profile  # noqa: E402
 
 LATENCY_MS = 1_500.0  # time to first token of a short prompt on a loaded API

@@ -55,10 +55,10 @@ def _generated_pages(target_tokens: int = 3_000_000, page_words: int = 700) -> l
 def _measure(name: str, corpus: str) -> dict:
     """Runs in a child process: extract, count (one core), plan, estimate."""
     sys.path.insert(0, str(REPO))
-    from kimidocs import tokens
-    from kimidocs.costs import estimate_plan_cost, lower_bound
-    from kimidocs.models import get_model
-    from kimidocs.planning import PageTokens, budget_for, plan_document
+    from kimidocs.core import tokens
+    from kimidocs.core.costs import estimate_plan_cost, lower_bound
+    from kimidocs.core.models import get_model
+    from kimidocs.core.planning import PageTokens, budget_for, plan_document
     from prompts import load_profile
 
     tokens.encoding()  # load the BPE file outside the timings

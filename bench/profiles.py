@@ -31,15 +31,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kimidocs import pipeline  # noqa: E402
-from kimidocs.backend import Backend  # noqa: E402
-from kimidocs.costs import call_cost  # noqa: E402
+from kimidocs.core.costs import call_cost  # noqa: E402
+from kimidocs.core.models import get_model  # noqa: E402
+from kimidocs.core.records import Usage  # noqa: E402
+from kimidocs.core.requests import prefix_key_of  # noqa: E402
+from kimidocs.emulator import EmulatorConfig, run_emulator_in_thread  # noqa: E402
 from kimidocs.kimi.client import KimiClient  # noqa: E402
-from kimidocs.kimi.emulator import EmulatorConfig, run_emulator_in_thread  # noqa: E402
-from kimidocs.models import get_model  # noqa: E402
-from kimidocs.records import Usage  # noqa: E402
-from kimidocs.requests import prefix_key_of  # noqa: E402
-from kimidocs.settings import Settings  # noqa: E402
+from kimidocs.run import pipeline  # noqa: E402
+from kimidocs.run.backend import Backend  # noqa: E402
+from kimidocs.run.settings import Settings  # noqa: E402
 
 DOCS = ("pdf/The-Art-of-Public-Speaking.pdf", "docx/handbook-872p.docx", "pdf/public-speaking-x2.pdf")
 MODEL = "kimi-k2.5"

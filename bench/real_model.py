@@ -56,8 +56,8 @@ def run_cases(base_url: str, api_key: str, work: Path) -> list[dict[str, Any]]:
     """Every profile over data/samples against `base_url`; one row per document and profile."""
     import duckdb
 
-    from kimidocs import pipeline
-    from kimidocs.settings import Settings
+    from kimidocs.run import pipeline
+    from kimidocs.run.settings import Settings
 
     rows: list[dict[str, Any]] = []
     for profile in PROFILES:
@@ -166,7 +166,7 @@ def record(work: Path) -> list[dict[str, Any]]:
         )  # fmt: skip
         stack.callback(stop_process, server)
         proxy = subprocess.Popen(
-            [sys.executable, "-m", "kimidocs.kimi.emulator.record", "--upstream",
+            [sys.executable, "-m", "kimidocs.emulator.record", "--upstream",
              f"http://127.0.0.1:{server_port}/v1", "--out", str(RECORDINGS), "--port", str(proxy_port),
              "--model-note", MODEL_NOTE, "--licence", LICENCE],
             cwd=REPO, stdout=stack.enter_context(open(proxy_log, "wb")), stderr=subprocess.STDOUT,
@@ -180,7 +180,7 @@ def record(work: Path) -> list[dict[str, Any]]:
 
 def replay_config(**knobs: Any):  # type: ignore[no-untyped-def]
     """The emulator passing for the recorded server: its model, no emulator marker, another owner."""
-    from kimidocs.kimi.emulator import EmulatorConfig
+    from kimidocs.emulator import EmulatorConfig
 
     return EmulatorConfig(
         replay_dir=str(RECORDINGS), extra_models={MODEL: WINDOW}, identify=False, owned_by="llamacpp", **knobs
@@ -190,7 +190,7 @@ def replay_config(**knobs: Any):  # type: ignore[no-untyped-def]
 def against_emulator(work: Path, *, replay: bool) -> list[dict[str, Any]]:
     from prefect_fixture import clean_env
 
-    from kimidocs.kimi.emulator import EmulatorConfig, start_emulator_process
+    from kimidocs.emulator import EmulatorConfig, start_emulator_process
 
     config = replay_config() if replay else EmulatorConfig(extra_models={MODEL: WINDOW})
     emulator = start_emulator_process(config, workdir=work / "emulator", env=clean_env())

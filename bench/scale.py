@@ -192,8 +192,8 @@ def child_run(folder: str, db: str, base_url: str, api_key: str, model: str) -> 
     """Inside the measured process: one `run_folder`, with RSS sampled as documents finish."""
     cpu_start = _cpu(resource.RUSAGE_SELF)
     import extractors.isolation as isolation
-    from kimidocs import pipeline
-    from kimidocs.settings import Settings
+    from kimidocs.run import pipeline
+    from kimidocs.run.settings import Settings
 
     # Count worker starts and read each worker's own VmHWM just before it is closed (RUSAGE_CHILDREN's
     # maxrss is no good here: a vfork'ed child inherits the parent's high-water mark). Behaviour unchanged.
@@ -272,7 +272,7 @@ def child_extract(folder: str, model: str) -> dict:
     import extractors.docx  # imports paid before the clock starts
     import extractors.pdf
     from extractors.errors import ExtractionError
-    from kimidocs.models import get_model
+    from kimidocs.core.models import get_model
 
     keep_images = get_model(model).images
 
@@ -291,18 +291,18 @@ def child_extract(folder: str, model: str) -> dict:
 
 STAGES = (
     ("DuckDB", "kimidocs.store:Store", "*"),  # one row per Store method
-    ("o200k tokenizer (load + counts)", "kimidocs.tokens", ("encoding", "count", "count_many")),
+    ("o200k tokenizer (load + counts)", "kimidocs.core.tokens", ("encoding", "count", "count_many")),
     ("Kimi client (httpx, JSON, retries; not the wait)", "kimidocs.kimi.client:KimiClient", ("chat",)),
     ("extraction hand-off (pipe + unpickle Document)", "extractors", ("extract",)),
     ("quality gate", "extractors", ("quality",)),
     ("sha256 of the file", "extractors", ("sha256_file",)),
     (
         "planning + cost estimate",
-        "kimidocs.pipeline",
+        "kimidocs.run.pipeline",
         ("plan_document", "page_tokens_of", "estimate_plan_cost"),
     ),
-    ("citation check", "kimidocs.pipeline", ("check_citations",)),
-    ("discover", "kimidocs.pipeline", ("discover",)),
+    ("citation check", "kimidocs.run.pipeline", ("check_citations",)),
+    ("discover", "kimidocs.run.pipeline", ("discover",)),
 )
 
 
@@ -346,8 +346,8 @@ def _instrument(stages: tuple = STAGES) -> dict[str, float]:
 
 def child_breakdown(folder: str, db: str, base_url: str, api_key: str) -> dict:
     """The run's stages serially in the main thread, each stage's CPU charged by `_instrument`."""
-    from kimidocs import pipeline
-    from kimidocs.settings import Settings
+    from kimidocs.run import pipeline
+    from kimidocs.run.settings import Settings
 
     settings = Settings(
         KIMI_API_KEY=api_key, KIMI_BASE_URL=base_url, KIMIDOCS_DB=db, KIMIDOCS_TIER="tier5", _env_file=None
@@ -371,8 +371,8 @@ def child_profile(folder: str, db: str, base_url: str, api_key: str, top: int = 
     import io
     import pstats
 
-    from kimidocs import pipeline
-    from kimidocs.settings import Settings
+    from kimidocs.run import pipeline
+    from kimidocs.run.settings import Settings
 
     settings = Settings(
         KIMI_API_KEY=api_key, KIMI_BASE_URL=base_url, KIMIDOCS_DB=db, KIMIDOCS_TIER="tier5", _env_file=None
@@ -532,7 +532,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [20, 60] if args.quick else [int(s) for s in args.sizes.split(",") if s]
 
-    from kimidocs.kimi.emulator import EmulatorConfig, start_emulator_process
+    from kimidocs.emulator import EmulatorConfig, start_emulator_process
 
     work = Path(tempfile.mkdtemp(prefix="kimidocs-scale-bench-"))
     emulator = start_emulator_process(EmulatorConfig(), workdir=work / "emulator")

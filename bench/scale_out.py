@@ -46,7 +46,7 @@ def measure(n: int, args: argparse.Namespace, servers: dict[str, Any], root: Pat
     from test_prefect_deployments import trigger
 
     from flows.deployments import ADHOC, FLOW_NAME
-    from kimidocs.kimi.emulator import EmulatorConfig, start_emulator_process
+    from kimidocs.emulator import EmulatorConfig, start_emulator_process
     from kimidocs.store import Store
 
     work = root / f"workers-{n}-{args.store}"

@@ -26,8 +26,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from extractors.document import Document, Page
-from kimidocs.records import CallRecord, FileRecord, RunRecord, RunTotals, Usage
-from kimidocs.results import Summary
+from kimidocs.core.records import CallRecord, FileRecord, RunRecord, RunTotals, Usage
+from kimidocs.core.results import Summary
 from kimidocs.store import Store, SummaryRow
 from kimidocs.store.columns import insert_rows_json
 from kimidocs.store.connection import held
@@ -266,7 +266,7 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     from datetime import UTC, datetime
-    from kimidocs.records import CallRecord, Usage
+    from kimidocs.core.records import CallRecord, Usage
     from kimidocs.store import Store
     s = Store(sys.argv[1], lock_timeout_s=60); s.migrate(); print("ready", flush=True)
     end, n = time.monotonic() + 10, 0

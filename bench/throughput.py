@@ -31,19 +31,20 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kimidocs import pipeline, tokens  # noqa: E402
-from kimidocs.backend import Backend  # noqa: E402
-from kimidocs.costs import call_cost, lower_bound  # noqa: E402
+from kimidocs.core import tokens  # noqa: E402
+from kimidocs.core.costs import call_cost, lower_bound  # noqa: E402
+from kimidocs.core.mapreduce import CallOutcome, fan_out, fan_out_requests  # noqa: E402
+from kimidocs.core.models import get_model  # noqa: E402
+from kimidocs.core.planning import SINGLE_CALL, PageTokens, budget_for, plan_document  # noqa: E402
+from kimidocs.core.records import Usage  # noqa: E402
+from kimidocs.core.requests import ChatRequest, task_requests  # noqa: E402
+from kimidocs.emulator import EmulatorConfig, EmulatorHandle, run_emulator_in_thread  # noqa: E402
 from kimidocs.kimi.client import KimiClient  # noqa: E402
-from kimidocs.kimi.emulator import EmulatorConfig, EmulatorHandle, run_emulator_in_thread  # noqa: E402
 from kimidocs.kimi.limits import RateLimiter, RateLimits  # noqa: E402
 from kimidocs.kimi.policy import apply_policy, should_stream  # noqa: E402
-from kimidocs.mapreduce import CallOutcome, fan_out, fan_out_requests  # noqa: E402
-from kimidocs.models import get_model  # noqa: E402
-from kimidocs.planning import SINGLE_CALL, PageTokens, budget_for, plan_document  # noqa: E402
-from kimidocs.records import Usage  # noqa: E402
-from kimidocs.requests import ChatRequest, task_requests  # noqa: E402
-from kimidocs.settings import Settings  # noqa: E402
+from kimidocs.run import pipeline  # noqa: E402
+from kimidocs.run.backend import Backend  # noqa: E402
+from kimidocs.run.settings import Settings  # noqa: E402
 from prompts import load_profile  # noqa: E402
 
 OUT = REPO / "bench" / "out"

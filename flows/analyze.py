@@ -1,4 +1,4 @@
-"""Prefect shell around `kimidocs.pipeline`: one flow per folder, one task per document (or batch).
+"""Prefect shell around `kimidocs.run.pipeline`: one flow per folder, one task per document (or batch).
 
 The flow opens the run (its `runs` row and the database's run lock) and closes it; a task gets the run
 id, the run's options and a batch of files, and opens what it needs itself (`pipeline.attach_run`:
@@ -29,13 +29,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.logs import kimidocs_logs_to_run
 from flows.prefect_limits import limiter_for_run
-from kimidocs import pipeline
-from kimidocs.backend import require_backend, with_key_from_secret
-from kimidocs.discover import FoundFile
-from kimidocs.paths import shown
-from kimidocs.records import Stage
-from kimidocs.report import report_markdown
-from kimidocs.settings import Settings, load_settings
+from kimidocs.core.paths import shown
+from kimidocs.core.records import Stage
+from kimidocs.run import pipeline
+from kimidocs.run.backend import require_backend, with_key_from_secret
+from kimidocs.run.discover import FoundFile
+from kimidocs.run.report import report_markdown
+from kimidocs.run.settings import Settings, load_settings
 
 
 class DocumentFailed(Exception):

@@ -31,8 +31,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.analyze import _analyze_all, attached, detach, stop_if_aborted
 from flows.logs import kimidocs_logs_to_run
-from kimidocs import fanout, pipeline
-from kimidocs.discover import FoundFile
+from kimidocs.run import pipeline
+from kimidocs.run import shards as fanout
+from kimidocs.run.discover import FoundFile
 
 BATCH_FLOW = "analyze-batch"
 BATCH_DEPLOYMENT = "fan-out"

@@ -1,6 +1,6 @@
 """kimidocs' own log lines in the flow run's logs (Prefect UI and API).
 
-Retry warnings (`kimidocs.kimi`), per-document failures with their tracebacks (`kimidocs.pipeline`) and
+Retry warnings (`kimidocs.kimi`), per-document failures with their tracebacks (`kimidocs.run.pipeline`) and
 extraction notes (`extractors`) are logged to plain Python loggers; Prefect ships only its own loggers to
 the API unless `PREFECT_LOGGING_EXTRA_LOGGERS` was set before the process started. This attaches Prefect's
 API handler to those loggers for the duration of a flow run, whatever started the process (worker,

@@ -38,7 +38,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.settings import get_current_settings
 
 from kimidocs.kimi.limits import Permit, RateLimiter, RateLimits
-from kimidocs.settings import Settings
+from kimidocs.run.settings import Settings
 
 CONCURRENCY = "kimi-concurrency"
 RPM = "kimi-rpm"

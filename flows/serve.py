@@ -82,9 +82,9 @@ def serve(
     """Serve analyze-folder/nightly and analyze-folder/adhoc until stopped (SIGTERM pauses the schedule)."""
     from flows.deployments import build_deployments
     from flows.prefect_limits import ensure_limits, prefect_server_configured
-    from kimidocs.backend import EmulatorNotAllowed, require_backend
     from kimidocs.kimi.limits import RateLimits
-    from kimidocs.settings import load_settings
+    from kimidocs.run.backend import EmulatorNotAllowed, require_backend
+    from kimidocs.run.settings import load_settings
 
     settings = load_settings()
     try:

@@ -15,10 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from kimidocs.commands import analyze, ask, extract, models, plan, profiles, query, runs, serve, where
-from kimidocs.discover import FolderError
-from kimidocs.kimi.emulator import command as emulator
+from kimidocs.emulator import command as emulator
 from kimidocs.kimi.errors import MissingApiKey, RequestNotSendable
-from kimidocs.settings import ConfigError
+from kimidocs.run.discover import FolderError
+from kimidocs.run.settings import ConfigError
 from kimidocs.store import DatabaseUnusable, SchemaTooNew
 
 app = typer.Typer(

@@ -83,7 +83,7 @@ def _clean_kimidocs_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("KIMI_", "KIMIDOCS_")) and name != "KIMIDOCS_CORPUS":
             monkeypatch.delenv(name)
-    from kimidocs.settings import Settings
+    from kimidocs.run.settings import Settings
 
     monkeypatch.setitem(Settings.model_config, "env_file", None)
 
@@ -124,8 +124,8 @@ def run_pipeline(folder: Path, db: Path, emulator, **options):  # -> pipeline.Ru
 
     A loopback base URL with its key gives a real KimiClient labelled backend='emulator'.
     """
-    from kimidocs import pipeline
-    from kimidocs.settings import Settings
+    from kimidocs.run import pipeline
+    from kimidocs.run.settings import Settings
 
     settings = Settings(
         KIMI_API_KEY=emulator.api_key, KIMI_BASE_URL=emulator.base_url, KIMIDOCS_DB=str(db), _env_file=None

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kimidocs.kimi.emulator import (
+from kimidocs.emulator import (
     EmulatorConfig,
     EmulatorHandle,
     EmulatorProcess,

@@ -31,7 +31,7 @@ import pytest
 if TYPE_CHECKING:
     from postgres_fixture import PostgresServer
 
-    from kimidocs.kimi.emulator import EmulatorProcess
+    from kimidocs.emulator import EmulatorProcess
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -222,7 +222,7 @@ def prefect_api(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
 @pytest.fixture
 def emulator_process(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]:
     """Factory: `start(**knobs)` runs the Kimi emulator as its own process (logged to a JSON Lines file)."""
-    from kimidocs.kimi.emulator import EmulatorConfig, start_emulator_process
+    from kimidocs.emulator import EmulatorConfig, start_emulator_process
 
     started: list[EmulatorProcess] = []
 

@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from kimidocs.cli import app
+from kimidocs.core.results import normalize_for_match
 from kimidocs.profiles import check_answer_citations, parse_answer, task_schema
 from kimidocs.profiles.errors import ProfileError
 from kimidocs.profiles.questions import question_profile
-from kimidocs.results import normalize_for_match
 
 QUESTIONS = ("What is this document about?", "Which dates does it mention?")
 
@@ -145,8 +145,8 @@ def test_prefect_flow_answers_questions_over_every_document(
 
 def test_an_answer_whose_quote_is_elsewhere_is_dropped_with_a_reason() -> None:
     from extractors.document import Document, Page
-    from kimidocs.mapreduce import MapReduceResult
-    from kimidocs.questions import cited_answer
+    from kimidocs.core.mapreduce import MapReduceResult
+    from kimidocs.run.questions import cited_answer
 
     task = question_profile(["Who pays?"]).task("q1")
     good = json.dumps({"answer": {"value": "Alpha", "pages": [2, 7], "evidence": "Alpha pays"}})

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import db_rows, run_pipeline
 
-from kimidocs.backend import EMULATOR, KIMI, OPENAI_COMPATIBLE, label, open_backend
-from kimidocs.kimi.responses import ServerInfo
-from kimidocs.settings import Settings
+from kimidocs.core.responses import ServerInfo
+from kimidocs.run.backend import EMULATOR, KIMI, OPENAI_COMPATIBLE, label, open_backend
+from kimidocs.run.settings import Settings
 
 
 def _settings(emu, db: Path) -> Settings:

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from kimidocs.settings import ConfigError, load_settings
+from kimidocs.run.settings import ConfigError, load_settings
 from kimidocs.store import Store
 
 REPO = Path(__file__).resolve().parent.parent

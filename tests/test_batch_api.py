@@ -14,11 +14,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from kimidocs.batching import BatchInputError, encode_lines
-from kimidocs.costs import batch_call_cost, call_cost
+from kimidocs.core.batching import BatchInputError, encode_lines
+from kimidocs.core.costs import batch_call_cost, call_cost
+from kimidocs.core.models import get_model
+from kimidocs.core.results import parse_summary
+from kimidocs.emulator import EmulatorConfig, run_emulator_in_thread
 from kimidocs.kimi.batch import BatchClient
 from kimidocs.kimi.client import KimiClient
-from kimidocs.kimi.emulator import EmulatorConfig, run_emulator_in_thread
 from kimidocs.kimi.errors import (
     REDACTED,
     AuthenticationError,
@@ -30,8 +32,6 @@ from kimidocs.kimi.errors import (
 )
 from kimidocs.kimi.policy import apply_policy
 from kimidocs.kimi.retry import RetryPolicy
-from kimidocs.models import get_model
-from kimidocs.results import parse_summary
 
 SCALE = 0.001
 FAST = {"poll_s": 0.01, "max_poll_s": 0.05, "timeout_s": 30.0}

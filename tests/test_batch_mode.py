@@ -13,10 +13,10 @@ import pytest
 from conftest import db_rows, run_pipeline
 from prefect_fixture import BIN, REPO, clean_env, stop_process
 
-from kimidocs.costs import call_cost
+from kimidocs.core.costs import call_cost
+from kimidocs.core.models import get_model
+from kimidocs.core.records import Usage
 from kimidocs.kimi.batch import BatchClient
-from kimidocs.models import get_model
-from kimidocs.records import Usage
 
 FAST = {"batch_validate_s": 0.0, "batch_processing_s": 0.3, "batch_finalize_s": 0.0}
 

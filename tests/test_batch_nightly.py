@@ -18,7 +18,7 @@ from test_batch_mode import write_docs
 from test_prefect_deployments import deploy, flow_run, trigger
 
 from flows.deployments import FLOW_NAME, NIGHTLY, WORK_POOL
-from kimidocs.kimi.emulator import EmulatorProcess
+from kimidocs.emulator import EmulatorProcess
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kimidocs.batching import (
+from kimidocs.core.batching import (
     BATCH_ENDPOINT,
     BatchInputError,
     BatchOutputError,
@@ -17,9 +17,9 @@ from kimidocs.batching import (
     parse_window,
     split_lines,
 )
-from kimidocs.costs import batch_call_cost, call_cost
-from kimidocs.models import MODELS, NoBatchSupport, get_model
-from kimidocs.records import Usage
+from kimidocs.core.costs import batch_call_cost, call_cost
+from kimidocs.core.models import MODELS, NoBatchSupport, get_model
+from kimidocs.core.records import Usage
 
 
 def body(text: str = "hello", model: str = "kimi-k2.5") -> dict:

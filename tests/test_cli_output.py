@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def report_and_folder(tmp_path_factory: pytest.TempPathFactory, corpus: Path):
-    from kimidocs.kimi.emulator import EmulatorConfig, run_emulator_in_thread
+    from kimidocs.emulator import EmulatorConfig, run_emulator_in_thread
 
     root = tmp_path_factory.mktemp("out") / ("a-rather-long-folder-name-" * 3) / "inbox"
     shutil.copytree(REPO / "data" / "samples", root, ignore=shutil.ignore_patterns("*.md"))

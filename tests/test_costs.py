@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from kimidocs import tokens
-from kimidocs.costs import CACHE_BLOCK_TOKENS, call_cost, estimate_plan_cost, lower_bound
-from kimidocs.models import get_model
-from kimidocs.planning import PageTokens, budget_for, plan_document
-from kimidocs.records import Usage
+from kimidocs.core import tokens
+from kimidocs.core.costs import CACHE_BLOCK_TOKENS, call_cost, estimate_plan_cost, lower_bound
+from kimidocs.core.models import get_model
+from kimidocs.core.planning import PageTokens, budget_for, plan_document
+from kimidocs.core.records import Usage
 from prompts import load_profile
 
 PROFILE = load_profile("summary")

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from conftest import db_rows
 
-from kimidocs import pipeline
-from kimidocs.backend import OPENAI_COMPATIBLE
+from kimidocs.core.models import UnknownModel, get_model
 from kimidocs.kimi.policy import apply_policy
-from kimidocs.models import UnknownModel, get_model
-from kimidocs.settings import ConfigError, Settings, load_settings
+from kimidocs.run import pipeline
+from kimidocs.run.backend import OPENAI_COMPATIBLE
+from kimidocs.run.settings import ConfigError, Settings, load_settings
 
 SMOL = """
 [models."smollm2-135m"]

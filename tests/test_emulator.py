@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from kimidocs.core.results import Summary, normalize_for_match, parse_summary
+from kimidocs.emulator import EmulatorConfig, start_emulator_process
 from kimidocs.kimi.client import KimiClient
-from kimidocs.kimi.emulator import EmulatorConfig, start_emulator_process
 from kimidocs.kimi.retry import RetryPolicy
-from kimidocs.results import Summary, normalize_for_match, parse_summary
 
 PAGES = {
     1: "Master Services Agreement\nThis Agreement is made on January 5, 2020 between Acme Corporation and "

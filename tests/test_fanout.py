@@ -1,4 +1,4 @@
-"""kimidocs.fanout: batches for child runs, and outcomes settled by what the run paid (milliseconds)."""
+"""kimidocs.run.shards: batches for child runs, and outcomes settled by what the run paid (milliseconds)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from kimidocs.discover import FoundFile
-from kimidocs.fanout import LOST_BATCH, lost_batch, paid_by_run, settle, split_files
-from kimidocs.records import CallTotals, DocumentStatus
-from kimidocs.run import DocumentOutcome
+from kimidocs.core.records import CallTotals, DocumentStatus
+from kimidocs.run.context import DocumentOutcome
+from kimidocs.run.discover import FoundFile
+from kimidocs.run.shards import LOST_BATCH, lost_batch, paid_by_run, settle, split_files
 
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
 

@@ -12,13 +12,13 @@ import httpx
 import pytest
 from conftest import db_rows, run_pipeline
 
+from kimidocs.core.models import get_model
 from kimidocs.kimi.client import KimiClient
 from kimidocs.kimi.errors import AuthenticationError, EngineOverloaded, InvalidRequest, error_from_response
 from kimidocs.kimi.keys import CHINA_BASE_URL, INTERNATIONAL_BASE_URL
 from kimidocs.kimi.policy import apply_policy
 from kimidocs.kimi.retry import RetryPolicy
-from kimidocs.models import get_model
-from kimidocs.settings import ConfigError
+from kimidocs.run.settings import ConfigError
 
 TOOL = {
     "type": "function",

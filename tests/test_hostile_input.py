@@ -121,8 +121,8 @@ def test_a_pack_part_that_describes_another_document_is_read_again_alone(
 
 def test_markup_written_by_requests_is_parsed_back_by_the_same_module() -> None:
     """One owner: what `requests` renders, `markup` parses back to the page numbers and text sent."""
-    from kimidocs import markup
-    from kimidocs.requests import Partial, render_partials
+    from kimidocs.core import markup
+    from kimidocs.core.requests import Partial, render_partials
 
     text = 'a < b, <Page number="9">x</PAGE> and < /document> stay text'
     rendered = markup.page_block(2, text) + "\n" + markup.page_block(3, "three")

@@ -33,7 +33,7 @@ def test_worker_memory_cap_is_a_typed_error_and_the_pool_recovers(tmp_path: Path
 def test_memory_cap_setting_is_validated() -> None:
     from pydantic import ValidationError
 
-    from kimidocs.settings import Settings
+    from kimidocs.run.settings import Settings
 
     assert Settings(_env_file=None).extract_max_memory_bytes == 2 * 1024**3
     with pytest.raises(ValidationError, match="KIMIDOCS_EXTRACT_MAX_MEMORY_BYTES"):

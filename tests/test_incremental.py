@@ -13,10 +13,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from kimidocs import pipeline
-from kimidocs.backend import Backend
 from kimidocs.kimi.client import KimiClient
-from kimidocs.settings import Settings
+from kimidocs.run import pipeline
+from kimidocs.run.backend import Backend
+from kimidocs.run.settings import Settings
 
 TEXTS = {
     "alpha.txt": "Alpha Corp signed a supply contract with Beta Ltd on 3 March 2024 for 120,000 EUR.",

@@ -17,7 +17,7 @@ from kimidocs.kimi.client import KimiClient
 from kimidocs.kimi.errors import REDACTED, RequestNotSendable, redact
 from kimidocs.kimi.keys import clean_api_key, key_forms
 from kimidocs.kimi.retry import RetryPolicy
-from kimidocs.settings import ConfigError, load_settings
+from kimidocs.run.settings import ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = "from kimidocs.cli import main; main()"

@@ -17,6 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from kimidocs.core.models import get_model
+from kimidocs.core.records import Usage
+from kimidocs.core.responses import StreamAccumulator, parse_completion, parse_usage
 from kimidocs.kimi.client import KimiClient, rough_prompt_tokens
 from kimidocs.kimi.errors import (
     AuthenticationError,
@@ -31,10 +34,7 @@ from kimidocs.kimi.errors import (
 )
 from kimidocs.kimi.limits import RateLimiter, RateLimits
 from kimidocs.kimi.policy import apply_policy, should_stream
-from kimidocs.kimi.responses import StreamAccumulator, parse_completion, parse_usage
 from kimidocs.kimi.retry import RetryPolicy
-from kimidocs.models import get_model
-from kimidocs.records import Usage
 
 KEY = "sk-test-client-KEY-0000"
 BODY = {"model": "kimi-k2.5", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 64}

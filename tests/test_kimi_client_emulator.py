@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from kimidocs.core.models import get_model
+from kimidocs.emulator import EmulatorConfig, run_emulator_in_thread
 from kimidocs.kimi.client import KimiClient
-from kimidocs.kimi.emulator import EmulatorConfig, run_emulator_in_thread
 from kimidocs.kimi.errors import (
     AuthenticationError,
     ContextLengthExceeded,
@@ -28,7 +29,6 @@ from kimidocs.kimi.errors import (
 from kimidocs.kimi.limits import RateLimiter, RateLimits
 from kimidocs.kimi.policy import apply_policy
 from kimidocs.kimi.retry import RetryPolicy
-from kimidocs.models import get_model
 
 SCALE = 0.01  # emulated seconds -> real seconds
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import db_rows, run_pipeline
 
-from kimidocs import pipeline
+from kimidocs.run import pipeline
 
 LONG = ("pdf/The-Art-of-Public-Speaking.pdf", "docx/handbook-872p.docx")
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 import extractors
-from kimidocs import tokens
-from kimidocs.mapreduce import CallOutcome, fan_out_requests, run_plan
-from kimidocs.models import get_model
-from kimidocs.planning import PageTokens, budget_for, plan_document
-from kimidocs.requests import ChatRequest, task_requests
+from kimidocs.core import tokens
+from kimidocs.core.mapreduce import CallOutcome, fan_out_requests, run_plan
+from kimidocs.core.models import get_model
+from kimidocs.core.planning import PageTokens, budget_for, plan_document
+from kimidocs.core.requests import ChatRequest, task_requests
 from prompts import load_profile
 
 PROFILE = load_profile("summary")
@@ -265,7 +265,7 @@ def test_errors_from_the_call_propagate() -> None:
 
 
 def test_scanned_page_images_reach_the_request(corpus: Path) -> None:
-    from kimidocs.planning import page_tokens_of
+    from kimidocs.core.planning import page_tokens_of
 
     doc = extractors.extract(corpus / "pdf/testOCR.pdf", keep_images=True)
     plan = plan_document(page_tokens_of(doc, K25), budget_for(K25, PROFILE))

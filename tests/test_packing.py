@@ -13,12 +13,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from kimidocs import pipeline
-from kimidocs.backend import Backend
-from kimidocs.kimi.client import KimiClient
-from kimidocs.kimi.limits import RateLimiter, RateLimits
-from kimidocs.models import get_model
-from kimidocs.packing import (
+from kimidocs.core.models import get_model
+from kimidocs.core.packing import (
     PackBuilder,
     PackPolicy,
     is_small,
@@ -28,11 +24,15 @@ from kimidocs.packing import (
     plan_packs,
     split_usage,
 )
-from kimidocs.planning import budget_for
-from kimidocs.records import Usage
-from kimidocs.report import report_markdown
-from kimidocs.results import normalize_for_match
-from kimidocs.settings import Settings
+from kimidocs.core.planning import budget_for
+from kimidocs.core.records import Usage
+from kimidocs.core.results import normalize_for_match
+from kimidocs.kimi.client import KimiClient
+from kimidocs.kimi.limits import RateLimiter, RateLimits
+from kimidocs.run import pipeline
+from kimidocs.run.backend import Backend
+from kimidocs.run.report import report_markdown
+from kimidocs.run.settings import Settings
 from prompts import load_profile
 
 SCALE = 0.01  # an emulated minute lasts 0.6 s

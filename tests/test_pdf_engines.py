@@ -66,8 +66,8 @@ def test_docx_and_text_carry_no_engine(tmp_path: Path) -> None:
 
 
 def test_the_setting_is_validated_and_reaches_the_limits() -> None:
-    from kimidocs.pipeline import extraction_limits
-    from kimidocs.settings import ConfigError, Settings, load_settings
+    from kimidocs.run.pipeline import extraction_limits
+    from kimidocs.run.settings import ConfigError, Settings, load_settings
 
     assert Settings(_env_file=None).pdf_engine == "auto"
     settings = Settings(KIMIDOCS_PDF_ENGINE=" PyPDF ", _env_file=None)

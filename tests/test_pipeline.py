@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import db_rows, run_pipeline
 
-from kimidocs import pipeline
+from kimidocs.run import pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "data" / "samples"
@@ -151,8 +151,8 @@ def test_a_file_that_vanishes_mid_run_is_recorded_and_the_batch_goes_on(
     """Discovery saw it, then it was moved away before analysis: a recorded failure, not a crash."""
     from datetime import UTC, datetime
 
-    from kimidocs.discover import FoundFile
-    from kimidocs.settings import Settings
+    from kimidocs.run.discover import FoundFile
+    from kimidocs.run.settings import Settings
 
     db = tmp_path / "k.duckdb"
     settings = Settings(

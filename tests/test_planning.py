@@ -9,9 +9,9 @@ import pytest
 from conftest import CORPUS, extracted
 
 import extractors
-from kimidocs import tokens
-from kimidocs.models import get_model
-from kimidocs.planning import (
+from kimidocs.core import tokens
+from kimidocs.core.models import get_model
+from kimidocs.core.planning import (
     MAP_REDUCE,
     PAGE_OVERHEAD_TOKENS,
     SINGLE_CALL,
@@ -229,7 +229,7 @@ def test_plan_mode_batch_is_the_estimate_at_the_batch_price_without_cache_hits(c
 
 
 def test_scanned_pages_are_images_for_multimodal_models_and_skipped_otherwise(corpus: Path) -> None:
-    from kimidocs.planning import IMAGE_TOKENS_EST, page_tokens_of
+    from kimidocs.core.planning import IMAGE_TOKENS_EST, page_tokens_of
 
     doc = extractors.extract(corpus / "pdf/testOCR.pdf", keep_images=True)
     k25 = get_model("kimi-k2.5")

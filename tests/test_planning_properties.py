@@ -8,8 +8,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kimidocs import tokens
-from kimidocs.planning import (
+from kimidocs.core import tokens
+from kimidocs.core.planning import (
     PAGE_OVERHEAD_TOKENS,
     Budget,
     PageTokens,
@@ -18,7 +18,7 @@ from kimidocs.planning import (
     plan_reduce,
     split_chunk,
 )
-from kimidocs.requests import render_pieces
+from kimidocs.core.requests import render_pieces
 
 WORDS = ["the", "budget", "Kimi", "page", "naïve", "日本語", "данные", "مرحبا", "🙂", "x" * 40, "1,234.56"]
 SEPARATORS = [" ", " ", " ", "\n", "\n\n", ". ", "! ", "。", "\t", "  \n \n"]

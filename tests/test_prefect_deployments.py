@@ -20,7 +20,7 @@ import yaml
 from prefect_fixture import BIN, REPO, PrefectServer, clean_env
 
 from flows.deployments import ADHOC, FLOW_NAME, INBOX, NIGHTLY, NIGHTLY_CRON, TIMEZONE, WORK_POOL
-from kimidocs.kimi.emulator import EmulatorProcess
+from kimidocs.emulator import EmulatorProcess
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
 
@@ -169,7 +169,7 @@ class Batch:
 
 @pytest.fixture(scope="module")
 def batch(deployed: PrefectServer, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Batch]:
-    from kimidocs.kimi.emulator import EmulatorConfig, start_emulator_process
+    from kimidocs.emulator import EmulatorConfig, start_emulator_process
 
     tmp = tmp_path_factory.mktemp("adhoc")
     emulator = start_emulator_process(

@@ -27,7 +27,7 @@ from flows.prefect_limits import (
     specs_for,
 )
 from kimidocs.kimi.limits import TIERS, RateLimits
-from kimidocs.settings import Settings
+from kimidocs.run.settings import Settings
 
 
 def delete_our_limits() -> None:

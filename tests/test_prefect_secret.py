@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 
 from flows.analyze import with_secret_block_key
-from kimidocs.settings import Settings
+from kimidocs.run.settings import Settings
 
 
 def test_key_comes_from_the_named_secret_block(prefect_api) -> None:

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from conftest import run_pipeline
 
-from kimidocs import pipeline
-from kimidocs.models import get_model
-from kimidocs.planning import budget_for
-from kimidocs.report import report_markdown
-from kimidocs.schedule import CACHE_BLOCK_TOKENS, decide, system_tokens, whole_blocks
-from kimidocs.settings import ConfigError, Settings, load_settings
+from kimidocs.core.models import get_model
+from kimidocs.core.planning import budget_for
+from kimidocs.core.schedule import CACHE_BLOCK_TOKENS, decide, system_tokens, whole_blocks
+from kimidocs.run import pipeline
+from kimidocs.run.report import report_markdown
+from kimidocs.run.settings import ConfigError, Settings, load_settings
 from prompts import load_profile
 
 K25 = get_model("kimi-k2.5")
@@ -143,7 +143,7 @@ def test_map_calls_sharing_only_a_warm_system_prompt_start_together(tmp_path: Pa
 
 
 def test_page_markup_costs_8_tokens_a_page_and_old_markup_still_parses() -> None:
-    from kimidocs import markup, tokens
+    from kimidocs.core import markup, tokens
 
     for number in (1, 42, 1234):
         text = "The rent is due on the first day of each month."

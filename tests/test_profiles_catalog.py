@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kimidocs.models import get_model
+from kimidocs.core.models import get_model
+from kimidocs.core.records import Stage
+from kimidocs.core.requests import build_request
 from kimidocs.profiles import (
     DeclarationError,
     ProfileError,
@@ -22,8 +24,6 @@ from kimidocs.profiles import (
     views_of,
 )
 from kimidocs.profiles.prompt import templates
-from kimidocs.records import Stage
-from kimidocs.requests import build_request
 from prompts import PROFILES_DIR, available_profiles, load_profile
 
 MINI = """

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from kimidocs.cli import app, main
 from kimidocs.profiles import load_folder
-from kimidocs.settings import ConfigError
+from kimidocs.run.settings import ConfigError
 
 runner = CliRunner()
 

@@ -16,17 +16,17 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from kimidocs import pipeline
-from kimidocs.backend import Backend
 from kimidocs.cli import app
+from kimidocs.core.mapreduce import CallOutcome, run_plan
+from kimidocs.core.models import get_model
+from kimidocs.core.planning import budget_for, plan_document
+from kimidocs.core.results import normalize_for_match
 from kimidocs.kimi.client import KimiClient
-from kimidocs.mapreduce import CallOutcome, run_plan
-from kimidocs.models import get_model
-from kimidocs.planning import budget_for, plan_document
 from kimidocs.profiles import load_folder, merge_answers, parse_answer, planning_profile
-from kimidocs.results import normalize_for_match
-from kimidocs.settings import Settings
-from kimidocs.tasks import answers_for
+from kimidocs.run import pipeline
+from kimidocs.run.backend import Backend
+from kimidocs.run.settings import Settings
+from kimidocs.run.tasks import answers_for
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
@@ -320,7 +320,7 @@ def test_fallback_merge_when_reduce_stays_unusable(tmp_path: Path) -> None:
     task = declared.task("terms")
     model = get_model("kimidocs-test-8k")
     budget = budget_for(model, planning_profile(declared))
-    from kimidocs.planning import PageTokens
+    from kimidocs.core.planning import PageTokens
 
     page_texts = {
         n: f"Page {n}: Alpha Ltd is the landlord. The rent is {n}00 EUR." * 200 for n in (1, 2, 3, 4)

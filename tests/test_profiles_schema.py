@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from kimidocs.core.results import OutputInvalid
 from kimidocs.profiles import answer_model, check_answer_citations, parse_answer, parse_profile, task_schema
 from kimidocs.profiles.validate import validate_answer
-from kimidocs.results import OutputInvalid
 
 DECL = """
 [[tasks]]

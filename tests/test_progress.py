@@ -10,10 +10,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from kimidocs import pipeline
 from kimidocs.commands.analyze import _Screen
-from kimidocs.records import DocumentStatus, Stage
-from kimidocs.settings import Settings
+from kimidocs.core.records import DocumentStatus, Stage
+from kimidocs.run import pipeline
+from kimidocs.run.settings import Settings
 
 
 class Recorder(pipeline.QuietObserver):

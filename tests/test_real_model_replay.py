@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prefect_fixture import REPO
 
-from kimidocs.kimi.emulator.replay import replay_key, save_recording, sse_events
+from kimidocs.emulator.replay import replay_key, save_recording, sse_events
 
 sys.path.insert(0, str(REPO / "bench"))
 import real_model  # bench/real_model.py: the same cases as the recording
@@ -70,7 +70,7 @@ def test_an_unrecorded_request_is_refused_not_invented(tmp_path: Path, make_emul
 def replayed(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     from prefect_fixture import clean_env
 
-    from kimidocs.kimi.emulator import start_emulator_process
+    from kimidocs.emulator import start_emulator_process
 
     work = tmp_path_factory.mktemp("replay")
     emulator = start_emulator_process(real_model.replay_config(), workdir=work / "emulator", env=clean_env())

@@ -23,7 +23,7 @@ from redis_fixture import RedisServer
 from kimidocs.kimi.errors import LimitUnreachable, RateLimited
 from kimidocs.kimi.limits import RateLimits
 from kimidocs.kimi.redis_limits import RedisLimiter
-from kimidocs.settings import Settings
+from kimidocs.run.settings import Settings
 
 
 def _namespace(request: pytest.FixtureRequest) -> str:

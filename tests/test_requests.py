@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 
-from kimidocs import tokens
-from kimidocs.models import get_model
-from kimidocs.planning import PageTokens, budget_for, plan_document
-from kimidocs.requests import (
+from kimidocs.core import tokens
+from kimidocs.core.models import get_model
+from kimidocs.core.planning import PageTokens, budget_for, plan_document
+from kimidocs.core.requests import (
     PackedDocument,
     Partial,
     canonical_json,
@@ -19,7 +19,7 @@ from kimidocs.requests import (
     render_pieces,
     task_requests,
 )
-from kimidocs.results import parse_packed
+from kimidocs.core.results import parse_packed
 from prompts import load_profile
 
 PROFILE = load_profile("summary")

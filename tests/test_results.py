@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from kimidocs.models import get_model
-from kimidocs.planning import PageTokens, budget_for, plan_document
-from kimidocs.requests import chunk_request
-from kimidocs.results import (
+from kimidocs.core.models import get_model
+from kimidocs.core.planning import PageTokens, budget_for, plan_document
+from kimidocs.core.requests import chunk_request
+from kimidocs.core.results import (
     KeyPoint,
     OutputInvalid,
     Summary,
@@ -256,7 +256,7 @@ def test_what_cannot_be_read_still_asks_for_the_repair(content: str) -> None:
 
 
 def test_packed_parts_are_coerced_per_document() -> None:
-    from kimidocs.results import parse_packed
+    from kimidocs.core.results import parse_packed
 
     content = json.dumps(
         {

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from conftest import db_rows, run_pipeline
 
-from kimidocs import pipeline
-from kimidocs.budget import BudgetExceeded
-from kimidocs.discover import discover
-from kimidocs.settings import Settings
+from kimidocs.core.budget import BudgetExceeded
+from kimidocs.run import pipeline
+from kimidocs.run.discover import discover
+from kimidocs.run.settings import Settings
 
 
 def _notes(folder: Path, n: int, repeat: int = 25) -> Path:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from kimidocs import pipeline
-from kimidocs.report import report_markdown
-from kimidocs.settings import Settings
+from kimidocs.run import pipeline
+from kimidocs.run.report import report_markdown
+from kimidocs.run.settings import Settings
 from kimidocs.store import Store
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,9 +14,9 @@ import pytest
 from conftest import db_rows, run_pipeline
 from test_batch_mode import FAST
 
-from kimidocs.costs import batch_call_cost, request_estimate
-from kimidocs.models import get_model
-from kimidocs.records import Usage
+from kimidocs.core.costs import batch_call_cost, request_estimate
+from kimidocs.core.models import get_model
+from kimidocs.core.records import Usage
 
 QUESTIONS = ("Who pays the rent?", "When does the lease start?", "What is the deposit?")
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from extractors.document import Document, Page
 from kimidocs.commands import query as query_command
-from kimidocs.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals, Usage
-from kimidocs.results import Summary
+from kimidocs.core.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals, Usage
+from kimidocs.core.results import Summary
 from kimidocs.store import DatabaseMissing, QueryError, SearchIndexMissing, Store, SummaryRow
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 
-from kimidocs.records import CallRecord, Usage
+from kimidocs.core.records import CallRecord, Usage
 from kimidocs.store import Store
 from kimidocs.store.columns import CALL_COLUMNS
 

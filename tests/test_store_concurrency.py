@@ -21,7 +21,7 @@ WRITER = textwrap.dedent(
     import sys, time
     from datetime import UTC, datetime
     from extractors.document import Document, Page
-    from kimidocs.records import CallRecord, FileRecord, Usage
+    from kimidocs.core.records import CallRecord, FileRecord, Usage
     from kimidocs.store import Store
 
     store = Store(sys.argv[1], lock_timeout_s=60)

@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from extractors.document import Document, Page
-from kimidocs.models import get_model
-from kimidocs.records import CallRecord, FileRecord, RunRecord, RunTotals, Usage
-from kimidocs.results import Summary
+from kimidocs.core.models import get_model
+from kimidocs.core.records import CallRecord, FileRecord, RunRecord, RunTotals, Usage
+from kimidocs.core.results import Summary
 from kimidocs.store import Store, SummaryRow
 
 CORPUS_FILES = (

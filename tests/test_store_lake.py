@@ -17,9 +17,9 @@ from lake_fixture import Lake
 from test_store import _doc, _file, _row
 from typer.testing import CliRunner
 
-from kimidocs import pipeline
 from kimidocs.cli import app
-from kimidocs.settings import Settings
+from kimidocs.run import pipeline
+from kimidocs.run.settings import Settings
 from kimidocs.store import DatabaseMissing, DatabaseUnusable, RunLock, Store, shown_db
 from kimidocs.store import migrate as migrations
 from kimidocs.store.extensions import extension_path

@@ -27,8 +27,8 @@ WRITER = textwrap.dedent(
     import sys
     from datetime import UTC, datetime
     from extractors.document import Document, Page
-    from kimidocs.records import FileRecord
-    from kimidocs.results import Summary
+    from kimidocs.core.records import FileRecord
+    from kimidocs.core.results import Summary
     from kimidocs.store import Store, SummaryRow
 
     db, data_path, prefix = sys.argv[1:4]

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from kimidocs.records import CallRecord
+from kimidocs.core.records import CallRecord
 from kimidocs.store import MigrationError, Store
 from kimidocs.store import migrate as migrations
 from kimidocs.store.connection import CONFIG

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import run_pipeline
 
-from kimidocs.kimi.emulator import run_emulator_in_thread
+from kimidocs.emulator import run_emulator_in_thread
 from kimidocs.store import Store
 
 SCHEMA_MD = Path(__file__).resolve().parent.parent / "docs" / "SCHEMA.md"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from kimidocs.results import Amount, Summary
+from kimidocs.core.results import Amount, Summary
 from kimidocs.store import Store, SummaryRow
 from kimidocs.store.coerce import parse_amount, parse_date
 

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from kimidocs import tokens
+from kimidocs.core import tokens
 
 PROBE = textwrap.dedent(
     """
@@ -21,7 +21,7 @@ PROBE = textwrap.dedent(
         raise OSError("network disabled by the test")
     socket.socket.connect = refuse            # any download attempt fails loudly
     socket.create_connection = refuse
-    from kimidocs import tokens
+    from kimidocs.core import tokens
     n = tokens.count("The quick brown fox jumps over the lazy dog. 你好，世界")
     print(n)
     """

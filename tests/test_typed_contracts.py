@@ -7,11 +7,11 @@ import inspect
 import shutil
 from pathlib import Path
 
-from kimidocs import pipeline
 from kimidocs.commands.analyze import _Screen
-from kimidocs.planning import MAP_REDUCE, SINGLE_CALL, Strategy
-from kimidocs.records import CallStatus, CallTotals, DocumentStatus, RunStatus, Stage, Usage
-from kimidocs.settings import Settings
+from kimidocs.core.planning import MAP_REDUCE, SINGLE_CALL, Strategy
+from kimidocs.core.records import CallStatus, CallTotals, DocumentStatus, RunStatus, Stage, Usage
+from kimidocs.run import pipeline
+from kimidocs.run.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 

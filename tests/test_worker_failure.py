@@ -29,7 +29,7 @@ from test_prefect_deployments import deploy, trigger
 
 from flows.deployments import ADHOC, FLOW_NAME
 from flows.serve import ensure_zombie_automation
-from kimidocs.kimi.emulator import EmulatorProcess
+from kimidocs.emulator import EmulatorProcess
 from kimidocs.store import Store
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]

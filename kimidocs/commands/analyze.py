@@ -14,12 +14,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from kimidocs import pipeline
-from kimidocs.discover import FolderError
-from kimidocs.paths import shown
-from kimidocs.records import Stage, Usage
-from kimidocs.run import resolve_profile
-from kimidocs.settings import load_settings
+from kimidocs.core.paths import shown
+from kimidocs.core.records import Stage, Usage
+from kimidocs.run import pipeline
+from kimidocs.run.context import resolve_profile
+from kimidocs.run.discover import FolderError
+from kimidocs.run.settings import load_settings
 from prompts import ProfileError
 
 

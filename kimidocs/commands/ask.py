@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kimidocs.ask import AskReport, ask
-from kimidocs.paths import shown
-from kimidocs.run import RunOptions
-from kimidocs.settings import load_settings
+from kimidocs.core.paths import shown
+from kimidocs.run.ask import AskReport, ask
+from kimidocs.run.context import RunOptions
+from kimidocs.run.settings import load_settings
 
 
 def answers_table(report: AskReport) -> Table:

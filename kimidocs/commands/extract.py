@@ -21,10 +21,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 import extractors
 from extractors import Document, ExtractionError, Limits
-from kimidocs.analysis import extraction_limits
 from kimidocs.commands.analyze import plural
-from kimidocs.paths import shown
-from kimidocs.settings import load_settings
+from kimidocs.core.paths import shown
+from kimidocs.run.document import extraction_limits
+from kimidocs.run.settings import load_settings
 
 FileProgress = Callable[[str, int, int], None]
 

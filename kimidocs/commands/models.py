@@ -14,11 +14,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kimidocs.core.models import MODELS, ModelInfo
+from kimidocs.emulator.knobs import DEFAULT_API_KEY
 from kimidocs.kimi.client import KimiClient, is_loopback
-from kimidocs.kimi.emulator.knobs import DEFAULT_API_KEY
 from kimidocs.kimi.errors import KimiError, UnexpectedResponse
-from kimidocs.models import MODELS, ModelInfo
-from kimidocs.settings import load_settings
+from kimidocs.run.settings import load_settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,13 +21,13 @@ from rich.console import Console
 from rich.table import Table
 
 from extractors import ExtractionError
-from kimidocs.analysis import LowTextQuality, prepare_file
 from kimidocs.commands.extract import PageProgress
-from kimidocs.costs import CostEstimate, batch_estimate, lower_bound
-from kimidocs.models import ModelInfo, NoBatchSupport, UnknownModel
-from kimidocs.planning import Plan, PlanningError
-from kimidocs.run import resolve_profile
-from kimidocs.settings import load_settings
+from kimidocs.core.costs import CostEstimate, batch_estimate, lower_bound
+from kimidocs.core.models import ModelInfo, NoBatchSupport, UnknownModel
+from kimidocs.core.planning import Plan, PlanningError
+from kimidocs.run.context import resolve_profile
+from kimidocs.run.document import LowTextQuality, prepare_file
+from kimidocs.run.settings import load_settings
 from prompts import ProfileError
 
 

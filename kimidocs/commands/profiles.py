@@ -15,8 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kimidocs import markup, tokens
-from kimidocs.models import DEFAULT_MODEL, get_model
+from kimidocs.core import markup, tokens
+from kimidocs.core.models import DEFAULT_MODEL, get_model
+from kimidocs.core.records import Stage
+from kimidocs.core.requests import build_request
 from kimidocs.profiles import (
     DeclaredProfile,
     FieldSpec,
@@ -32,9 +34,7 @@ from kimidocs.profiles import (
 from kimidocs.profiles.catalog import DECLARATION, USER_DEFAULT
 from kimidocs.profiles.declaration import parse_profile
 from kimidocs.profiles.starter import starter_profile
-from kimidocs.records import Stage
-from kimidocs.requests import build_request
-from kimidocs.settings import ConfigError, load_settings
+from kimidocs.run.settings import ConfigError, load_settings
 
 SAMPLE_PAGES = {
     1: "MASTER SERVICES AGREEMENT\nThis Agreement is made on 5 January 2024 between Acme GmbH (the Supplier) "

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kimidocs.settings import load_settings
+from kimidocs.run.settings import load_settings
 from kimidocs.store import QueryResult, Store, StoreError
 
 DbOption = Annotated[

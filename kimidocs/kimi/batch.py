@@ -2,7 +2,7 @@
 
 It rides on a `KimiClient` (same pooled httpx client, key, limiter slot, retry policy, error tree and key
 redaction); the pure protocol (line format, limits, parsing, the facts and their sources) is in
-`kimidocs.batching`, pricing in `costs.batch_call_cost`.
+`kimidocs.core.batching`, pricing in `costs.batch_call_cost`.
 
     POST /v1/files (multipart, purpose=batch)   upload(requests) -> file id
     POST /v1/batches                            create(file_id, window, metadata) -> Batch
@@ -12,7 +12,7 @@ redaction); the pure protocol (line format, limits, parsing, the facts and their
     GET  /v1/files/{id}/content                 results(batch) -> {custom_id: BatchLineResult}
     DELETE /v1/files/{id}                       delete_file(file_id) (1,000 batch files per organization)
 
-Facts we rely on (all quoted in `kimidocs.batching`):
+Facts we rely on (all quoted in `kimidocs.core.batching`):
 * 60 % of the real-time price, not subject to real-time concurrency limits, a task not finished within
   its `completion_window` expires; kimi-k2.5 -- https://platform.kimi.ai/docs/pricing/batch
 * "kimi-k2.6 and kimi-k2.5"; the line format {custom_id, method POST, url /v1/chat/completions, body};
@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from kimidocs.batching import (
+from kimidocs.core.batching import (
     BATCH_ENDPOINT,
     MAX_FILE_BYTES,
     MAX_LINES,

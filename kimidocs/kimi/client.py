@@ -25,6 +25,16 @@ from urllib.parse import urlsplit
 import httpx
 from httpx_sse import EventSource
 
+from kimidocs.core.records import Usage
+from kimidocs.core.responses import (
+    EMULATOR_HEADER,
+    ChatResult,
+    CutAttempt,
+    ParsedAnswer,
+    ServerInfo,
+    StreamAccumulator,
+    parse_completion,
+)
 from kimidocs.kimi.errors import (
     KimiError,
     MissingApiKey,
@@ -39,17 +49,7 @@ from kimidocs.kimi.errors import (
 )
 from kimidocs.kimi.keys import InvalidKeyFormat, clean_api_key
 from kimidocs.kimi.limits import Limiter, Permit
-from kimidocs.kimi.responses import (
-    EMULATOR_HEADER,
-    ChatResult,
-    CutAttempt,
-    ParsedAnswer,
-    ServerInfo,
-    StreamAccumulator,
-    parse_completion,
-)
 from kimidocs.kimi.retry import OnRetry, RetryPolicy, call_with_retries
-from kimidocs.records import Usage
 
 __all__ = ["KimiClient", "is_loopback", "rough_prompt_tokens"]
 
@@ -137,7 +137,7 @@ class KimiClient:
 
     @classmethod
     def from_settings(cls, settings: Any, **kw: Any) -> KimiClient:
-        """Build from `kimidocs.settings.Settings` (key, base URL, timeout, retries); `kw` adds the rest."""
+        """Build from `run.settings.Settings` (key, base URL, timeout, retries); `kw` adds the rest."""
         kw.setdefault("timeout_s", settings.request_timeout_s)
         kw.setdefault("max_retries", settings.max_retries)
         return cls(settings.kimi_base_url, settings.api_key_value(), **kw)

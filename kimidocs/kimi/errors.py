@@ -45,9 +45,9 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
+from kimidocs.core.records import Usage
+from kimidocs.core.responses import CutAttempt
 from kimidocs.kimi.keys import CHINA_BASE_URL, INTERNATIONAL_BASE_URL, key_forms, key_pattern
-from kimidocs.kimi.responses import CutAttempt
-from kimidocs.records import Usage
 
 __all__ = [
     "RETRYABLE_ERRORS",

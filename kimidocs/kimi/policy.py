@@ -14,8 +14,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from kimidocs.core.models import ModelInfo
 from kimidocs.kimi.errors import ContextLengthExceeded
-from kimidocs.models import ModelInfo
 
 __all__ = ["FIXED_SAMPLING_PARAMS", "apply_policy", "should_stream"]
 

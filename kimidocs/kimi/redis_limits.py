@@ -37,9 +37,9 @@ from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 from redis.exceptions import LockError
 
+from kimidocs.core.passwords import redact_passwords
 from kimidocs.kimi.errors import LimitUnreachable, RateLimited
 from kimidocs.kimi.limits import DAY, MINUTE, Permit, RateLimiter, RateLimits
-from kimidocs.passwords import redact_passwords
 
 __all__ = ["TOKEN_UNIT", "RedisLimiter"]
 

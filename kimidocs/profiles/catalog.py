@@ -3,7 +3,7 @@
 Search path: the folders in `KIMIDOCS_PROFILES` (os.pathsep-separated; default `./profiles`), then
 the built-ins in `prompts/`. The first folder holding `<name>/profile.toml` wins; a user profile
 named like a built-in shadows it, and `discover` reports that so the CLI can say so. The value of
-`KIMIDOCS_PROFILES` comes from `kimidocs.settings.Settings.profiles_path` (nothing here reads the
+`KIMIDOCS_PROFILES` comes from `kimidocs.run.settings.Settings.profiles_path` (nothing here reads the
 environment), so a caller passes it in.
 
 A built-in with a hand-written `system.md` (today: `summary`) is a *prompts* profile: it is listed
@@ -76,7 +76,7 @@ class DeclaredProfile:
         return task_schema(self.spec, self.spec.task(task), partial=partial)
 
     def task_profile(self, task: str) -> Profile:
-        """`task` as a `prompts.Profile`, so today's request builders (kimidocs.requests:
+        """`task` as a `prompts.Profile`, so today's request builders (kimidocs.core.requests:
         chunk_request, reduce_request, pack_request, and results.repair_request) build its calls
         unchanged. Its `version` is the task version, its `system` the profile's shared one."""
         spec = self.spec.task(task)

@@ -1,6 +1,6 @@
 """A task's fields -> a pydantic model (pydantic.create_model) that validates the model's answers.
 
-Pydantic here because the answer is untrusted JSON. As lenient as `kimidocs.results.Summary`:
+Pydantic here because the answer is untrusted JSON. As lenient as `kimidocs.core.results.Summary`:
 unknown keys are ignored, missing fields are null / empty, a bare value where a cited object was
 asked for is wrapped, a single item where a list was asked for becomes a list, numbers where text
 was asked for become text. Dates, numbers and money stay as written (text or number): the store
@@ -28,14 +28,14 @@ from pydantic import (
     create_model,
 )
 
-from kimidocs.profiles.declaration import FieldSpec, TaskSpec, fold_enum
-from kimidocs.results import (
+from kimidocs.core.results import (
     CitationChecker,
     CitationReport,
     OutputInvalid,
     extract_json_object,
     validation_message,
 )
+from kimidocs.profiles.declaration import FieldSpec, TaskSpec, fold_enum
 
 __all__ = ["AnswerModel", "answer_model", "check_answer_citations", "parse_answer", "validate_answer"]
 
@@ -280,7 +280,7 @@ def parse_answer(task: TaskSpec, content: str, *, partial: bool = False) -> Answ
 def check_answer_citations(
     answer: AnswerModel, pages: Mapping[int, str], allowed: range | set[int] | frozenset[int]
 ) -> tuple[AnswerModel, CitationReport]:
-    """`answer` with bad citations removed, as `kimidocs.results.check_citations` does for summaries.
+    """`answer` with bad citations removed, as `kimidocs.core.results.check_citations` does for summaries.
 
     Every cited value or item (anything with `pages`): pages that do not exist or were not read are
     dropped; a quote found on none of its valid pages (or across two consecutive ones) drops the

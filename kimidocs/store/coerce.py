@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 
-from kimidocs.paths import shown
+from kimidocs.core.paths import shown
 
 MAX_DECIMAL = Decimal(10) ** 34  # DECIMAL(38,4): 34 digits before the point
 FOUR_PLACES = Decimal("0.0001")
@@ -37,7 +37,7 @@ INT32_MAX = 2**31 - 1
 
 def clean_text(value: str | None) -> str | None:
     """Text DuckDB accepts: no NUL bytes, and lone surrogates (JSON `\\ud800`, the bytes of a
-    non-UTF-8 file name in a message) written as escapes, as `kimidocs.paths.shown` does."""
+    non-UTF-8 file name in a message) written as escapes, as `kimidocs.core.paths.shown` does."""
     if value is None:
         return None
     if "\x00" in value:

@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from kimidocs.records import CallRecord, Usage
+from kimidocs.core.records import CallRecord, Usage
 from kimidocs.store.coerce import clean_text, to_datetime
 
 USAGE_COLUMNS = tuple(f.name for f in fields(Usage))

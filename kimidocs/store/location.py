@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kimidocs.passwords import redact_passwords
+from kimidocs.core.passwords import redact_passwords
 
 PREFIX = "ducklake:postgres:"
 

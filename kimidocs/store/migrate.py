@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from kimidocs.models import MODELS
+from kimidocs.core.models import MODELS
 from kimidocs.store.errors import MigrationError, SchemaTooNew
 
 _NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
@@ -92,7 +92,7 @@ def apply(
 
 
 def refresh_prices(con: duckdb.DuckDBPyConnection) -> bool:
-    """Refill `model_prices` from kimidocs.models (the one price table in the code).
+    """Refill `model_prices` from kimidocs.core.models (the one price table in the code).
 
     Rewrites only when the code's table differs, so an unchanged database stays unchanged.
     """

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from kimidocs.core.results import Summary
 from kimidocs.profiles.declaration import TaskSpec
-from kimidocs.results import Summary
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from kimidocs.paths import shown
-from kimidocs.records import BatchRow, CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals
+from kimidocs.core.paths import shown
+from kimidocs.core.records import BatchRow, CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals
 from kimidocs.store import migrate as migrations
 from kimidocs.store.coerce import clean_text, to_datetime
 from kimidocs.store.columns import (
@@ -449,6 +449,33 @@ class Store:
         for attempt in self._attempts():
             with attempt, self._write() as con:
                 insert_rows_json(con, "calls", [call_values(c) for c in calls])
+
+    def has_run(self, run_id: str) -> bool:
+        with self._read() as con:
+            return con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchone() is not None
+
+    def paid_by_run(self, run_id: str) -> list[tuple[str, int, int, int, int, float]]:
+        """Per document: the run's logged calls, prompt, cached and completion tokens, and cost (a request
+        that failed unbilled is logged but not counted)."""
+        with self._read() as con:
+            rows = con.execute(
+                "SELECT doc_id, count(*), sum(prompt_tokens), sum(cached_tokens), sum(completion_tokens), "
+                "sum(cost_usd) FROM calls WHERE run_id = ? AND doc_id IS NOT NULL AND status <> 'error' "
+                "GROUP BY doc_id",
+                [run_id],
+            ).fetchall()
+        return [
+            (str(d), int(n), int(p or 0), int(c or 0), int(o or 0), float(cost or 0.0))
+            for d, n, p, c, o, cost in rows
+        ]
+
+    def run_questions(self, run_id: str) -> QueryResult:
+        """The questions a run answered, in the order asked (`kimidocs ask` prints them)."""
+        return self.query(
+            "SELECT question, answer, pages, evidence, cost_usd, calls, prompt_tokens, cached_tokens, error "
+            "FROM questions WHERE run_id = ? ORDER BY question_no",
+            [run_id],
+        )
 
     def find_run_call(self, run_id: str) -> str | None:
         """The request key of one call run `run_id` finished, or None (has any process of it called?)."""

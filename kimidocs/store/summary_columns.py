@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from kimidocs.results import Summary
+from kimidocs.core.results import Summary
 from kimidocs.store.coerce import clean_pages, clean_text, parse_amount, parse_date, to_datetime
 from kimidocs.store.rows import SummaryRow
 
