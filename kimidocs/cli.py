@@ -1,5 +1,5 @@
 """The `kimidocs` command line. Each command lives in `kimidocs/commands/<name>.py` (the emulator's in
-`kimidocs/kimi/emulator/command.py`) and registers itself through `register(app)`, so this file stays a
+`kimidocs/emulator/command.py`) and registers itself through `register(app)`, so this file stays a
 table of contents.
 
 `main` is the console script: a mistake the user can fix (a bad setting, an unknown model or profile,

@@ -10,7 +10,7 @@ A profile is a folder `prompts/<name>/`:
     reduce.md      the task of a reduce call over partials ($first_page $last_page $total_pages)
     repair.md      the follow-up after unusable output ($error)
     pack.md        the task of a call over several small documents ($count)
-    schema.json    JSON Schema of the output (kimidocs/results.py's `Summary` is its pydantic twin)
+    schema.json    JSON Schema of the output (kimidocs/core/results.py's `Summary` is its pydantic twin)
     profile.toml   max_output_tokens, partial_output_tokens, description
 
 `version` is a hash of every file's name and bytes (and of the rendered system message): editing

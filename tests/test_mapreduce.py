@@ -17,10 +17,10 @@ import pytest
 
 import extractors
 from kimidocs.core import tokens
-from kimidocs.core.mapreduce import CallOutcome, fan_out_requests, run_plan
+from kimidocs.core.mapreduce import CallOutcome, run_plan
 from kimidocs.core.models import get_model
 from kimidocs.core.planning import PageTokens, budget_for, plan_document
-from kimidocs.core.requests import ChatRequest, task_requests
+from kimidocs.core.requests import ChatRequest
 from prompts import load_profile
 
 PROFILE = load_profile("summary")
@@ -150,19 +150,6 @@ def test_first_call_goes_alone_then_the_rest_fan_out() -> None:
     assert model.requests[0].chunk_index == 0
     assert state["max_during_first"] == 1  # nothing else ran while the first call warmed the cache
     assert overlapped.is_set() and state["max"] >= 2  # the rest ran side by side
-
-
-def test_fan_out_requests_sends_the_first_of_each_prefix_group_first() -> None:
-    plan = plan_document(_pages(3), budget_for(K25, PROFILE))
-    reqs = task_requests(PROFILE, K25, plan.chunks[0], plan.budget, ["a", "b", "c"], pages_total=3)
-    order: list[str] = []
-
-    def call(r: ChatRequest) -> CallOutcome:
-        order.append(r.body["messages"][2]["content"])
-        return CallOutcome("{}")
-
-    outcomes = fan_out_requests(reqs, call, concurrency=4)
-    assert order[0] == "a" and sorted(order) == ["a", "b", "c"] and len(outcomes) == 3
 
 
 def test_invalid_output_gets_one_repair_call() -> None:

@@ -121,7 +121,7 @@ def test_long_document_map_reduce_with_small_window(tmp_path: Path, corpus: Path
     assert cited and max(cited) <= 18 and len(cited) >= 3  # citations spread over the document
     cached = _rows(db, "SELECT sum(cached_tokens) FROM calls WHERE stage = 'map'")[0][0]
     # Map calls share only the system prompt: its first goes alone to warm it only when enough calls
-    # re-read it to pay for the wait (kimidocs/schedule.py); then the others read it from the cache.
+    # re-read it to pay for the wait (kimidocs/core/schedule.py); then the others read it from the cache.
     (decision,) = [d for d in report.scheduling if " map: " in d]
     assert "first call alone" in decision or "all start together" in decision
     if "first call alone" in decision:

@@ -2,7 +2,7 @@
 
 `make real-model` ran SmolLM2-135M-Instruct (llama-cpp-python's OpenAI-compatible server) over
 data/samples with the `summary` profile and the declared `contract` profile, and recorded every request
-and answer under tests/data/real-model/ (bench/real_model.py, kimidocs/kimi/emulator/record.py). Here the
+and answer under tests/data/real-model/ (bench/real_model.py, kimidocs/emulator/record.py). Here the
 emulator answers from those recordings (`replay_dir`) over a real socket, with no model installed, and
 the pipeline must reach the same outcomes it reached against the real server: a change in parsing,
 repair or citation checking then fails on real model behaviour, deterministically.

@@ -14,10 +14,10 @@ original document survive either way.
 
 Scheduling for the prefix cache (DESIGN §3 Call): calls that start together all miss, so a group of
 calls sharing a prefix may send its first call alone and fan out the rest once it returns. With a
-`Scheduler` (kimidocs/schedule.py) that is decided from the numbers: the map calls of a document share
+`Scheduler` (kimidocs/core/schedule.py) that is decided from the numbers: the map calls of a document share
 only the system message, which the run's first call has usually warmed, so they start together; several
-tasks over one document (`fan_out_requests`) share the document too, and go one first. Without one, the
-first call of a group always goes alone.
+tasks over one document share the document too, and go one first (`run/sequence.py` asks). Without one,
+the first call of a group always goes alone.
 """
 
 from __future__ import annotations
@@ -146,40 +146,6 @@ def fan_out(
                 f.cancel()
             raise
     return results
-
-
-def fan_out_requests(
-    requests: Sequence[ChatRequest],
-    call: Call,
-    concurrency: int = 4,
-    *,
-    scheduler: Scheduler | None = None,
-    name: str = "tasks",
-) -> list[CallOutcome]:
-    """Send requests so shared prefixes hit the cache: the first of each prefix group that should wait
-    (all of them without a `scheduler`) goes before the rest of its group; groups run side by side.
-    Outcomes come back in request order."""
-    groups: dict[str, list[int]] = {}
-    for i, r in enumerate(requests):
-        groups.setdefault(r.prefix_key, []).append(i)
-    firsts: list[int] = []
-    for idxs in groups.values():
-        head = requests[idxs[0]]
-        if len(idxs) > 1 and (
-            scheduler is None or scheduler.group(name, len(idxs), head.prefix_tokens_est).first_alone
-        ):
-            firsts.append(idxs[0])
-    others = [i for idxs in groups.values() for i in idxs if i not in firsts]
-    out: dict[int, CallOutcome] = {}
-    for i, res in zip(
-        firsts, fan_out(firsts, lambda i: call(requests[i]), concurrency, first_alone=False), strict=True
-    ):
-        out[i] = res
-    for i, res in zip(
-        others, fan_out(others, lambda i: call(requests[i]), concurrency, first_alone=False), strict=True
-    ):
-        out[i] = res
-    return [out[i] for i in range(len(requests))]
 
 
 @dataclass(frozen=True, slots=True)

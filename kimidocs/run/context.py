@@ -549,7 +549,7 @@ class RunReport:
     message: str | None = None
     seconds: float = 0.0
     packed_requests_saved: int = 0
-    scheduling: tuple[str, ...] = ()  # prefix-cache decisions (kimidocs/schedule.py), the run's first
+    scheduling: tuple[str, ...] = ()  # prefix-cache decisions (kimidocs/core/schedule.py), the run's first
 
     def count(self, *statuses: DocumentStatus | str) -> int:
         return sum(1 for o in self.outcomes if o.status in statuses)

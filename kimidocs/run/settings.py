@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     # Where a new DuckLake puts its data files (a shared folder, or s3://...); the lake remembers it.
     lake_data_path: str | None = Field(default=None, validation_alias=AliasChoices("KIMIDOCS_LAKE_DATA_PATH"))
     tier: str = Field(default="tier1", validation_alias=AliasChoices("KIMIDOCS_TIER"))
-    # Batch mode (kimidocs/batchrun.py): first poll interval and how long one run waits for a batch.
+    # Batch mode (kimidocs/run/batch_mode.py): first poll interval and how long one run waits for a batch.
     batch_poll_s: float = Field(
         default=30.0,
         gt=0,
@@ -97,7 +97,7 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("KIMIDOCS_PREFECT_SECRET_BLOCK")
     )
     # Hold calls back so a shared prefix is cached first only when that saves at least this many dollars
-    # (kimidocs/schedule.py: shared tokens not yet cached x (miss - hit price) x (calls - 1)).
+    # (kimidocs/core/schedule.py: shared tokens not yet cached x (miss - hit price) x (calls - 1)).
     wait_min_saving_usd: float = Field(
         default=DEFAULT_MIN_SAVING_USD,
         ge=0,
@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     # Folders of user profiles (os.pathsep-separated), searched before the built-ins; unset: ./profiles.
     profiles_path: str | None = Field(default=None, validation_alias=AliasChoices("KIMIDOCS_PROFILES"))
     # Calls that share a prefix: the first goes alone when the scheduler says the cache pays for the wait
-    # (kimidocs/schedule.py). Off: no call ever waits (they all miss); for benchmarks.
+    # (kimidocs/core/schedule.py). Off: no call ever waits (they all miss); for benchmarks.
     prefix_scheduling: bool = Field(default=True, validation_alias=AliasChoices("KIMIDOCS_PREFIX_SCHEDULING"))
     # Models that are not in kimidocs' table (any OpenAI-compatible server): a TOML file, see
     # kimidocs.core.models.load_models_file. Checked at start-up like every other setting.

@@ -1,4 +1,4 @@
-"""Rows the store takes or returns that are not pipeline records (those are in kimidocs/records.py)."""
+"""Rows the store takes or returns that are not pipeline records (those are in kimidocs/core/records.py)."""
 
 from __future__ import annotations
 
