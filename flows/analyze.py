@@ -1,8 +1,8 @@
-"""Prefect shell around `kimidocs.run.pipeline`: one flow per folder, one task per document (or batch).
+"""Prefect shell around `kimidocs.run.pipeline`: one flow per folder, one task per document (or group).
 
 The flow opens the run (its `runs` row and the database's run lock) and closes it; a task gets the run
-id, the run's options and a batch of files, and opens what it needs itself (`pipeline.attach_run`:
-settings, store, backend, limiter), so tasks run under any task runner, in any process. A batch is one
+id, the run's options and a group of files, and opens what it needs itself (`pipeline.attach_run`:
+settings, store, backend, limiter), so tasks run under any task runner, in any process. A group is one
 document, or with packing on a pack's worth, packed and flushed within the task: no state crosses tasks.
 
 Task bodies are single calls into kimidocs; retries live in the Kimi client (one layer), so Prefect
@@ -41,14 +41,14 @@ from kimidocs.run.settings import Settings, load_settings
 class DocumentFailed(Exception):
     """A document of this task ended `failed`: the task run ends Failed with the typed error as its
     message, so the Prefect UI shows red where a document failed. Carries the task's result, so the
-    flow still records every document (a batch's task returns several)."""
+    flow still records every document (a group's task returns several)."""
 
-    def __init__(self, result: pipeline.BatchResult) -> None:
+    def __init__(self, result: pipeline.GroupResult) -> None:
         self.result = result
         failed = [o for o in result.outcomes if o.status == "failed"]
         super().__init__("; ".join(f"{Path(o.path).name}: {o.error_type}: {o.message}" for o in failed))
 
-    def __reduce__(self) -> tuple[type[DocumentFailed], tuple[pipeline.BatchResult]]:
+    def __reduce__(self) -> tuple[type[DocumentFailed], tuple[pipeline.GroupResult]]:
         return (DocumentFailed, (self.result,))
 
 
@@ -106,23 +106,23 @@ def detach(run_id: str) -> None:
 @task(name="analyze-document", retries=0, cache_policy=NO_CACHE)
 def analyze_document(
     run_id: str, options: pipeline.RunOptions, files: list[FoundFile]
-) -> pipeline.BatchResult:
-    """A batch of documents end to end (extract, plan, calls, store); Failed when a document failed.
+) -> pipeline.GroupResult:
+    """A group of documents end to end (extract, plan, calls, store); Failed when a document failed.
 
-    One document, or with packing on a pack's worth: packed within the batch, flushed at its end.
+    One document, or with packing on a pack's worth: packed within the group, flushed at its end.
     Runs in any process: what it needs is opened from the run id and the options.
     """
     logger = get_run_logger()
     with kimidocs_logs_to_run(runtime.flow_run.id):
         logger.info("%d file(s) of run %s in process %d", len(files), run_id, os.getpid())
-        result = pipeline.analyze_batch(attached(run_id, options), files)
+        result = pipeline.analyze_group(attached(run_id, options), files)
     _log_outcomes(result.outcomes)
     if any(o.status == "failed" for o in result.outcomes):
         raise DocumentFailed(result)
     return result
 
 
-def _batch_result(state_or_future: State | PrefectFuture) -> pipeline.BatchResult:
+def _group_result(state_or_future: State | PrefectFuture) -> pipeline.GroupResult:
     """A document task's result, whether it ended Completed or Failed with `DocumentFailed`; any other
     failure (a bug, a store error) is raised and fails the flow run."""
     value = state_or_future.result(raise_on_failure=False)
@@ -154,7 +154,7 @@ def stop_if_aborted(ctx: pipeline.RunContext, outcomes: Iterable[pipeline.Docume
 def _analyze_all(
     ctx: pipeline.RunContext, files: list[FoundFile], limit: int
 ) -> list[pipeline.DocumentOutcome]:
-    """At most `limit` batches in flight, like `run_folder`'s pool, so `concurrency` means the same.
+    """At most `limit` groups in flight, like `run_folder`'s pool, so `concurrency` means the same.
 
     Without this the task runner's 4 threads would start 4 documents even at concurrency 1, and a wrong
     key would be sent 4 times before the first 401 stops the run. A task that stopped the run (a wrong
@@ -167,25 +167,25 @@ def _analyze_all(
     def done(future: PrefectFuture) -> None:
         try:
             if not ctx.aborted.is_set():
-                stop_if_aborted(ctx, _batch_result(future).outcomes)
+                stop_if_aborted(ctx, _group_result(future).outcomes)
         except BaseException:  # the flow raises it when it collects this future
             pass
         finally:
             slots.release()
 
-    for batch in pipeline.batches(ctx, files):
+    for group in pipeline.groups(ctx, files):
         slots.acquire()
         if ctx.aborted.is_set():
-            skipped += [pipeline.skipped_by_abort(ctx, found) for found in batch]
+            skipped += [pipeline.skipped_by_abort(ctx, found) for found in group]
             slots.release()
             continue
-        name = Path(batch[0].path).name + (f" (+{len(batch) - 1} more)" if len(batch) > 1 else "")
+        name = Path(group[0].path).name + (f" (+{len(group) - 1} more)" if len(group) > 1 else "")
         future = analyze_document.with_options(task_run_name=f"analyze {name}").submit(
-            ctx.run_id, ctx.options, batch
+            ctx.run_id, ctx.options, group
         )
         future.add_done_callback(done)
         futures.append(future)
-    results = [_batch_result(future) for future in futures]
+    results = [_group_result(future) for future in futures]
     for result in results:
         ctx.packs.add(result.packs)
     return pipeline.in_file_order(files, [*(result.outcomes for result in results), skipped])
@@ -295,7 +295,7 @@ def analyze_folder(
     its typed error), as `kimidocs analyze` exits 1; `fail_on_document_errors=false` is for folders
     where failures are expected: the run then ends Completed and the report lists them.
 
-    `fan_out=N` spreads the documents over N child runs of `analyze-batch` (any worker of the pool runs
+    `fan_out=N` spreads the documents over N child runs of `analyze-shard` (any worker of the pool runs
     them); this run still opens and closes the one run (flows/fanout.py). Default: all in this process.
     """
     logger = get_run_logger()

@@ -1,7 +1,7 @@
 """The deployments, as Python objects for `serve` (prefect.yaml has the same three).
 
-`analyze-folder/nightly` and `analyze-folder/adhoc` analyse a folder; `analyze-batch/fan-out` is what an
-`analyze-folder` run with `fan_out` starts once per batch (flows/fanout.py), on any worker of the pool.
+`analyze-folder/nightly` and `analyze-folder/adhoc` analyse a folder; `analyze-shard/fan-out` is what an
+`analyze-folder` run with `fan_out` starts once per shard (flows/fanout.py), on any worker of the pool.
 
 `prefect.yaml` is what `prefect deploy --all` reads for a work pool and workers; `kimidocs serve` uses
 these objects instead, for a single always-on process without a pool. Names, schedule and default
@@ -15,7 +15,7 @@ from typing import Any
 from prefect.deployments.runner import RunnerDeployment
 
 from flows.analyze import analyze_folder
-from flows.fanout import BATCH_DEPLOYMENT, analyze_batch
+from flows.fanout import SHARD_DEPLOYMENT, analyze_shard
 
 FLOW_NAME = "analyze-folder"
 NIGHTLY = "nightly"
@@ -31,7 +31,7 @@ NIGHTLY_BATCH_WAIT_S = 600  # then the batch is handed to a follow-up run: no wo
 def build_deployments(
     *, folder: str = INBOX, cron: str = NIGHTLY_CRON, parameters: dict[str, Any] | None = None
 ) -> list[RunnerDeployment]:
-    """`analyze-folder/nightly` (cron), `analyze-folder/adhoc` (no schedule) and `analyze-batch/fan-out`
+    """`analyze-folder/nightly` (cron), `analyze-folder/adhoc` (no schedule) and `analyze-shard/fan-out`
     (fan-out children) for `prefect.serve`.
 
     `parameters` are defaults for both (e.g. a profile or a db); `folder` is the nightly one's folder
@@ -55,9 +55,9 @@ def build_deployments(
         tags=["kimidocs"],
         description="Analyse a folder on demand: deployment run analyze-folder/adhoc --param folder=...",
     )
-    batch = analyze_batch.to_deployment(
-        name=BATCH_DEPLOYMENT,
+    shard = analyze_shard.to_deployment(
+        name=SHARD_DEPLOYMENT,
         tags=["kimidocs"],
-        description="A batch of an analyze-folder run with fan_out (started by that run, not by hand).",
+        description="A shard of an analyze-folder run with fan_out (started by that run, not by hand).",
     )
-    return [nightly, adhoc, batch]  # type: ignore[list-item]
+    return [nightly, adhoc, shard]  # type: ignore[list-item]

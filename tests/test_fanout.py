@@ -1,4 +1,4 @@
-"""kimidocs.run.shards: batches for child runs, and outcomes settled by what the run paid (milliseconds)."""
+"""kimidocs.run.shards: shards for child runs, and outcomes settled by what the run paid (milliseconds)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from kimidocs.core.records import CallTotals, DocumentStatus
 from kimidocs.run.context import DocumentOutcome
 from kimidocs.run.discover import FoundFile
-from kimidocs.run.shards import LOST_BATCH, lost_batch, paid_by_run, settle, split_files
+from kimidocs.run.shards import LOST_SHARD, lost_shard, paid_by_run, settle, split_files
 
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
 
@@ -21,18 +21,18 @@ def files(*sizes: int) -> list[FoundFile]:
 
 def test_every_file_lands_in_exactly_one_batch_in_folder_order() -> None:
     found = files(*range(1, 50))
-    batches = split_files(found, 4)
-    assert len(batches) == 4 and all(batches)
-    assert sorted(f.path for b in batches for f in b) == [f.path for f in found]
-    for batch in batches:
-        assert batch == sorted(batch, key=lambda f: f.path)
+    shards = split_files(found, 4)
+    assert len(shards) == 4 and all(shards)
+    assert sorted(f.path for b in shards for f in b) == [f.path for f in found]
+    for shard in shards:
+        assert shard == sorted(shard, key=lambda f: f.path)
 
 
 def test_batches_are_balanced_by_bytes_and_a_big_document_stays_whole() -> None:
     found = files(1_000_000, *([10_000] * 100))
-    batches = split_files(found, 3)
-    loads = sorted(sum(f.size for f in b) for b in batches)
-    assert [f.size for f in batches[0]] == [1_000_000]  # alone: the others share the small ones
+    shards = split_files(found, 3)
+    loads = sorted(sum(f.size for f in b) for b in shards)
+    assert [f.size for f in shards[0]] == [1_000_000]  # alone: the others share the small ones
     assert loads == [500_000, 500_000, 1_000_000]
 
 
@@ -64,9 +64,9 @@ def test_settle_takes_the_store_totals_and_marks_this_runs_work_ok() -> None:
     assert settled[2] == outcomes[2] and settled[3] == outcomes[3]
 
 
-def test_a_lost_batch_fails_its_documents_with_the_reason() -> None:
-    lost = lost_batch(files(1, 2), "child run x did not finish: Crashed")
-    assert [(o.status, o.error_type) for o in lost] == [("failed", LOST_BATCH)] * 2
+def test_a_lost_shard_fails_its_documents_with_the_reason() -> None:
+    lost = lost_shard(files(1, 2), "child run x did not finish: Crashed")
+    assert [(o.status, o.error_type) for o in lost] == [("failed", LOST_SHARD)] * 2
     assert all("Crashed" in (o.message or "") for o in lost)
 
 

@@ -68,13 +68,13 @@ def deployed(prefect_server: PrefectServer) -> PrefectServer:
 
 def test_prefect_yaml_matches_serve_deployments() -> None:
     """prefect.yaml (workers) and flows/deployments.py (kimidocs serve) describe the same deployments."""
-    from flows.fanout import BATCH_DEPLOYMENT, BATCH_FLOW
+    from flows.fanout import SHARD_DEPLOYMENT, SHARD_FLOW
 
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     by_name = {d["name"]: d for d in spec["deployments"]}
-    assert set(by_name) == {NIGHTLY, ADHOC, BATCH_DEPLOYMENT}
-    fan_out = by_name[BATCH_DEPLOYMENT]
-    assert fan_out["entrypoint"] == "flows/fanout.py:analyze_batch"
+    assert set(by_name) == {NIGHTLY, ADHOC, SHARD_DEPLOYMENT}
+    fan_out = by_name[SHARD_DEPLOYMENT]
+    assert fan_out["entrypoint"] == "flows/fanout.py:analyze_shard"
     assert fan_out["work_pool"]["name"] == WORK_POOL and not fan_out.get("schedules")
     nightly, adhoc = by_name[NIGHTLY], by_name[ADHOC]
     assert nightly["schedules"] == [{"cron": NIGHTLY_CRON, "timezone": TIMEZONE, "active": True}]
@@ -105,8 +105,8 @@ def test_prefect_yaml_matches_serve_deployments() -> None:
     from flows.deployments import build_deployments
 
     served = {d.name: d for d in build_deployments()}
-    assert set(served) == {NIGHTLY, ADHOC, BATCH_DEPLOYMENT}
-    assert served[BATCH_DEPLOYMENT].flow_name == BATCH_FLOW
+    assert set(served) == {NIGHTLY, ADHOC, SHARD_DEPLOYMENT}
+    assert served[SHARD_DEPLOYMENT].flow_name == SHARD_FLOW
     assert [s.schedule.cron for s in served[NIGHTLY].schedules] == [NIGHTLY_CRON]
     assert [s.schedule.timezone for s in served[NIGHTLY].schedules] == [TIMEZONE]
     assert not served[ADHOC].schedules

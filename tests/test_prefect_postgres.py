@@ -2,7 +2,7 @@
 
 The server keeps its state in a PostgreSQL database (`prefect_server_pg`); `prefect deploy --all` from
 prefect.yaml, the kimi global limits, and a process worker running an `analyze-folder` run with
-`fan_out` (its batches as `analyze-batch` child runs) all work against it.
+`fan_out` (its shards as `analyze-shard` child runs) all work against it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from scale_helpers import make_documents, start_worker, stop_workers, wait_for
 from test_prefect_deployments import deploy, trigger
 
 from flows.deployments import ADHOC, FLOW_NAME
-from flows.fanout import BATCH_DEPLOYMENT, BATCH_FLOW
+from flows.fanout import SHARD_DEPLOYMENT, SHARD_FLOW
 from flows.prefect_limits import CONCURRENCY, RPM, TPM, existing_limits
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
@@ -55,7 +55,7 @@ def test_deployments_live_in_postgresql(pg_deployed: PrefectServer, postgres: Po
         "SELECT f.name || '/' || d.name FROM deployment d JOIN flow f ON f.id = d.flow_id ORDER BY 1",
         dbname="prefect",
     ).split()
-    assert {f"{FLOW_NAME}/{ADHOC}", f"{FLOW_NAME}/nightly", f"{BATCH_FLOW}/{BATCH_DEPLOYMENT}"} <= set(names)
+    assert {f"{FLOW_NAME}/{ADHOC}", f"{FLOW_NAME}/nightly", f"{SHARD_FLOW}/{SHARD_DEPLOYMENT}"} <= set(names)
     pools = postgres.psql("SELECT name, type FROM work_pool", dbname="prefect")
     assert "kimidocs|process" in pools
     assert not list(pg_deployed.home.glob("*.db")), "no SQLite file: the state is in PostgreSQL"
@@ -100,7 +100,7 @@ def test_kimi_limits_on_postgresql(pg_api: PrefectServer, postgres: PostgresServ
 
 
 def test_a_worker_runs_a_fanned_out_run(pg_deployed: PrefectServer, emulator_process, tmp_path: Path) -> None:
-    """analyze-folder with fan_out=2 on one worker: two analyze-batch child runs, one kimidocs run."""
+    """analyze-folder with fan_out=2 on one worker: two analyze-shard child runs, one kimidocs run."""
     emulator = emulator_process()
     folder, db = tmp_path / "in", tmp_path / "k.duckdb"
     docs = make_documents(folder, 6)
@@ -138,7 +138,7 @@ def test_a_worker_runs_a_fanned_out_run(pg_deployed: PrefectServer, emulator_pro
     assert isinstance(children, list) and len(children) == 2
     assert {c["state"]["type"] for c in children} == {"COMPLETED"}
     assert {c["deployment_id"] for c in children} == {
-        pg_deployed.api("GET", f"/deployments/name/{BATCH_FLOW}/{BATCH_DEPLOYMENT}")["id"]  # type: ignore[index]
+        pg_deployed.api("GET", f"/deployments/name/{SHARD_FLOW}/{SHARD_DEPLOYMENT}")["id"]  # type: ignore[index]
     }
     with duckdb.connect(str(db), read_only=True) as con:
         runs = con.execute(

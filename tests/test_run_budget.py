@@ -38,7 +38,7 @@ def _worker(run_id: str, options: pipeline.RunOptions, settings: Settings, paths
     ctx = pipeline.attach_run(run_id, options, settings)
     try:
         files = [f for f in discover(options.folder) if f.path in set(paths)]
-        return [o.status for f in files for o in pipeline.analyze_batch(ctx, [f]).outcomes]
+        return [o.status for f in files for o in pipeline.analyze_group(ctx, [f]).outcomes]
     finally:
         pipeline.detach_run(ctx)
 
@@ -94,7 +94,7 @@ def test_a_run_stopped_in_one_process_stops_the_others(tmp_path: Path, kimi_emul
     try:
         one.abort("401 invalid_authentication_error: the key is wrong")
         files = pipeline.list_files(two)
-        (outcome,) = pipeline.analyze_batch(two, files[:1]).outcomes
+        (outcome,) = pipeline.analyze_group(two, files[:1]).outcomes
         assert outcome.error_type == "RunAborted" and "the key is wrong" in (outcome.message or "")
         assert kimi_emulator.chat_requests() == 0  # stopped before its call
     finally:
@@ -116,7 +116,7 @@ def test_every_process_of_a_run_follows_its_warm_up_decision(tmp_path: Path, kim
         assert owner.options.warm_start is alone
         cold = pipeline.attach_run(owner.run_id, owner.options, settings)
         assert cold.scheduler.warmup.enabled is alone and cold.scheduler.warmup.open is not alone
-        pipeline.analyze_batch(cold, files[:1])
+        pipeline.analyze_group(cold, files[:1])
         warm = pipeline.attach_run(owner.run_id, owner.options, settings)
         assert warm.scheduler.warmup.open and warm.scheduler.warm_tokens == (
             warm.scheduler.system_tokens if alone else 0

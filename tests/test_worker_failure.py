@@ -5,7 +5,7 @@ limiter), three process workers on one pool standing in for machines (each its o
 PREFECT_HOME), the emulator as a Tier1 account on a 10x faster clock (200 requests per 6 s window, 50 at
 once) that answers 429 to anything over its limits. About 300 small documents and one long one (map-reduced
 with a 32k-token model) go through `prefect deployment run analyze-folder/adhoc --param fan_out=4`; the run's
-batches are `analyze-batch` child runs. One worker is killed (SIGKILL, every process under it) once its child
+shards are `analyze-shard` child runs. One worker is killed (SIGKILL, every process under it) once its child
 has stored a document: Prefect's zombie automation marks that child Crashed when its heartbeats stop, the
 parent sets it back to Scheduled, another worker runs it, and what the dead one had finished is not paid
 again.
@@ -90,7 +90,7 @@ def pick_victim(server: PrefectServer, parent: dict, workers: list[Worker]) -> t
 def run_and_kill(
     server: PrefectServer, workers: list[Worker], folder: Path, db: str, timeout_s: float = 420
 ) -> Killed:
-    """Trigger a fanned-out run, kill the machine of one child mid-batch, wait for the run to end."""
+    """Trigger a fanned-out run, kill the machine of one child mid-shard, wait for the run to end."""
     started = time.monotonic()
     parent_id = trigger(
         server,

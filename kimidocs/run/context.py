@@ -580,10 +580,10 @@ class RunReport:
 
 
 def in_file_order(
-    files: list[FoundFile], batches: Iterable[Iterable[DocumentOutcome]]
+    files: list[FoundFile], groups: Iterable[Iterable[DocumentOutcome]]
 ) -> list[DocumentOutcome]:
-    """The outcomes of a run's batches, one per file, in `files`' order."""
-    done = {o.path: o for batch in batches for o in batch}
+    """The outcomes of a run's groups of files, one per file, in `files`' order."""
+    done = {o.path: o for group in groups for o in group}
     return [done[f.path] for f in files]
 
 

@@ -1,9 +1,9 @@
-"""Packing for a run: small documents of a batch several to a request, when requests per minute bind.
+"""Packing for a run: small documents of a group several to a request, when requests per minute bind.
 
-A run's files are cut into batches (`batches`): one file each when packing is off, a few packs' worth
-when it is on. `analyze_batch` runs one batch from start to end -- the documents prepared, small
+A run's files are cut into groups (`groups`): one file each when packing is off, a few packs' worth
+when it is on. `analyze_group` runs one group from start to end -- the documents prepared, small
 single-call ones grouped by a `PackBuilder`, each full group sent as one request, the rest flushed at
-the batch's end -- so no state crosses batches and a batch can run in any thread or process. Each
+the group's end -- so no state crosses groups and a group can run in any thread or process. Each
 document of a pack is still validated and stored on its own, as if it had been read alone; one whose
 part of the answer is unusable is read again alone.
 """
@@ -43,13 +43,13 @@ from kimidocs.run.document import (
 )
 from kimidocs.store import StoreError
 
-#: Files per batch when packing is on, in packs: a batch fills this many packs before it flushes.
-PACKS_PER_BATCH = 1
+#: Files per group when packing is on, in packs: a group fills this many packs before it flushes.
+PACKS_PER_GROUP = 1
 
 
 @dataclass(frozen=True, slots=True)
-class BatchResult:
-    """What one batch did: its documents' outcomes (in file order) and what packing saved."""
+class GroupResult:
+    """What one group did: its documents' outcomes (in file order) and what packing saved."""
 
     outcomes: tuple[DocumentOutcome, ...]
     packs: PackCounts = field(default_factory=PackCounts)
@@ -78,29 +78,29 @@ def packing_on(ctx: RunContext) -> bool:
 
 
 def packer_for(ctx: RunContext) -> Packer | None:
-    """A packer for one batch when packing is on (`RunOptions.pack`, else where RPM binds), else None."""
+    """A packer for one group when packing is on (`RunOptions.pack`, else where RPM binds), else None."""
     return Packer(ctx) if packing_on(ctx) else None
 
 
-def batches(ctx: RunContext, files: list[FoundFile]) -> list[list[FoundFile]]:
-    """The run's files in batches, in order: one file each, or with packing on a pack's worth each."""
-    size = PACKS_PER_BATCH * max_docs_per_pack(ctx.model) if packing_on(ctx) else 1
+def groups(ctx: RunContext, files: list[FoundFile]) -> list[list[FoundFile]]:
+    """The run's files in groups, in order: one file each, or with packing on a pack's worth each."""
+    size = PACKS_PER_GROUP * max_docs_per_pack(ctx.model) if packing_on(ctx) else 1
     return [files[i : i + size] for i in range(0, len(files), size)]
 
 
-def analyze_batch(ctx: RunContext, files: list[FoundFile]) -> BatchResult:
-    """One batch from start to end: every file's outcome (none is lost: a pack is flushed at the end)."""
+def analyze_group(ctx: RunContext, files: list[FoundFile]) -> GroupResult:
+    """One group from start to end: every file's outcome (none is lost: a pack is flushed at the end)."""
     packer = packer_for(ctx)
     if packer is None:
-        return BatchResult(tuple(analyze_file(ctx, found) for found in files))
+        return GroupResult(tuple(analyze_file(ctx, found) for found in files))
     outcomes = [o for found in files for o in packer.analyze(found)]
     outcomes += packer.flush()
     order = {found.path: i for i, found in enumerate(files)}
-    return BatchResult(tuple(sorted(outcomes, key=lambda o: order[o.path])), packer.counts)
+    return GroupResult(tuple(sorted(outcomes, key=lambda o: order[o.path])), packer.counts)
 
 
 class Packer:
-    """Packing within one batch: small single-call documents wait in a `PackBuilder`; a full group goes
+    """Packing within one group: small single-call documents wait in a `PackBuilder`; a full group goes
     out as one request, the rest (large, scanned) are read alone. `analyze` may return the outcomes of
     other documents (those of the pack it sent) or none; `flush` sends what still waits."""
 

@@ -8,9 +8,9 @@ This module is the facade that `flows/`, the commands, tests and benchmarks impo
     run.py       a run's lifecycle: open_run / attach_run / close_run / abandon_run, RunOptions, RunReport
     analysis.py  one document: prepare (extract, gate, count, plan), summarise, store, errors -> outcomes
     caller.py    the Kimi caller: resume by request key, budget, policy, call log, usage estimate
-    packer.py    batches of files, and packing small documents several to a request within a batch
+    packer.py    groups of files, and packing small documents several to a request within a group
 
-`flows/` wraps `open_run` / `analyze_batch` / `close_run` in Prefect tasks; `run_folder` is the same
+`flows/` wraps `open_run` / `analyze_group` / `close_run` in Prefect tasks; `run_folder` is the same
 thing with a thread pool, for `kimidocs analyze` without Prefect and for benchmarks. State is written
 after success, never before: a call row exists only for a call that returned, a summary only for a
 document that finished, so a crashed run resumes without re-paying.
@@ -55,14 +55,14 @@ from kimidocs.run.document import (
     prepare_file,
     skipped_by_abort,
 )
-from kimidocs.run.packer import BatchResult, Packer, analyze_batch, batches, packer_for, packing_on
+from kimidocs.run.packer import GroupResult, Packer, analyze_group, groups, packer_for, packing_on
 from kimidocs.run.settings import Settings
 
 __all__ = [
     "BATCH_PENDING",
     "QUIET",
-    "BatchResult",
     "DocumentOutcome",
+    "GroupResult",
     "KimiCaller",
     "LowTextQuality",
     "Observer",
@@ -76,17 +76,17 @@ __all__ = [
     "RunReport",
     "RunStarted",
     "abandon_run",
-    "analyze_batch",
     "analyze_file",
+    "analyze_group",
     "attach_run",
     "batch_pending",
-    "batches",
     "check_model_offered",
     "check_options",
     "close_run",
     "detach_run",
     "estimated_usage",
     "extraction_limits",
+    "groups",
     "in_file_order",
     "list_files",
     "open_run",
@@ -109,7 +109,7 @@ def run_folder(
     observer: Observer = QUIET,
     backend: Backend | None = None,
 ) -> RunReport:
-    """Analyse a folder without Prefect: batches of documents in a thread pool, calls limited per
+    """Analyse a folder without Prefect: groups of documents in a thread pool, calls limited per
     account."""
     ctx = open_run(options, settings, observer=observer, backend=backend)
     try:
@@ -118,10 +118,10 @@ def run_folder(
         if options.mode == "batch" and not options.dry_run:  # Kimi's Batch API, in rounds (batchrun.py)
             outcomes = run_batch_mode(ctx, files)
         else:
-            work = batches(ctx, files)
+            work = groups(ctx, files)
             workers = max(1, min(options.concurrency, len(work) or 1))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kimidocs-doc") as pool:
-                done = list(pool.map(lambda batch: analyze_batch(ctx, batch), work))
+                done = list(pool.map(lambda group: analyze_group(ctx, group), work))
             for result in done:
                 ctx.packs.add(result.packs)
             outcomes = in_file_order(files, (result.outcomes for result in done))

@@ -1,13 +1,13 @@
-"""One run spread over several workers: the files split into batches, the outcomes settled. No Prefect.
+"""One run spread over several workers: the files split into shards, the outcomes settled. No Prefect.
 
-    split_files      a run's files -> `parts` batches of about equal bytes; a document is never split, so a
+    split_files      a run's files -> `parts` shards of about equal bytes; a document is never split, so a
                      long document's map-reduce (and its prefix cache) stays in one process
     paid_by_run      what the run's calls cost per document, from the store (every attempt of the run)
     settle           the children's outcomes with the store's totals: the store is the source of truth
-    lost_batch       outcomes for a batch whose child never came back (crashed more often than allowed)
+    lost_shard       outcomes for a shard whose child never came back (crashed more often than allowed)
 
-Why the totals come from the store and not only from the children: a child killed mid-batch returns
-nothing, and the child that re-runs its batch finds the documents the dead one finished already stored,
+Why the totals come from the store and not only from the children: a child killed mid-shard returns
+nothing, and the child that re-runs its shard finds the documents the dead one finished already stored,
 so it reports them `unchanged` at $0. The `calls` rows of the run (written the moment each call returns,
 by whichever process made it) say what was really paid, on every machine that shares the store.
 """
@@ -22,15 +22,15 @@ from kimidocs.run.context import DocumentOutcome
 from kimidocs.run.discover import FoundFile
 from kimidocs.store import Store
 
-#: error_type of the documents of a batch whose child run crashed every time it was tried.
-LOST_BATCH = "BatchLost"
+#: error_type of the documents of a shard whose child run crashed every time it was tried.
+LOST_SHARD = "ShardLost"
 
 
 def split_files(files: Sequence[FoundFile], parts: int) -> list[list[FoundFile]]:
-    """`files` in at most `parts` non-empty batches of about equal total size, each in `files`' order.
+    """`files` in at most `parts` non-empty shards of about equal total size, each in `files`' order.
 
-    Largest first onto the lightest batch (LPT), so one big document does not end up beside many
-    others while another batch idles; deterministic for the same files.
+    Largest first onto the lightest shard (LPT), so one big document does not end up beside many
+    others while another shard idles; deterministic for the same files.
     """
     if parts < 1:
         raise ValueError(f"parts must be at least 1, not {parts}")
@@ -44,7 +44,7 @@ def split_files(files: Sequence[FoundFile], parts: int) -> list[list[FoundFile]]
         lightest = min(range(count), key=lambda b: (loads[b], b))
         loads[lightest] += max(files[i].size, 1)
         members[lightest].append(i)
-    return [[files[i] for i in sorted(batch)] for batch in members]
+    return [[files[i] for i in sorted(shard)] for shard in members]
 
 
 def paid_by_run(store: Store, run_id: str) -> dict[str, CallTotals]:
@@ -67,8 +67,8 @@ def settle(outcomes: Iterable[DocumentOutcome], paid: Mapping[str, CallTotals]) 
     return settled
 
 
-def lost_batch(files: Iterable[FoundFile], reason: str) -> list[DocumentOutcome]:
-    """Failed outcomes for the documents of a batch that no child run finished."""
+def lost_shard(files: Iterable[FoundFile], reason: str) -> list[DocumentOutcome]:
+    """Failed outcomes for the documents of a shard that no child run finished."""
     return [
-        DocumentOutcome(f.path, DocumentStatus.FAILED, error_type=LOST_BATCH, message=reason) for f in files
+        DocumentOutcome(f.path, DocumentStatus.FAILED, error_type=LOST_SHARD, message=reason) for f in files
     ]
