@@ -69,6 +69,15 @@ def _server_files_for(root: Path) -> Path:
     return copy / package.name / "pginstall" / "bin"
 
 
+def _unprivileged_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(UNPRIVILEGED_USER)
+    except KeyError:
+        raise RuntimeError(
+            f"as root, PostgreSQL must run as another user, and this machine has no `{UNPRIVILEGED_USER}`"
+        ) from None
+
+
 def _run_as(user: pwd.struct_passwd | None) -> dict[str, object]:
     """Popen arguments that drop root to `user` (PostgreSQL will not run as root)."""
     if user is None:
@@ -123,7 +132,7 @@ def start_postgres(root: Path, *, timeout_s: float = STARTUP_TIMEOUT_S) -> Postg
     clients = pg_bindir()
     data, sockets, log = root / "data", root / "sockets", root / "postgres.log"
     sockets.mkdir(parents=True, exist_ok=True)
-    runner = pwd.getpwnam(UNPRIVILEGED_USER) if os.geteuid() == 0 else None
+    runner = _unprivileged_user() if os.geteuid() == 0 else None
     if runner is None:
         bindir = clients
         user = os.environ.get("USER") or pwd.getpwuid(os.geteuid()).pw_name
