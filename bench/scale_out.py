@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/scale_out.py [--workers 1,2,3] [--docs 300] [--latency-ms 3000] [--out r.json]
 
-Everything real, started here on 127.0.0.1 and stopped by PID: Debian's PostgreSQL (Prefect's database and
-the DuckLake catalog), `prefect server start` on it, redis-server (the shared Kimi limiter,
+Everything real, started here on 127.0.0.1 and stopped by PID: PostgreSQL (Prefect's database and
+the DuckLake catalog), `prefect server start` on it, a Redis server (the shared Kimi limiter,
 KIMIDOCS_LIMITS_URL), the emulator in its own process as a Tier1 account in real time (50 concurrent,
 200 RPM, 2M TPM; 429 beyond) whose calls take `--latency-ms`, and N `prefect worker start` processes
 (`--limit 2` each: the run and a batch, or two batches), each with its own PREFECT_HOME. For each N: a
@@ -138,7 +138,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="kimidocs-bench-scale-out-") as tmp:
         root = Path(tmp)
-        os.chmod(root, 0o755)  # the postgres system user must traverse it
+        os.chmod(root, 0o755)  # as root the server runs as `nobody`, who must traverse it
         pg = start_postgres(root / "pg")
         redis = start_redis(root / "redis")
         url = pg.url(pg.create_database("prefect"), driver="postgresql+asyncpg")

@@ -15,9 +15,10 @@ cost     limits far above what the loop reaches (nothing waits for a window), on
          no sleep: the limiter's own latency per call (p50/p95 of acquire+release) and the CPU it costs this
          process and the server (Prefect's or Redis's) per call.
 
-The servers are real: Debian's PostgreSQL and redis-server, started here on 127.0.0.1 with throwaway dirs
-(via the test fixtures' starters), and `prefect server start` on that PostgreSQL. The machine has 2 cores:
-workers, the server and the database compete for them, which is part of what is measured.
+The servers are real: PostgreSQL and Redis (Valkey) from the wheels in .venv, started here on 127.0.0.1
+with throwaway dirs (via the test fixtures' starters), and `prefect server start` on that PostgreSQL.
+(BENCHMARKS.md's numbers were taken with Debian's PostgreSQL 15 and redis-server 7.0.) The machine has
+2 cores: workers, the server and the database compete for them, which is part of what is measured.
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="kimidocs-bench-limits-") as tmp:
         root = Path(tmp)
-        os.chmod(root, 0o755)  # postgres (a system user) must traverse it
+        os.chmod(root, 0o755)  # as root PostgreSQL runs as `nobody`, who must traverse it
         servers = start_servers(root)
         try:
             for kind in args.kinds.split(","):

@@ -32,6 +32,7 @@ SLOW_FILES = frozenset(
         "test_store_lake_concurrency.py",  # three writer processes on one lake
         "test_prefect_postgres.py",  # PostgreSQL + a Prefect server on it + a worker (~45 s)
         "test_worker_failure.py",  # 3 workers, 90 documents, a killed machine, zombie detection (~2.5 min)
+        "test_servers_from_wheels.py",  # PostgreSQL and Redis servers
     }
 )
 #: Single tests of a few seconds each (a subprocess CLI run, a second emulator process, hypothesis suites).
@@ -43,7 +44,6 @@ SLOW_TESTS = frozenset(
         "test_piped_output_is_not_cut_at_80_columns",
         "test_lying_zip_header_is_read_in_bounded_chunks",
         "test_a_partial_document_is_retried_paying_only_for_the_missing_chunk",
-        "test_a_worker_that_keeps_finishing_pages_is_never_stopped",
         "test_cli_run_with_a_newline_key_works_and_never_shows_it",
         "test_separate_process_with_jsonl_log",
         "test_extract_command_has_the_time_bound_of_analyze",

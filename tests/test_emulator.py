@@ -53,6 +53,14 @@ def client(handle, key: str | None = None) -> httpx.Client:
     )
 
 
+def wait_for(condition: Any, what: str, timeout_s: float = 30.0) -> None:
+    """Poll `condition()` until it holds (readiness, not a fixed sleep); `what` when it never does."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
 def sse_chunks(response: httpx.Response) -> tuple[list[dict[str, Any]], bool]:
     chunks, done = [], False
     for line in response.iter_lines():
@@ -233,19 +241,27 @@ def test_tier0_rpm_429_with_retry_after_then_the_window_slides(make_emulator) ->
 
 
 def test_tier0_concurrency_of_one(make_emulator) -> None:
-    emu = make_emulator(tier="tier0", time_scale=0.01, latency_ms=400)
-    first: list[int] = []
-    t = threading.Thread(
-        target=lambda: first.append(client(emu).post("/chat/completions", json=chat_body()).status_code)
-    )
-    t.start()
-    while emu.stats()["in_flight"] == 0:
-        time.sleep(0.01)
+    """The first request holds tier0's only slot until its client goes away (the `timeout` fault stalls it,
+    on a raw socket this test closes), so the second one meets a full account however fast or slow the
+    machine is; once the first client is gone the slot is free again."""
+    import socket
+
+    emu = make_emulator(tier="tier0", time_scale=0.01, timeout_sleep_s=600)
+    emu.fail_next("timeout")
+    payload = json.dumps(chat_body()).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {emu.host}:{emu.port}\r\n"
+        f"Authorization: Bearer {emu.api_key}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode()
     with client(emu) as c:
-        second = c.post("/chat/completions", json=chat_body())
-    t.join()
-    assert first == [200]
-    assert second.status_code == 429
+        with socket.create_connection((emu.host, emu.port)) as first:
+            first.sendall(head + payload)
+            wait_for(lambda: emu.stats()["in_flight"] == 1, "the first request never took the slot")
+            second = c.post("/chat/completions", json=chat_body())
+        wait_for(lambda: emu.stats()["in_flight"] == 0, "the first request's slot was never freed")
+        third = c.post("/chat/completions", json=chat_body())
+    assert second.status_code == 429 and third.status_code == 200
     assert "max concurrency: 1, please try again after" in second.json()["error"]["message"]
     assert second.headers["retry-after"]
     (rejected,) = [e for e in emu.requests("/chat/completions") if e["status"] == 429]
@@ -546,11 +562,18 @@ def test_random_faults_are_reproducible_with_a_seed(make_emulator) -> None:
 
 
 def test_cache_entries_expire_after_the_ttl(make_emulator) -> None:
-    emu = make_emulator(cache_ttl_s=2, time_scale=0.01)  # 2 emulated seconds = 20 ms
+    """On a clock the test moves (the cache's own clock is replaceable): 2 s after the first request its
+    prefix has expired; right after the second, it is there. No sleep, no race with the machine."""
+    from kimidocs.kimi.emulator.cache import PrefixCache
+
+    now = [1000.0]
+    emu = make_emulator(cache_ttl_s=2)
+    emu.state.cache = PrefixCache(lambda: now[0])
     with client(emu) as c:
         c.post("/chat/completions", json=chat_body("one"))
-        time.sleep(0.1)
+        now[0] += 2.01
         late = c.post("/chat/completions", json=chat_body("two")).json()["usage"]
+        now[0] += 1.99
         soon = c.post("/chat/completions", json=chat_body("three")).json()["usage"]
     assert late["cached_tokens"] == 0
     assert soon["cached_tokens"] > 0

@@ -1,14 +1,13 @@
 """KimiClient against the project's Kimi emulator over real loopback HTTP: the production code, unchanged.
 
-Rate-limit windows are compressed with the emulator's `time_scale` (0.01: a "minute" lasts 0.6 s) and, for
-our own limiter, with a clock that runs 100x faster, so limits are exercised without long waits. Nothing
-here asserts on elapsed time.
+Rate-limit windows are compressed with the emulator's `time_scale` (0.01: a "minute" lasts 0.6 s), and our own
+limiter runs on a virtual clock it shares with the emulator's account limits, so limits are exercised without
+long waits. Nothing here asserts on elapsed time.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -60,20 +59,6 @@ def client_for(handle, *, key: str | None = None, max_retries: int = 4, **kw) ->
 
 def chat_log(handle) -> list[dict]:
     return handle.requests("/chat/completions")
-
-
-class FastClock:
-    """Real time, 100x faster: our limiter's minute lasts 0.6 s, like the emulator's at SCALE."""
-
-    def __init__(self, factor: float = 1 / SCALE) -> None:
-        self.factor = factor
-        self.origin = time.monotonic()
-
-    def now(self) -> float:
-        return (time.monotonic() - self.origin) * self.factor
-
-    def wait(self, cond: threading.Condition, timeout: float | None) -> None:
-        cond.wait(None if timeout is None else timeout / self.factor)
 
 
 # --- answers ----------------------------------------------------------------------------------------------
@@ -216,15 +201,36 @@ def test_tier0_rpm_429_retry_after_is_honoured_until_success(emulator):
     assert len(limited) == len(waits) and {e["error_type"] for e in limited} == {"rate_limit_reached_error"}
 
 
+class SharedVirtualClock:
+    """One virtual clock for our limiter and the emulator's account limits: the limiter's waits move it,
+    so a minute passes at once, and both sides see the same instant for every call. (On real time, a
+    scheduling lag between our admission and the server's could make the result depend on the machine.)"""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def now(self) -> float:
+        return self.t
+
+    def wait(self, cond: threading.Condition, timeout: float | None) -> None:
+        assert timeout is not None, "one caller at a time never waits for another's release"
+        self.t += timeout
+
+
 def test_limiter_at_tier0_prevents_the_429s(emulator):
-    """The same calls through our limiter (tier0 numbers, same compressed minute): zero 429s."""
-    emulator.configure(tier="tier0", time_scale=SCALE)
-    # A generous margin: at 100x, a 2 ms lag between our admission and the server's is 0.2 "seconds".
-    limiter = RateLimiter(RateLimits.for_tier("tier0"), clock=FastClock(), window_margin_s=20.0)
+    """The same calls through our limiter (tier0 numbers, a real-length minute on a shared virtual clock):
+    zero 429s, with no margin for lag needed, and no real minute waited."""
+    from kimidocs.kimi.emulator.limits import AccountLimits
+
+    emulator.configure(tier="tier0")
+    clock = SharedVirtualClock()
+    emulator.state.limits = AccountLimits(clock.now)
+    limiter = RateLimiter(RateLimits.for_tier("tier0"), clock=clock)  # its 1 s margin: virtual too
     with client_for(emulator, limiter=limiter) as client:
         results = [client.chat(body()) for _ in range(5)]
     assert all(r.attempts == 1 for r in results)
     assert [e["status"] for e in chat_log(emulator)] == [200] * 5
+    assert clock.t >= 1000.0 + 60.0  # the 4th and 5th calls waited for a minute to pass
 
 
 def test_a_server_429_pauses_the_limiter(emulator):

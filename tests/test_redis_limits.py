@@ -115,16 +115,19 @@ def test_concurrency_holds_across_processes(
 
 
 def test_rpm_window_holds_across_processes(redis_server: RedisServer, request: pytest.FixtureRequest) -> None:
-    """rpm=4 with a scaled 3 s minute: no 3 s window sees more than 4 starts, from 3 processes. (A start
-    is stamped when `acquire` returned, a few ms after Redis stamped it: windows are checked 0.1 s short.)"""
+    """rpm=4 with a scaled 3 s minute: no window sees more than 4 starts, from 3 processes. A start is
+    stamped when `acquire` returned, after Redis stamped it, by a lag that a loaded machine can stretch to
+    tens of ms for one thread and not another: windows are checked 1 s short (2 s of the 3). A shared
+    window gives at most 4 starts in any of them; 3 processes each with a window of its own would start
+    12 at once, caught on any machine."""
     intervals = _run_holders(
         redis_server, _namespace(request), processes=3, concurrency=50, rpm=4, threads=2, calls=2, hold_s=0
     )
     starts = sorted(b for b, _ in intervals)
     assert len(starts) == 12
     for i, t in enumerate(starts):
-        in_window = [s for s in starts[i:] if s < t + 2.9]
-        assert len(in_window) <= 4, f"{len(in_window)} starts within 3 s from {t}"
+        in_window = [s for s in starts[i:] if s < t + 2.0]
+        assert len(in_window) <= 4, f"{len(in_window)} starts within 2 s from {t}"
 
 
 def _hold_forever(url: str, ns: str, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
