@@ -564,7 +564,7 @@ def test_random_faults_are_reproducible_with_a_seed(make_emulator) -> None:
 def test_cache_entries_expire_after_the_ttl(make_emulator) -> None:
     """On a clock the test moves (the cache's own clock is replaceable): 2 s after the first request its
     prefix has expired; right after the second, it is there. No sleep, no race with the machine."""
-    from kimidocs.kimi.emulator.cache import PrefixCache
+    from kimidocs.emulator.cache import PrefixCache
 
     now = [1000.0]
     emu = make_emulator(cache_ttl_s=2)

@@ -220,7 +220,7 @@ class SharedVirtualClock:
 def test_limiter_at_tier0_prevents_the_429s(emulator):
     """The same calls through our limiter (tier0 numbers, a real-length minute on a shared virtual clock):
     zero 429s, with no margin for lag needed, and no real minute waited."""
-    from kimidocs.kimi.emulator.limits import AccountLimits
+    from kimidocs.emulator.limits import AccountLimits
 
     emulator.configure(tier="tier0")
     clock = SharedVirtualClock()
