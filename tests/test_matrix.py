@@ -123,7 +123,9 @@ def test_every_cell_stores_the_same_results_at_its_price(
     db = tmp_path / "k.duckdb"
     _run(driver, folder, db, emu, **KINDS[kind])
     assert _results(db, kind) == reference[kind]
-    calls = db_rows(db, "SELECT batch_id, prompt_tokens, cached_tokens, completion_tokens, cost_usd FROM calls")
+    calls = db_rows(
+        db, "SELECT batch_id, prompt_tokens, cached_tokens, completion_tokens, cost_usd FROM calls"
+    )
     assert calls
     for batch_id, prompt, cached, completion, cost in calls:
         usage = Usage(prompt, cached, completion)
@@ -131,9 +133,11 @@ def test_every_cell_stores_the_same_results_at_its_price(
         assert cost == pytest.approx(price)
         assert (batch_id is not None) == (driver == "batch")  # batch mode: every call through a batch
     (stored,) = db_rows(db, "SELECT sum(cost_usd) FROM calls")[0]
-    (run_total,) = db_rows(db, "SELECT cost_usd FROM runs WHERE status = 'completed'")[0] if driver != (
-        "attached processes"
-    ) else (stored,)
+    (run_total,) = (
+        db_rows(db, "SELECT cost_usd FROM runs WHERE status = 'completed'")[0]
+        if driver != ("attached processes")
+        else (stored,)
+    )
     assert run_total == pytest.approx(stored)
 
 
