@@ -154,3 +154,45 @@ def test_a_worker_runs_a_fanned_out_run(pg_deployed: PrefectServer, emulator_pro
     arts = pg_deployed.api("POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [parent]}}})
     reports = [a for a in arts if a["key"] == "kimidocs-run-report"]  # type: ignore[union-attr]
     assert len(reports) == 1 and "doc-0005" in reports[0]["data"]
+
+
+def test_a_fanned_out_run_holds_the_runs_cap(
+    pg_deployed: PrefectServer, emulator_process, make_emulator, tmp_path: Path
+) -> None:
+    """Issue 23.3 through Prefect: `fan_out=3` (three child flow runs, each its own process) with a cap at
+    half of what the folder costs: the run as a whole spends at most the cap (before, each child could
+    spend it all)."""
+    from conftest import run_pipeline
+    from test_run_budget import _notes
+
+    folder, db = _notes(tmp_path / "in", 9, repeat=800), tmp_path / "k.duckdb"
+    cap = run_pipeline(folder, tmp_path / "probe.duckdb", make_emulator(), pack=False).cost_usd / 2
+    emulator = emulator_process()  # a cold prefix cache, as for the probe
+    env = {**emulator.worker_env(), "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
+    workers = [start_worker(pg_deployed, "solo", tmp_path / "worker", env)]
+    try:
+        parent = trigger(
+            pg_deployed,
+            f"{FLOW_NAME}/{ADHOC}",
+            folder=str(folder),
+            db=str(db),
+            fan_out="3",
+            pack="false",
+            max_cost_usd=str(cap),
+            fail_on_document_errors="false",
+        )
+        state = wait_for(
+            lambda: (s := flow_run(pg_deployed, parent)["state"])["type"] in TERMINAL and s,
+            300,
+            "the fanned-out run to finish",
+            every_s=1.0,
+        )
+        assert state["type"] == "COMPLETED", (state, workers[0].output()[-4000:])
+    finally:
+        stop_workers(workers)
+    with duckdb.connect(str(db), read_only=True) as con:
+        (spent,) = con.execute("SELECT sum(cost_usd) FROM calls").fetchone()  # type: ignore[misc]
+        (over,) = con.execute("SELECT count(*) FROM failures WHERE error_type = 'BudgetExceeded'").fetchone()  # type: ignore[misc]
+        (ok,) = con.execute("SELECT documents_ok FROM runs").fetchone()  # type: ignore[misc]
+    print(f"fan_out=3, cap at half the folder's cost: spent / cap = {spent / cap:.3f}, {ok} of 9 documents")
+    assert spent <= cap and over >= 1 and ok >= 1
