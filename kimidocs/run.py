@@ -562,8 +562,7 @@ def close_run(ctx: RunContext, outcomes: Iterable[DocumentOutcome]) -> RunReport
             message=ctx.abort_reason,
         ),
     )
-    if any(o.status == DocumentStatus.OK for o in outs):
-        ctx.store.refresh_search_index()
+    # No full-text indexing here: `kimidocs search` indexes what changed when it runs (search_index.py).
     ctx.store.close()  # release the file now so analysts and the next run get in at once
     release_run(ctx)
     ctx.observer.run_finished(report)
