@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pytest
 from conftest import db_rows, run_pipeline
 
 from extractors.document import Document, Page
@@ -125,3 +126,23 @@ def test_incremental_scores_are_those_of_duckdbs_fts_index_over_the_same_pages(t
             con.execute("DELETE FROM pages WHERE doc_id = ?", [f"d{7 - round_}"])
             con.execute("DELETE FROM documents WHERE doc_id = ?", [f"d{7 - round_}"])
         assert reader.refresh_search_index().copied == 3  # the two pages re-extracted and the new one
+
+
+def test_an_index_file_that_cannot_be_written_is_one_store_error_and_where_names_the_file(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from kimidocs.cli import app
+    from kimidocs.store import SearchIndexUnusable
+
+    db = tmp_path / "k.duckdb"
+    store = Store(db)
+    doc = _document("d1", ["a page about pumps"])
+    store.save_document(doc, FileRecord(doc.path, doc.sha256, doc.size, datetime(2026, 1, 1)))
+    store.close()
+    (tmp_path / "not-a-folder").write_text("")
+    with pytest.raises(SearchIndexUnusable, match="cannot build the full-text index there"):
+        Store(db, read_only=True, search_cache=tmp_path / "not-a-folder").search("pumps")
+    shown = CliRunner().invoke(app, ["where", "search-index", "--db", str(db)])
+    assert shown.exit_code == 0 and shown.output.strip() == str(Store(db, read_only=True).search_index().file)
