@@ -30,8 +30,10 @@ under ~/.cache/kimidocs/search/; deleting it costs the next search a full build.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -47,6 +49,7 @@ MAX_INDEXED_CHARS = 200_000
 #: Of the index file's tables: a file of another version is built again.
 FORMAT = 1
 K1, B = 1.2, 0.75  # BM25 parameters, as the fts extension's match_bm25 defaults
+ABANDONED_AFTER_S = 3600.0
 
 # Run on the store (a DuckDB file or a lake, in one read transaction).
 STAMPS_SQL = "SELECT doc_id, concat(extracted_at::VARCHAR, '/', coalesce(pages, 0)), path FROM documents"
@@ -137,6 +140,7 @@ class SearchIndex:
         usable = self.indexed()
         have = usable or {}
         self.file.parent.mkdir(parents=True, exist_ok=True)
+        self._forget_abandoned()
         incoming = self._temporary(".parquet")
         try:
             with read() as con:
@@ -157,6 +161,13 @@ class SearchIndex:
     def _temporary(self, suffix: str) -> Path:
         """A file of this process and call only, next to the index file."""
         return self.file.with_name(f"{self.file.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{suffix}")
+
+    def _forget_abandoned(self) -> None:
+        """Temporary files of updates that were killed midway (an update takes seconds, not an hour)."""
+        for stale in self.file.parent.glob(f"{self.file.stem}.*.tmp*"):
+            with contextlib.suppress(OSError):
+                if time.time() - stale.stat().st_mtime > ABANDONED_AFTER_S:
+                    stale.unlink()
 
     def _update(
         self, stamps: dict[str, str], changed: list[str], incoming: Path, *, fresh_start: bool
