@@ -5,7 +5,7 @@
      ├── EncryptedDocument     needs a password (the empty password was tried first)
      ├── CorruptDocument       the file is damaged beyond what the reader recovers
      ├── EmptyDocument         zero bytes, or no text and nothing to OCR
-     ├── TooLarge              over the configured byte or page limit
+     ├── TooLarge              over the configured byte, page or memory limit (a ZIP or Flate bomb)
      ├── NoTextLayer           scanned: pages with images but no text
      └── ExtractionTimeout     a pathological file took longer than the per-document bound
 

@@ -16,9 +16,14 @@ A worker dies with its parent, even in the middle of a file: a third pipe (the l
 never written, and a thread in the worker exits the process when it reads end-of-file, which
 the kernel delivers when the parent is gone however it ended. PR_SET_PDEATHSIG would not do:
 it fires when the *thread* that started the worker ends, and workers started by a pool thread
-outlive that thread by design. Each request sets the worker's address-space limit
-(RLIMIT_AS) to `limits.max_memory`, so a file that needs more ends as TooLarge, and the worker,
-whose heap may be left in any state, is replaced.
+outlive that thread by design.
+
+Memory: all workers of this process share one budget, `limits.memory_budget` (address space,
+RLIMIT_AS, which bounds resident memory too). At most `limits.workers(MAX_WORKERS)` extractions run
+at once, and each request sets its worker's limit to that share of the budget, so a file that needs
+more ends as TooLarge (and the worker, whose heap may be left in any state, is replaced), and the
+workers together never hold more than the budget, however many cores the machine has. Idle workers
+count: live workers (busy and idle) never outnumber the workers allowed.
 
     run_isolated(path, limits, keep_images) -> Document   raises ExtractionError / ExtractionTimeout
     extract_many(paths, ...) -> (path, Document | ExtractionError), in input order
@@ -36,6 +41,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
@@ -51,6 +57,7 @@ FileProgress = Callable[[str, int, int], None]  # (path, pages done, pages total
 MAX_JOBS_PER_WORKER = 200
 # More workers than cores cannot extract faster, and every worker beyond the idle cap is killed
 # on release and restarted (~0.2 s CPU) on the next file: one cap for both keeps them all warm.
+# The memory budget may allow fewer (`Limits.workers`).
 MAX_WORKERS = max(2, os.cpu_count() or 2)
 STARTUP_TIMEOUT_S = 60.0
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,8 +71,8 @@ PROGRESS_EVERY_S = 0.2  # a worker reports finished pages at most this often (an
 
 
 def _serve(inbox: Connection, outbox: Connection) -> None:
-    """Worker loop: (path, limits, keep_images) in; ("progress", done, total) while pages finish,
-    then ("ok", Document), ("err", type, path, reason) or ("oom", path, reason) out."""
+    """Worker loop: (path, limits, keep_images, memory cap) in; ("progress", done, total) while pages
+    finish, then ("ok", Document), ("err", type, path, reason) or ("oom", path, reason) out."""
     import time
 
     from extractors import extract_here
@@ -73,7 +80,7 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
     outbox.send(("ready",))
     while True:
         try:
-            path, limits, keep_images = inbox.recv()
+            path, limits, keep_images, cap = inbox.recv()
         except (EOFError, OSError):  # the parent went away
             return
         last = 0.0
@@ -86,7 +93,7 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
                 outbox.send(("progress", done, total))
 
         try:
-            _cap_memory(limits.max_memory)
+            _cap_memory(cap)
             outbox.send(
                 ("ok", extract_here(path, limits=limits, keep_images=keep_images, on_progress=progress))
             )
@@ -94,9 +101,8 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
             # Sent as fields: ExtractionError's (path, reason) constructor does not survive pickling.
             outbox.send(("err", exc.error_type, exc.path, exc.reason))
         except MemoryError:
-            outbox.send(
-                ("oom", path, f"needs more memory than the {_size(limits.max_memory)} cap per extraction")
-            )
+            hint = f"; raise {limits.memory_hint} to allow more" if limits.memory_hint else ""
+            outbox.send(("oom", path, f"needs more memory than the {_size(cap)} cap per extraction{hint}"))
 
 
 def _cap_memory(limit: int | None) -> None:
@@ -202,23 +208,45 @@ def await_reply(
 
 
 _idle: list[_Worker] = []
-_lock = threading.Lock()
-_slots = threading.BoundedSemaphore(MAX_WORKERS)
+_lock = threading.Condition()
+_busy = 0  # extractions running (each holds one worker, or is about to start one)
 
 
-def _acquire() -> _Worker:
+@contextmanager
+def _slot(workers: int) -> Iterator[None]:
+    """One of `workers` turns to extract (callers beyond wait)."""
+    global _busy
     with _lock:
-        while _idle:
-            worker = _idle.pop()
-            if worker.alive():
-                return worker
-            worker.close()
-    return _Worker()
+        _lock.wait_for(lambda: _busy < workers)
+        _busy += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _busy -= 1
+            _lock.notify_all()
 
 
-def _release(worker: _Worker) -> None:
+def _acquire(workers: int) -> _Worker:
+    """An idle worker, or a new one, for a caller holding a slot. Idle workers beyond what the
+    other slots leave are stopped: busy and idle workers together never outnumber `workers`, each
+    of which may hold its share of the memory budget."""
     with _lock:
-        if worker.jobs < MAX_JOBS_PER_WORKER and worker.alive() and len(_idle) < MAX_WORKERS:
+        live = [w for w in _idle if w.alive()]
+        surplus = [w for w in _idle if not w.alive()]
+        mine = live.pop() if live else None  # the most recently used: the warmest
+        keep = max(0, workers - _busy)
+        surplus += live[keep:]
+        _idle[:] = live[:keep]
+    for worker in surplus:
+        worker.close()
+    return mine if mine is not None else _Worker()
+
+
+def _release(worker: _Worker, workers: int) -> None:
+    """Keep `worker` for the next file when it may stay: it is counted busy until its slot ends."""
+    with _lock:
+        if worker.jobs < MAX_JOBS_PER_WORKER and worker.alive() and len(_idle) + _busy <= workers:
             _idle.append(worker)
             return
     worker.close()
@@ -238,9 +266,9 @@ def run_isolated(
 ) -> Document:
     """Extract `path` in a worker process; kill it when no page finished for `limits.timeout_s`.
 
-    At most MAX_WORKERS extractions run at once; callers beyond that wait for a slot (the
-    wait does not count against the timeout)."""
-    with _slots:
+    At most `limits.workers(MAX_WORKERS)` extractions run at once; callers beyond that wait for a
+    slot (the wait does not count against the timeout)."""
+    with _slot(limits.workers(MAX_WORKERS)):
         try:
             return _run_in_worker(path, limits, keep_images, on_progress)
         except _WorkerDied as died:
@@ -276,10 +304,13 @@ def _is_pdf(path: str) -> bool:
 def _run_in_worker(
     path: str, limits: Limits, keep_images: bool, on_progress: Progress | None = None
 ) -> Document:
-    worker = _acquire()
+    workers = limits.workers(MAX_WORKERS)
+    worker = _acquire(workers)
     worker.progress[:] = [0, 0]
     try:
-        reply = worker.call((path, limits, keep_images), limits.timeout_s, on_progress)
+        reply = worker.call(
+            (path, limits, keep_images, limits.worker_memory(MAX_WORKERS)), limits.timeout_s, on_progress
+        )
     except (EOFError, OSError) as exc:
         worker.close()
         code = worker.proc.returncode
@@ -296,7 +327,7 @@ def _run_in_worker(
     if reply[0] == "oom":  # its heap may be in any state after a MemoryError: start afresh
         worker.close()
         raise TooLarge(reply[1], reply[2])
-    _release(worker)
+    _release(worker, workers)
     if reply[0] == "ok":
         return reply[1]
     _, error_type, err_path, reason = reply

@@ -18,11 +18,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from pypdf import PasswordType, PdfReader
-from pypdf.errors import DependencyError, EmptyFileError
+from pypdf.errors import DependencyError, EmptyFileError, LimitReachedError
 from pypdf.generic import IndirectObject
 
 from extractors.document import Page, PageImage
-from extractors.errors import CorruptDocument, EmptyDocument, EncryptedDocument, NoTextLayer
+from extractors.errors import CorruptDocument, EmptyDocument, EncryptedDocument, NoTextLayer, TooLarge
 from extractors.limits import Limits
 from extractors.paging import Extracted, clean, fold_spaces
 
@@ -50,7 +50,7 @@ def extract_pdf(
             raise CorruptDocument(path, f"cannot read the page tree ({type(exc).__name__}: {exc})") from exc
         limits.check_pages(path, count)
         warnings: list[str] = []
-        pages = read_pages(path, count, lambda i: _read_page(reader, i), warnings, on_progress)
+        pages = read_pages(path, count, lambda i: _read_page(path, reader, i), warnings, on_progress)
         check_text_layer(path, pages, scanned_ok=keep_images)
         if keep_images:
             pages = [_with_images(reader, p, warnings) if p.needs_ocr else p for p in pages]
@@ -102,6 +102,8 @@ def _open(path: str, data: bytes) -> PdfReader:
         reader = PdfReader(io.BytesIO(data), strict=False)
     except EmptyFileError as exc:
         raise EmptyDocument(path, "zero-byte file") from exc
+    except LimitReachedError as exc:
+        raise _bomb(path, "the PDF structure", exc) from exc
     except MemoryError:  # over the worker's memory cap: TooLarge, not a damaged file
         raise
     except Exception as exc:  # PdfReadError, PdfStreamError, ValueError...: structure unrecoverable
@@ -120,10 +122,13 @@ def _open(path: str, data: bytes) -> PdfReader:
     return reader
 
 
-def _read_page(reader: PdfReader, i: int) -> tuple[str, int, str | None]:
-    """(text, image count, problem). A page that raises gives empty text and a problem string."""
+def _read_page(path: str, reader: PdfReader, i: int) -> tuple[str, int, str | None]:
+    """(text, image count, problem). A page that raises gives empty text and a problem string, but
+    a stream past pypdf's decompression limit ends the document as TooLarge (a Flate bomb)."""
     try:
         page = reader.pages[i]
+    except LimitReachedError as exc:
+        raise _bomb(path, f"page {i + 1}", exc) from exc
     except Exception as exc:
         return "", 0, f"{type(exc).__name__}: {_short(exc)}"
     images = _count_images(page)
@@ -131,8 +136,15 @@ def _read_page(reader: PdfReader, i: int) -> tuple[str, int, str | None]:
         return clean(fold_spaces(page.extract_text() or "")), images, None
     except MemoryError:  # the whole document is over the memory cap, not just this page
         raise
+    except LimitReachedError as exc:
+        raise _bomb(path, f"page {i + 1}", exc) from exc
     except Exception as exc:  # pypdf's content parser raises many types on damaged streams
         return "", images, f"{type(exc).__name__}: {_short(exc)}"
+
+
+def _bomb(path: str, where: str, exc: LimitReachedError) -> TooLarge:
+    """pypdf stops inflating a stream at its output limit (75 MB): no honest page needs that much."""
+    return TooLarge(path, f"{where}: a stream inflates past pypdf's limit: a decompression bomb ({exc})")
 
 
 def _count_images(page: Any) -> int:

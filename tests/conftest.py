@@ -88,6 +88,16 @@ def _clean_kimidocs_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(Settings.model_config, "env_file", None)
 
 
+@pytest.fixture(autouse=True)
+def _search_index_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full-text index files (kimidocs/store/search_index.py) go to the session's temporary folder, not to
+    ~/.cache/kimidocs/search."""
+    from kimidocs.store import store
+
+    folder = tmp_path_factory.getbasetemp() / "search-index"
+    monkeypatch.setattr(store, "default_cache_dir", lambda: folder)
+
+
 def manifest_rows() -> list[dict[str, str]]:
     """Rows of ../shared/corpus/MANIFEST.tsv (every file a correct extractor must handle)."""
     with open(CORPUS / "MANIFEST.tsv", encoding="utf-8", newline="") as fh:

@@ -6,8 +6,11 @@ few hundred KB of disk and memory to make.
 
 from __future__ import annotations
 
+import os
 import struct
+import threading
 import zipfile
+import zlib
 from pathlib import Path
 
 W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
@@ -137,3 +140,109 @@ def stuck_pdf(
     page[NameObject("/Contents")] = stream(draws)
     writer.write(str(path))
     return path
+
+
+def flate_zeros(inflated: int) -> bytes:
+    """A zlib stream of `inflated` zero bytes (a whole number of MiB), ~1030:1, made without inflating
+    anything: one MiB is deflated after a full flush, whose output does not depend on what came
+    before, and repeated; the checksum of n zeros is Adler-32 (1, n mod 65521)."""
+    chunk = b"\0" * MiB
+    deflate = zlib.compressobj(9)
+    first = deflate.compress(chunk) + deflate.flush(zlib.Z_FULL_FLUSH)
+    again = deflate.compress(chunk) + deflate.flush(zlib.Z_FULL_FLUSH)
+    end = b"\x03\x00" + struct.pack(">I", ((inflated % 65521) << 16) | 1)  # empty last block, Adler-32
+    return first + again * (inflated // MiB - 1) + end
+
+
+def flate_bomb_pdf(path: Path, inflated: int = 4096 * MiB, *, tag: str = "") -> Path:
+    """A one-page PDF (~4 MB for 4 GiB) whose content stream shows a line of text, then inflates to
+    `inflated` bytes of zeros (PDF whitespace). `tag` makes files of different bytes (doc ids)."""
+    zeros = flate_zeros(inflated)
+    text = zlib.compress(b"BT /F1 12 Tf 72 720 Td (a flate bomb) Tj ET ")
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents [4 0 R 5 0 R]"
+        b" /Resources << /Font << /F1 6 0 R >> >> >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream" % (len(text), text),
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream" % (len(zeros), zeros),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n%" + tag.encode() + b"\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    path.write_bytes(bytes(out))
+    return path
+
+
+class WorkerMemory:
+    """Samples, from /proc, the extraction workers under this process while the `with` block runs:
+    the peak of their summed resident memory (VmRSS) and of their summed address-space caps (the soft
+    RLIMIT_AS of those that have one; what bounds them), and how many were alive at once."""
+
+    def __init__(self, every_s: float = 0.005) -> None:
+        self.every_s = every_s
+        self.peak_rss = self.peak_caps = self.most_alive = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="worker-memory", daemon=True)
+
+    def __enter__(self) -> WorkerMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            rss = caps = alive = 0
+            for pid in _workers_of(os.getpid()):
+                try:
+                    rss += _status_bytes(pid, "VmRSS")
+                    caps += address_space_cap(pid)
+                    alive += 1
+                except (OSError, ValueError):  # it ended between the listing and the read
+                    continue
+            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_caps = max(self.peak_caps, caps)
+            self.most_alive = max(self.most_alive, alive)
+            if self._stop.wait(self.every_s):
+                return
+
+
+def _workers_of(parent: int) -> list[int]:
+    """Extraction workers (`python -m extractors.isolation`) whose parent is `parent`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == parent and b"extractors.isolation" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _status_bytes(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"no {field} for {pid}")  # a zombie has no memory lines
+
+
+def address_space_cap(pid: int) -> int:
+    """The soft RLIMIT_AS of `pid` in bytes; 0 when it has none."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max address space"):
+            soft = line.split()[3]
+            return 0 if soft == "unlimited" else int(soft)
+    return 0

@@ -16,7 +16,7 @@ from extractors.document import Document, Page
 from kimidocs.commands import query as query_command
 from kimidocs.core.records import CallRecord, FailureRecord, FileRecord, RunRecord, RunTotals, Usage
 from kimidocs.core.results import Summary
-from kimidocs.store import DatabaseMissing, QueryError, SearchIndexMissing, Store, SummaryRow
+from kimidocs.store import DatabaseMissing, QueryError, Store, SummaryRow
 
 
 def _doc(doc_id: str = "d1", pages: int = 3, path: str = "in/a.pdf") -> Document:
@@ -250,13 +250,27 @@ def test_full_text_search_finds_the_page_and_quotes_it(tmp_path: Path, corpus: P
     assert hits == sorted(hits, key=lambda h: -h.score)
 
 
-def test_search_without_an_index_says_so(store: Store) -> None:
+def test_search_indexes_what_changed_since_it_last_ran_on_a_read_only_store(store: Store) -> None:
+    """No run builds an index: search does, in a file of its own, copying only the pages of documents
+    stored, re-stored or removed since; a read-only store is searched all the same."""
     store.save_document(_doc(), _file(_doc()))
     store.close()
-    with pytest.raises(SearchIndexMissing, match="no full-text index yet"):
-        Store(store.path, read_only=True).search("invoices")
-    assert store.refresh_search_index() == 3
-    assert [h.page_no for h in Store(store.path, read_only=True).search("invoices")] == [1, 2, 3]
+    reader = Store(store.path, read_only=True)
+    assert not reader.search_index().file.exists()
+    assert [h.page_no for h in reader.search("invoices")] == [1, 2, 3]  # built on first use
+    assert (reader.refresh_search_index().pages, reader.refresh_search_index().copied) == (3, 0)
+    store.save_document(_doc("d2", pages=2, path="in/b.pdf"), _file(_doc("d2", pages=2, path="in/b.pdf")))
+    store.close()
+    assert [(h.doc_id, h.path) for h in reader.search("invoices")][-2:] == [("d2", "in/b.pdf")] * 2
+    assert reader.refresh_search_index().pages == 5
+    changed = replace(_doc(), pages=(Page(1, "a rewritten page about zebras"),))  # d1 extracted again
+    store.save_document(changed, _file(changed))
+    store.close()
+    refreshed = reader.refresh_search_index()
+    assert (refreshed.pages, refreshed.copied) == (3, 1)  # d1's one page copied, d2's two kept
+    assert [(h.doc_id, h.page_no) for h in reader.search("zebras")] == [("d1", 1)]
+    assert {h.doc_id for h in reader.search("invoices")} == {"d2"}
+    assert "fts_main_pages" not in str(store.query("SELECT list(schema_name) FROM duckdb_schemas()").rows)
 
 
 def test_read_only_store_never_writes(store: Store, tmp_path: Path) -> None:

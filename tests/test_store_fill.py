@@ -198,7 +198,6 @@ def fill(db: Path, corpus: Path, tag: str = "0") -> Filled:
     for doc in docs:
         store.touch_file(FileRecord(doc.path, doc.sha256, doc.size, T0))
     store.finish_run(run2, RunTotals("completed", documents_skipped=len(docs)))
-    store.refresh_search_index()
     store.close()
     return Filled(store, (run1, run2), tuple(d.sha256 for d in docs), folder)
 

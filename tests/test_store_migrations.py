@@ -103,7 +103,7 @@ def test_0010_keeps_stored_batches_and_allows_a_pending_row(tmp_path: Path) -> N
     finally:
         con.close()
     store = Store(db)
-    assert store.migrate() == [10, 11]
+    assert store.migrate() == [m.version for m in migrations.available() if m.version > 9]
     (old,) = store.open_batches("in", "kimi-k2.5")
     assert (old.batch_id, old.input_file_id, old.request_keys, old.status) == (
         "b1",
@@ -115,4 +115,29 @@ def test_0010_keeps_stored_batches_and_allows_a_pending_row(tmp_path: Path) -> N
     store.set_batch_id("f2", "b2", "validating")
     store.update_batch("f1", "completed", done=True)
     assert [(r.batch_id, r.status) for r in store.open_batches("in", "kimi-k2.5")] == [("b2", "validating")]
+    store.close()
+
+
+def test_0012_drops_the_index_runs_left_in_the_file_and_search_still_finds_the_pages(tmp_path: Path) -> None:
+    """Runs rebuilt `fts_main_pages` in the file until 0012; left there it would only grow stale."""
+    from kimidocs.store.connection import load_fts
+
+    db = tmp_path / "v10.duckdb"
+    con = duckdb.connect(str(db), config=CONFIG)
+    try:
+        migrations.apply(con, db, upto=10)
+        con.execute(
+            "INSERT INTO documents (doc_id, kind, pages, status, warnings, path, extracted_at) "
+            "VALUES ('d1', 'pdf', 1, 'ok', [], 'in/a.pdf', TIMESTAMP '2026-01-01 00:00:00')"
+        )
+        con.execute("INSERT INTO pages VALUES ('d1', 1, 'd1:1', NULL, 'an old page about gaskets', 25, 6, 0)")
+        load_fts(con)
+        con.execute("PRAGMA create_fts_index('pages', 'page_id', 'text', overwrite = 1)")
+    finally:
+        con.close()
+    store = Store(db)
+    assert 12 in store.migrate()
+    schemas = store.query("SELECT list(schema_name) FROM duckdb_schemas()").rows[0][0]
+    assert "fts_main_pages" not in schemas
+    assert [(h.doc_id, h.path) for h in Store(db, read_only=True).search("gaskets")] == [("d1", "in/a.pdf")]
     store.close()

@@ -2,7 +2,7 @@
 
     open_run     check options, take the database's run lock, open store + backend, insert the `runs` row
     attach_run   a context for an existing `runs` row (a Prefect task in any process): no new row, no lock
-    close_run    the run's totals, the search index, the lock released
+    close_run    the run's totals written, the lock released (search indexes itself: store/search_index.py)
     abandon_run  a run that ends by an exception is marked `failed`, never left `running`
 
 `RunContext` is everything the documents of one run share; `DocumentOutcome` is how one file ended and
@@ -588,7 +588,7 @@ def in_file_order(
 
 
 def close_run(ctx: RunContext, outcomes: Iterable[DocumentOutcome]) -> RunReport:
-    """Write the run's totals, refresh the search index, close the backend."""
+    """Write the run's totals, close the store and the backend."""
     outs = tuple(outcomes)
     status = (
         RunStatus.DRY_RUN
@@ -622,8 +622,7 @@ def close_run(ctx: RunContext, outcomes: Iterable[DocumentOutcome]) -> RunReport
             message=ctx.abort_reason,
         ),
     )
-    if any(o.status == DocumentStatus.OK for o in outs):
-        ctx.store.refresh_search_index()
+    # No full-text indexing here: `kimidocs search` indexes what changed when it runs (search_index.py).
     ctx.store.close()  # release the file now so analysts and the next run get in at once
     release_run(ctx)
     ctx.observer.run_finished(report)

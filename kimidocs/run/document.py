@@ -25,6 +25,7 @@ from typing import TypeVar
 import extractors
 from extractors.document import Document
 from extractors.errors import ExtractionError
+from extractors.limits import MiB
 from kimidocs.core import tokens
 from kimidocs.core.budget import BudgetExceeded
 from kimidocs.core.costs import CostEstimate, estimate_plan_cost
@@ -65,9 +66,10 @@ def extraction_limits(settings: Settings) -> extractors.Limits:
         max_bytes=settings.max_file_bytes,
         max_pages=settings.max_pages,
         timeout_s=settings.extract_timeout_s,
-        max_memory=settings.extract_max_memory_bytes,
+        memory_budget=settings.extract_memory_mb * MiB,
         timeout_hint="KIMIDOCS_EXTRACT_TIMEOUT_S",
         pdf_engine=settings.pdf_engine,
+        memory_hint="KIMIDOCS_EXTRACT_MEMORY_MB",
     )
 
 

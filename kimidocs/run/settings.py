@@ -64,11 +64,10 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         validation_alias=AliasChoices("KIMIDOCS_EXTRACT_TIMEOUT_S"),
     )
-    # Address-space cap of each extraction worker: a ZIP or Flate bomb ends as TooLarge, not in swap.
-    extract_max_memory_bytes: int = Field(
-        default=2 * 1024**3,
-        ge=256 * 1024**2,
-        validation_alias=AliasChoices("KIMIDOCS_EXTRACT_MAX_MEMORY_BYTES"),
+    # Address space (MiB) of all extraction workers together, each capped at its share (at least 256):
+    # a ZIP or Flate bomb ends as TooLarge, not in swap, and the process tree does not grow with cores.
+    extract_memory_mb: int = Field(
+        default=512, ge=256, validation_alias=AliasChoices("KIMIDOCS_EXTRACT_MEMORY_MB")
     )
     # Which library reads PDF text: auto (pdfium, pypdf where pdfium reads worse), pdfium or pypdf.
     pdf_engine: str = Field(default="auto", validation_alias=AliasChoices("KIMIDOCS_PDF_ENGINE"))

@@ -11,7 +11,7 @@ from kimidocs.store.errors import (
     MigrationError,
     QueryError,
     SchemaTooNew,
-    SearchIndexMissing,
+    SearchIndexUnusable,
     StoreError,
 )
 from kimidocs.store.extensions import extension_path
@@ -31,7 +31,7 @@ __all__ = [
     "RunLock",
     "SchemaTooNew",
     "SearchHit",
-    "SearchIndexMissing",
+    "SearchIndexUnusable",
     "Store",
     "StoreError",
     "SummaryRow",

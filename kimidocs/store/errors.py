@@ -6,7 +6,7 @@ StoreError
  ├── DatabaseUnusable    the path cannot hold a DuckDB database (not DuckDB, read-only, a folder...)
  ├── SchemaTooNew        the database was written by a newer kimidocs: never write it with older code
  ├── MigrationError      a numbered migration failed; the database is left at the last good version
- ├── SearchIndexMissing  full-text search before any index was built
+ ├── SearchIndexUnusable  the local full-text index file cannot be built (its folder not writable...)
  └── QueryError          an analyst's SQL failed (message from DuckDB, file named)
 """
 
@@ -69,13 +69,10 @@ class MigrationError(StoreError):
         super().__init__(f"{path}: migration {version:04d} ({name}) failed and was rolled back: {detail}")
 
 
-class SearchIndexMissing(StoreError):
-    def __init__(self, path: Path | str) -> None:
+class SearchIndexUnusable(StoreError):
+    def __init__(self, path: Path | str, detail: str) -> None:
         self.path = path
-        super().__init__(
-            f"{path}: no full-text index yet; it is built at the end of each run "
-            "(Store.refresh_search_index())"
-        )
+        super().__init__(f"{path}: cannot build the full-text index there ({detail})")
 
 
 class QueryError(StoreError):

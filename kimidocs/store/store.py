@@ -15,6 +15,7 @@ keys, so no ON CONFLICT), and two identical runs leave identical result tables; 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -36,13 +37,13 @@ from kimidocs.store.columns import (
     insert_sql,
     select_sql,
 )
-from kimidocs.store.connection import OnWait, connect, held, load_fts, release, transaction
-from kimidocs.store.errors import DatabaseUnusable, QueryError, SearchIndexMissing
+from kimidocs.store.connection import OnWait, connect, held, release, transaction
+from kimidocs.store.errors import DatabaseUnusable, QueryError, SearchIndexUnusable, StoreError
 from kimidocs.store.lake import LakeEngine
-from kimidocs.store.lake_search import SearchReplica
 from kimidocs.store.lake_sql import translate
 from kimidocs.store.location import LakeLocation, is_lake, redact
 from kimidocs.store.rows import QueryResult, QuestionRow, SearchHit, SummaryRow, TaskResultRow
+from kimidocs.store.search_index import Refreshed, SearchIndex, default_cache_dir
 from kimidocs.store.summary_columns import summary_columns
 from kimidocs.store.task_columns import task_columns
 
@@ -94,7 +95,7 @@ class Store:
     `read_only=True` is for analysts' tools (`kimidocs query/search/export`): never writes, never
     migrates, and waits for a running pipeline's write transactions instead of failing.
     `data_path` (KIMIDOCS_LAKE_DATA_PATH) is where a new lake puts its data files; `search_cache` the
-    folder of a lake's local search replica (default ~/.cache/kimidocs/lake-search).
+    folder of the local full-text index files (search_index.py; default ~/.cache/kimidocs/search).
     """
 
     def __init__(
@@ -749,49 +750,47 @@ class Store:
 
     # ------------------------------------------------------------------ full-text search
 
-    def refresh_search_index(self) -> int:
-        """Rebuild the BM25 index over pages(text); call once after a run's writes. Returns pages indexed.
-
-        On a lake the index lives in this machine's local replica (lake_search.py)."""
+    def search_index(self) -> SearchIndex:
+        """This machine's full-text index file of this store (search_index.py): runs never build it;
+        `search` brings it up to date first."""
         if self.lake is not None:
-            return SearchReplica(self.lake, self.search_cache).refresh()
-        with self._write() as con:
-            load_fts(con)
-            con.execute(
-                "PRAGMA create_fts_index('pages', 'page_id', 'text', stemmer = 'porter', "
-                "stopwords = 'english', strip_accents = 1, lower = 1, overwrite = 1)"
-            )
-            row = con.execute("SELECT count(*) FROM pages").fetchone()
-        return int(row[0]) if row else 0
+            name = self.lake.location.key
+        else:
+            name = f"{self.path.stem}-{hashlib.sha256(str(self.path).encode()).hexdigest()[:16]}"
+        return SearchIndex((self.search_cache or default_cache_dir()) / f"{name}.duckdb")
+
+    def refresh_search_index(self) -> Refreshed:
+        """Bring the local full-text index up to date with the stored pages, copying only the pages of
+        documents stored or changed since (`search` does this itself): pages indexed, pages copied now."""
+        return self._refreshed(self.search_index())
 
     def search(self, terms: str, limit: int = 10) -> list[SearchHit]:
-        """Pages ranked by BM25 for `terms` (an index built by `refresh_search_index`; on a lake, the
-        local replica, refreshed first when the lake changed)."""
-        if self.lake is not None:
-            rows = SearchReplica(self.lake, self.search_cache).search(terms, limit)
-            return [SearchHit(r[0], r[1], r[2], float(r[3]), snippet(r[4], terms)) for r in rows]
-        with self._read() as con:
-            if not _has_schema(con, "fts_main_pages"):
-                raise SearchIndexMissing(self.path)
-            load_fts(con)
-            rows = con.execute(
-                """SELECT p.doc_id, d.path, p.page_no, p.score, p.text
-                   FROM (SELECT *, fts_main_pages.match_bm25(page_id, ?) AS score FROM pages) AS p
-                   LEFT JOIN documents AS d ON d.doc_id = p.doc_id
-                   WHERE p.score IS NOT NULL
-                   ORDER BY p.score DESC, p.doc_id, p.page_no
-                   LIMIT ?""",
-                [terms, limit],
-            ).fetchall()
-        return [SearchHit(r[0], r[1], r[2], float(r[3]), snippet(r[4], terms)) for r in rows]
+        """Pages ranked by BM25 for `terms`, from the local index, brought up to date first. Works on a
+        read-only Store: the index is a file of its own, never the store."""
+        index = self.search_index()
+        paths = self._refreshed(index).paths
+        try:
+            rows = index.search(terms, limit)
+        except duckdb.Error as exc:
+            raise SearchIndexUnusable(index.file, str(exc)) from exc
+        return [
+            SearchHit(doc_id, paths.get(doc_id), page_no, float(score), snippet(text, terms))
+            for doc_id, page_no, score, text in rows
+        ]
+
+    def _refreshed(self, index: SearchIndex) -> Refreshed:
+        try:
+            return index.refresh(self._read)
+        except StoreError:
+            raise
+        except (OSError, duckdb.Error) as exc:
+            raise SearchIndexUnusable(index.file, str(exc).strip().splitlines()[0]) from exc
 
     # ------------------------------------------------------------------ analysts
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> QueryResult:
         """Run one SQL statement and fetch everything (the engine of `kimidocs query`)."""
         with self._read() as con:
-            if re.search(r"fts_main_|match_bm25", sql, re.IGNORECASE):
-                load_fts(con)
             try:
                 cur = con.execute(sql, params or [])
                 if cur.description is None:
@@ -879,11 +878,6 @@ def _relations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
         "AND database_name = current_database() AND NOT internal ORDER BY 2, 1"
     ).fetchall()
     return [(r[0], r[1]) for r in rows]
-
-
-def _has_schema(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    row = con.execute("SELECT count(*) FROM duckdb_schemas() WHERE schema_name = ?", [name]).fetchone()
-    return bool(row and row[0])
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
