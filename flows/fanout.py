@@ -3,7 +3,7 @@
     parent (analyze-folder, fan_out=N)      child (analyze-shard, one per shard, on any worker)
       open_run: one `runs` row + run lock     attach_run to the parent's run (never a new run)
       list files, split_files(files, N)       the shard's documents as tasks, exactly like the parent
-      run_deployment(analyze-shard) x N  -->  does without fan-out (`_analyze_all`), then detach
+      run_deployment(analyze-shard) x N  -->  does without fan-out (`analyze_all`), then detach
       wait; a Crashed child is re-run   <--   GroupResult returned (persisted result)
       settle outcomes with the store's totals, close_run: one report, one set of totals
 
@@ -29,7 +29,7 @@ from prefect.deployments import run_deployment
 from prefect.states import Scheduled
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.analyze import _analyze_all, attached, detach, stop_if_aborted
+from flows.documents import analyze_all, attached, detach, stop_if_aborted
 from flows.logs import kimidocs_logs_to_run
 from kimidocs.run import pipeline
 from kimidocs.run import shards as fanout
@@ -61,7 +61,7 @@ def analyze_shard(run_id: str, options: pipeline.RunOptions, files: list[FoundFi
         ctx = attached(run_id, options)
         logger.info("shard of %d file(s) of run %s", len(files), run_id)
         try:
-            outcomes = _analyze_all(ctx, files, max(1, options.concurrency))
+            outcomes = analyze_all(ctx, files, max(1, options.concurrency))
             packs = ctx.packs.counts
         finally:
             detach(run_id)

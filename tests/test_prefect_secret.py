@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from flows.analyze import with_secret_block_key
+from flows.documents import with_secret_block_key
 from kimidocs.run.settings import Settings
 
 

@@ -26,8 +26,9 @@ from kimidocs.core.costs import CostEstimate, batch_estimate, lower_bound
 from kimidocs.core.models import ModelInfo, NoBatchSupport, UnknownModel
 from kimidocs.core.planning import Plan, PlanningError
 from kimidocs.run.context import resolve_profile
-from kimidocs.run.document import LowTextQuality, prepare_file
+from kimidocs.run.document import prepare_file
 from kimidocs.run.settings import load_settings
+from kimidocs.run.triage import LowTextQuality
 from prompts import ProfileError
 
 

@@ -48,7 +48,6 @@ from kimidocs.run.context import DocumentOutcome, RunContext
 from kimidocs.run.discover import FoundFile
 from kimidocs.run.document import (
     Attempt,
-    Prepared,
     finished,
     guarded,
     outcome_of,
@@ -56,7 +55,7 @@ from kimidocs.run.document import (
     started,
     summarise,
 )
-from kimidocs.run.sequence import Callers, Deferred
+from kimidocs.run.sequence import Callers, Deferred, Prepared
 from kimidocs.store import StoreError
 
 log = logging.getLogger(__name__)

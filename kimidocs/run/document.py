@@ -27,34 +27,26 @@ from extractors.document import Document
 from extractors.errors import ExtractionError
 from extractors.limits import MiB
 from kimidocs.core import tokens
-from kimidocs.core.budget import BudgetExceeded
 from kimidocs.core.costs import CostEstimate, estimate_plan_cost
 from kimidocs.core.mapreduce import SUMMARY_ANSWERS, MapReduceResult
 from kimidocs.core.models import ModelInfo
-from kimidocs.core.planning import Plan, PlanningError, budget_for, page_tokens_of, plan_document
+from kimidocs.core.planning import Plan, budget_for, page_tokens_of, plan_document
 from kimidocs.core.records import CallTotals, DocumentStatus, FailureRecord, FailureStage, FileRecord
-from kimidocs.core.results import OutputInvalid, check_citations
-from kimidocs.kimi.errors import KimiError
+from kimidocs.core.results import check_citations
 from kimidocs.run.caller import KimiCaller
-from kimidocs.run.context import DocumentOutcome, RunAborted, RunContext
+from kimidocs.run.context import DocumentOutcome, RunContext
 from kimidocs.run.discover import FoundFile
 from kimidocs.run.questions import QuestionKind
-from kimidocs.run.sequence import Callers, Job, JobDone, ResultKind, interactive, sequence
+from kimidocs.run.sequence import Callers, Job, JobDone, Prepared, ResultKind, interactive, sequence
 from kimidocs.run.settings import Settings
 from kimidocs.run.tasks import TaskKind, pending_tasks
+from kimidocs.run.triage import LowTextQuality, triage
 from kimidocs.store import StoreError, SummaryRow
 from prompts import Profile
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
-
-
-class LowTextQuality(Exception):
-    """The document's text failed the quality gate (almost no text, mostly empty pages, garbled):
-    refused before any money is spent."""
-
-    error_type = "LowTextQuality"
 
 
 # ------------------------------------------------------------------------------------------------ prepare
@@ -125,16 +117,6 @@ def prepare_file(
         path, limits=extraction_limits(settings), keep_images=model.images, on_progress=on_progress
     )
     return prepare_document(doc, model, profile, on_counted=on_counted, tasks=tasks)
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A document of a run extracted, stored and planned, about to be sent."""
-
-    found: FoundFile
-    doc: Document
-    plan: Plan
-    base: DocumentOutcome
 
 
 @dataclass
@@ -335,34 +317,6 @@ def guarded(ctx: RunContext, attempt: Attempt, work: Callable[[Attempt], R]) -> 
         raise
     except Exception as err:
         return outcome_of(ctx, attempt, err)
-
-
-def triage(err: BaseException, path: str) -> tuple[FailureStage, str, DocumentStatus]:
-    """The one table from an exception raised for a document (or one of its jobs) to the stage it failed
-    at, its typed reason and the document's status:
-
-    ExtractionError   extract, its own type (an unreadable file)
-    LowTextQuality    extract (the document row stays, marked failed)
-    PlanningError     plan
-    BudgetExceeded    call, `skipped` (the run's max_cost_usd)
-    RunAborted        call (a wrong key, no quota: the run stops)
-    KimiError         call, typed by the error's class
-    OutputInvalid     validate (no usable answer after the repair call)
-    anything else     pipeline: a bug or an unforeseen file, logged with its traceback; never a reason
-                      to stop the batch
-    """
-    if isinstance(err, ExtractionError | LowTextQuality):
-        return FailureStage.EXTRACT, err.error_type, DocumentStatus.FAILED
-    if isinstance(err, PlanningError):
-        return FailureStage.PLAN, "PlanningError", DocumentStatus.FAILED
-    if isinstance(err, BudgetExceeded):
-        return FailureStage.CALL, "BudgetExceeded", DocumentStatus.SKIPPED
-    if isinstance(err, RunAborted | KimiError):
-        return FailureStage.CALL, type(err).__name__, DocumentStatus.FAILED
-    if isinstance(err, OutputInvalid):
-        return FailureStage.VALIDATE, "OutputInvalid", DocumentStatus.FAILED
-    log.error("unexpected error on %s", path, exc_info=err)
-    return FailureStage.PIPELINE, type(err).__name__, DocumentStatus.FAILED
 
 
 def outcome_of(ctx: RunContext, attempt: Attempt, err: Exception) -> DocumentOutcome:

@@ -32,7 +32,6 @@ from kimidocs.run.context import DocumentOutcome, PackCounts, RunAborted, RunCon
 from kimidocs.run.discover import FoundFile
 from kimidocs.run.document import (
     Attempt,
-    Prepared,
     analyze_file,
     finished,
     guarded,
@@ -41,6 +40,7 @@ from kimidocs.run.document import (
     store_result,
     summarise,
 )
+from kimidocs.run.sequence import Prepared
 from kimidocs.store import StoreError
 
 #: Files per group when packing is on, in packs: a group fills this many packs before it flushes.

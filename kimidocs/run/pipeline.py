@@ -46,7 +46,6 @@ from kimidocs.run.context import (
     release_run,
 )
 from kimidocs.run.document import (
-    LowTextQuality,
     PreparedDocument,
     analyze_file,
     extraction_limits,
@@ -57,6 +56,7 @@ from kimidocs.run.document import (
 )
 from kimidocs.run.packer import GroupResult, Packer, analyze_group, groups, packer_for, packing_on
 from kimidocs.run.settings import Settings
+from kimidocs.run.triage import LowTextQuality
 
 __all__ = [
     "BATCH_PENDING",

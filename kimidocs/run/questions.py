@@ -15,7 +15,7 @@ import json
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from extractors.document import Document
 from kimidocs.core.mapreduce import MapReduceResult
@@ -23,12 +23,10 @@ from kimidocs.core.records import CallTotals, DocumentStatus, FailureRecord, Fai
 from kimidocs.profiles import DeclaredProfile, answer_json, check_answer_citations
 from kimidocs.profiles.questions import ANSWER
 from kimidocs.run.context import DocumentOutcome, RunContext
-from kimidocs.run.sequence import Job, JobDone
+from kimidocs.run.sequence import Job, JobDone, Prepared
 from kimidocs.run.tasks import answers_for
+from kimidocs.run.triage import triage
 from kimidocs.store import QuestionRow
-
-if TYPE_CHECKING:
-    from kimidocs.run.document import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +60,6 @@ class QuestionKind:
         return jobs, [f"question {n}" for n in sorted(asked)]  # (kept for `outcome`: asked again there)
 
     def store(self, ctx: RunContext, prepared: Prepared, done: JobDone) -> JobDone:
-        from kimidocs.run.document import triage
-
         number, question = done.job.spec
         doc, path = prepared.doc, prepared.found.path
         cited: dict[str, Any] | None = None

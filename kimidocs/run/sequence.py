@@ -7,7 +7,7 @@
                side with the run's concurrency shared among them (never concurrency x jobs threads)
     each job   `run_plan` with a caller of its own (its calls, tokens and cost are its own), then stored
                by the kind (`ResultKind.store`)
-    errors     `triage` (analysis.py) for all of them: what stops the document (budget, an aborted run,
+    errors     `triage` (triage.py) for all of them: what stops the document (budget, an aborted run,
                the store, a batch still to come) goes up; a job's own failure (an API error for its
                calls, invalid output, a bug) is the job's outcome, recorded in `failures`
 
@@ -20,19 +20,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from extractors.document import Document
 from kimidocs.core.budget import BudgetExceeded
 from kimidocs.core.mapreduce import AnswerKind, MapReduceResult, fan_out, run_plan
+from kimidocs.core.planning import Plan
 from kimidocs.core.records import CallTotals
 from kimidocs.core.schedule import Scheduler
 from kimidocs.run.caller import KimiCaller
 from kimidocs.run.context import DocumentOutcome, RunAborted, RunContext
+from kimidocs.run.discover import FoundFile
 from kimidocs.store import StoreError
 from prompts import Profile
-
-if TYPE_CHECKING:
-    from kimidocs.run.document import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,16 @@ class Deferred(BaseException):
     """A request is not answered yet: it goes into the round's batch (batchrun.py). A BaseException, so
     no `except Exception` turns it into a failure; the sequencer lets every job of the document gather
     its requests before it raises it, so one round holds them all."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A document of a run extracted, stored and planned, about to be sent."""
+
+    found: FoundFile
+    doc: Document
+    plan: Plan
+    base: DocumentOutcome
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from extractors.document import Document
 from kimidocs.core.mapreduce import AnswerKind, MapReduceResult
@@ -32,11 +31,9 @@ from kimidocs.profiles import (
     trim_answer,
 )
 from kimidocs.run.context import DocumentOutcome, RunContext
-from kimidocs.run.sequence import Job, JobDone
+from kimidocs.run.sequence import Job, JobDone, Prepared
+from kimidocs.run.triage import triage
 from kimidocs.store import TaskResultRow
-
-if TYPE_CHECKING:
-    from kimidocs.run.document import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +91,6 @@ class TaskKind:
         return jobs, reused
 
     def store(self, ctx: RunContext, prepared: Prepared, done: JobDone) -> JobDone:
-        from kimidocs.run.document import triage
-
         task: TaskSpec = done.job.spec
         doc, path = prepared.doc, prepared.found.path
         if done.error is not None:
