@@ -1,10 +1,10 @@
-"""Free questions over one planned document (`kimidocs ask`, the flow's `questions`): one task per
-question (`kimidocs.profiles.questions`), each answered with run_plan and its task's answer kind, so a
-long document is map-reduced when the planner says so.
+"""Free questions over one planned document (`kimidocs ask`, the flow's `questions`), as a result kind of
+the sequencer (sequence.py): one job per question (`kimidocs.profiles.questions`), each map-reduced when
+the planner says so, through the run's caller (real time or the Batch API).
 
-Requests are `[system][document or chunk][question + schema]`: the first question goes alone and puts
-the document in the prefix cache, the others (and a later ask about the same document) read it at the
-hit price. Each question has its own caller, so its row carries its own calls, tokens and cost. Every
+Requests are `[system][document or chunk][question + schema]`: when the scheduler says it pays, the first
+question goes alone and puts the document in the prefix cache, the others (and a later ask about the same
+document) read it at the hit price. Each question has its own caller, so its row carries its own calls, tokens and cost. Every
 answer's citation is checked against the pages (pages that do not exist are dropped; a quote on none
 of its pages drops the answer); every question gets a `questions` row, answered or not.
 """
@@ -57,7 +57,7 @@ class QuestionKind:
             for n, (t, q) in numbered
             if n not in asked
         ]
-        return jobs, [f"question {n}" for n in sorted(asked)]  # (kept for `outcome`: asked again there)
+        return jobs, [f"question {n}" for n in sorted(asked)]  # `outcome` reads their rows again
 
     def store(self, ctx: RunContext, prepared: Prepared, done: JobDone) -> JobDone:
         number, question = done.job.spec
