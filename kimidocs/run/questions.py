@@ -4,9 +4,10 @@ the planner says so, through the run's caller (real time or the Batch API).
 
 Requests are `[system][document or chunk][question + schema]`: when the scheduler says it pays, the first
 question goes alone and puts the document in the prefix cache, the others (and a later ask about the same
-document) read it at the hit price. Each question has its own caller, so its row carries its own calls, tokens and cost. Every
-answer's citation is checked against the pages (pages that do not exist are dropped; a quote on none
-of its pages drops the answer); every question gets a `questions` row, answered or not.
+document) read it at the hit price. Each question has its own caller, so its row carries its own calls,
+tokens and cost. Every answer's citation is checked against the pages (pages that do not exist are
+dropped; a quote on none of its pages drops the answer); every question gets a `questions` row, answered
+or not, and one that got no answer a `failures` row too.
 """
 
 from __future__ import annotations
