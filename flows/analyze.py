@@ -55,6 +55,8 @@ class _FlowLog(pipeline.QuietObserver):
         get_run_logger().info(
             "run %s: backend=%s model=%s db=%s", info.run_id, info.backend, info.model, info.db
         )
+        if info.model_note:
+            get_run_logger().warning("%s", info.model_note)
 
 
 @flow(name="analyze-folder", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -93,6 +94,8 @@ class _Screen(pipeline.QuietObserver):
             Console(stderr=True).print(f"[yellow]{message}[/yellow]", soft_wrap=True, highlight=False)
 
     def run_started(self, info: pipeline.RunStarted) -> None:
+        if info.model_note:  # even with --quiet: the run bills another model than the default
+            self.console.print(f"[yellow]{escape(info.model_note)}[/yellow]")
         if self.quiet:
             return
         with self.lock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Annotated, Any
 
 import typer
@@ -61,6 +62,10 @@ def _note(row: ModelRow) -> str:
         return "declared (KIMIDOCS_MODELS_FILE)"
     if row.info.retired:
         return "reported retired"
+    if row.info.retires:  # retired or retiring on a date: say when, and where runs without a choice go
+        verb = "retired" if row.info.retires <= date.today().isoformat() else "retires"
+        then = f" -> {row.info.successor}" if row.info.successor else ""
+        return f"{verb} {row.info.retires}{then}"
     return ""
 
 

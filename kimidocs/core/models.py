@@ -69,6 +69,8 @@ class ModelInfo:
     max_output: int = 32_768
     test_only: bool = False  # exists only in the emulator (small windows to force map-reduce)
     retired: bool = False  # answers 404 on the real service
+    retires: str | None = None  # ISO date it was (or is announced to be) retired on, when known
+    successor: str | None = None  # the model a run without an explicit choice moves to when it is gone
     batch_price_factor: float | None = None
     kimi: bool = True  # a Kimi model: Kimi's request rules apply (policy.py); False for declared models
     json_mode: bool = True  # accepts response_format {"type": "json_object"}
@@ -84,8 +86,31 @@ BATCH_FACTOR = 0.6
 MODELS: dict[str, ModelInfo] = {
     m.id: m
     for m in (
-        ModelInfo("kimi-k2.5", 262_144, 0.10, 0.60, 3.00, images=True, batch_price_factor=BATCH_FACTOR),
-        ModelInfo("kimi-k2.6", 262_144, 0.16, 0.95, 4.00, images=True, batch_price_factor=BATCH_FACTOR),
+        # Retirement dates and successors: docs/KIMI.md-to-be; ../shared/kimi-api.md §0 (kimi-k2.5 retired
+        # 2026-08-31 by a third-party release note; kimi-k2.6 announced to retire 2027-01-07, its calls then
+        # switched to kimi-k3 and billed at K3's prices).
+        ModelInfo(
+            "kimi-k2.5",
+            262_144,
+            0.10,
+            0.60,
+            3.00,
+            images=True,
+            batch_price_factor=BATCH_FACTOR,
+            retires="2026-08-31",
+            successor="kimi-k2.6",
+        ),
+        ModelInfo(
+            "kimi-k2.6",
+            262_144,
+            0.16,
+            0.95,
+            4.00,
+            images=True,
+            batch_price_factor=BATCH_FACTOR,
+            retires="2027-01-07",
+            successor="kimi-k3",
+        ),
         ModelInfo("kimi-k3", 1_048_576, 0.30, 3.00, 15.00, images=True, max_output=65_536),
         ModelInfo("kimi-k2-0905-preview", 262_144, 0.15, 0.60, 2.50, thinking_switch=False, retired=True),
         ModelInfo(
@@ -125,7 +150,17 @@ MODELS: dict[str, ModelInfo] = {
     )
 }
 
-DEFAULT_MODEL = "kimi-k2.5"
+DEFAULT_MODEL = "kimi-k2.5"  # the client's default; a run moves along `successor` when it is not offered
+
+
+def successors(model_id: str) -> list[str]:
+    """The chain of successors of `model_id` in the table, nearest first (no loops)."""
+    chain: list[str] = []
+    current = MODELS.get(model_id)
+    while current is not None and current.successor and current.successor not in chain:
+        chain.append(current.successor)
+        current = MODELS.get(current.successor)
+    return chain
 
 
 def get_model(model_id: str, declared: Mapping[str, ModelInfo] | None = None) -> ModelInfo:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from kimidocs.core.budget import BudgetExceeded, CostGuard, Reservation
-from kimidocs.core.models import ModelInfo, UnknownModel
+from kimidocs.core.models import ModelInfo, UnknownModel, get_model, successors
 from kimidocs.core.planning import Strategy
 from kimidocs.core.records import CallTotals, DocumentStatus, RunRecord, RunStatus, RunTotals, Stage, Usage
 from kimidocs.core.schedule import RunWarmup, Scheduler, system_tokens
@@ -58,6 +58,7 @@ class RunStarted:
     base_url: str
     model: str
     db: str
+    model_note: str | None = None  # the default model was not offered: which successor the run uses
 
 
 class Observer(Protocol):
@@ -298,6 +299,7 @@ class RunContext:
     started: float = field(default_factory=time.perf_counter)
     packs: PackStats = field(default_factory=PackStats)
     run_lock: RunLock | None = None  # one analysing run per database file, released by close_run
+    model_note: str | None = None  # set by open_run when the default model gave way to its successor
     # When calls wait for a shared prefix to be cached: the run's warm-up gate and every decision taken.
     scheduler: Scheduler = field(init=False)
 
@@ -377,8 +379,11 @@ def open_run(
         if declared is not None and not options.questions:  # once per run; rebuilt on a new version
             store.refresh_profile_views(views_of(declared))  # (questions have no typed views)
         opened = backend or open_backend(settings, limiter=limiter or run_limiter(settings))
-        if not options.dry_run:
-            check_model_offered(opened, model.id)
+        explicit = bool(options.model or settings.kimi_model)
+        model, model_note = offered_model(opened, model, explicit=explicit, dry_run=options.dry_run)
+        if model_note is not None:  # every process of the run uses the successor
+            log.warning("%s", model_note)
+            options = replace(options, model=model.id)
     except BaseException:
         if opened is not None:
             opened.close()
@@ -413,11 +418,18 @@ def open_run(
     )
     ctx.observer = observer
     ctx.run_lock = run_lock
+    ctx.model_note = model_note
     if crashed:
         log.warning("runs whose process died before finishing, now marked crashed: %s", ", ".join(crashed))
     observer.run_started(
         RunStarted(
-            run_id, backend.name, backend.emulated_here, backend.base_url, model.id, shown_db(settings.db)
+            run_id,
+            backend.name,
+            backend.emulated_here,
+            backend.base_url,
+            model.id,
+            shown_db(settings.db),
+            model_note,
         )
     )
     return ctx
@@ -479,16 +491,34 @@ def check_options(options: RunOptions) -> None:
         raise ConfigError(f"{options.folder}: no such folder or file")
 
 
-def check_model_offered(backend: Backend, model_id: str) -> None:
-    """Once per run: is the model on the account's list (read when the backend opened)? A retired id
-    would otherwise fail every document separately. When the list could not be read, the calls will say
-    why."""
+def offered_model(
+    backend: Backend, model: ModelInfo, *, explicit: bool, dry_run: bool = False
+) -> tuple[ModelInfo, str | None]:
+    """The model the run uses, and a line saying why when it is not the one asked for.
+
+    Once per run, against the account's list (read when the backend opened; when it could not be read, the
+    calls will say why). A model the user chose (KIMI_MODEL, --model, the flow's `model`) is never
+    replaced: not offered, it is one `ConfigError` naming the offered ones (a dry run plans it anyway).
+    The client's default gives way to the first successor in the table the account offers (kimi-k2.5 ->
+    kimi-k2.6 -> kimi-k3), so a new user's first run does not fail because Moonshot retired a model."""
     ids = backend.offered
-    if ids and model_id not in ids:
-        raise ConfigError(
-            f"model {model_id!r} is not offered at {backend.base_url} (retired, or not on this account); "
-            f"the account offers: {', '.join(ids)}. Choose one with --model or KIMI_MODEL"
-        )
+    if not ids or model.id in ids:
+        return model, None
+    if not explicit:
+        for successor in successors(model.id):
+            if successor in ids:
+                when = f", retired {model.retires}" if model.retires else ""
+                note = (
+                    f"model {model.id} is not offered at {backend.base_url}{when}: using its successor "
+                    f"{successor} (choose another with --model or KIMI_MODEL)"
+                )
+                return get_model(successor), note
+    if dry_run:
+        return model, None
+    raise ConfigError(
+        f"model {model.id!r} is not offered at {backend.base_url} (retired, or not on this account); "
+        f"the account offers: {', '.join(ids)}. Choose one with --model or KIMI_MODEL"
+    )
 
 
 def _lock_database(db: Path, run_id: str, observer: Observer) -> RunLock:
@@ -550,6 +580,7 @@ class RunReport:
     seconds: float = 0.0
     packed_requests_saved: int = 0
     scheduling: tuple[str, ...] = ()  # prefix-cache decisions (kimidocs/core/schedule.py), the run's first
+    model_note: str | None = None  # the default model was replaced by its successor, and why
 
     def count(self, *statuses: DocumentStatus | str) -> int:
         return sum(1 for o in self.outcomes if o.status in statuses)
@@ -606,6 +637,7 @@ def close_run(ctx: RunContext, outcomes: Iterable[DocumentOutcome]) -> RunReport
         time.perf_counter() - ctx.started,
         ctx.packs.requests_saved,
         tuple(d.describe() for d in ctx.scheduler.decisions),
+        ctx.model_note,
     )
     ctx.store.finish_run(
         ctx.run_id,

@@ -19,7 +19,8 @@ def report_markdown(report: RunReport, *, top: int = 5) -> str:
         f"- status: **{report.status}**" + (f" ({report.message})" if report.message else ""),
         f"- backend: `{report.backend}`"
         + (" (emulated: not real Kimi output)" if report.backend == "emulator" else ""),
-        f"- model: `{report.model}`; database: `{report.db}`",
+        f"- model: `{report.model}`; database: `{report.db}`"
+        + (f"\n- **{report.model_note}**" if report.model_note else ""),
         f"- documents: {report.count('ok')} ok, {report.count('unchanged')} unchanged, "
         f"{report.count('skipped')} skipped, {report.count('failed')} failed, "
         f"{report.count('planned')} planned",

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kimidocs.core.models import ModelInfo, ModelsFileError, get_model, load_models_file
+from kimidocs.core.models import DEFAULT_MODEL, ModelInfo, ModelsFileError, get_model, load_models_file
 from kimidocs.core.schedule import DEFAULT_MIN_SAVING_USD
 from kimidocs.kimi.keys import CHINA_BASE_URL, INTERNATIONAL_BASE_URL, InvalidKeyFormat, clean_api_key
 
@@ -32,7 +32,9 @@ class Settings(BaseSettings):
 
     kimi_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("KIMI_API_KEY"))
     kimi_base_url: str = Field(default=DEFAULT_BASE_URL, validation_alias=AliasChoices("KIMI_BASE_URL"))
-    kimi_model: str = Field(default="kimi-k2.5", validation_alias=AliasChoices("KIMI_MODEL"))
+    # None: the client's default (core/models.DEFAULT_MODEL), which a run may replace by its successor when
+    # the account no longer offers it; a model named here (or by --model) is never replaced.
+    kimi_model: str | None = Field(default=None, validation_alias=AliasChoices("KIMI_MODEL"))
     # A DuckDB file, or a DuckLake as DuckDB's ATTACH string: 'ducklake:postgres:dbname=... host=...'.
     db: Path = Field(default=Path("data/kimidocs.duckdb"), validation_alias=AliasChoices("KIMIDOCS_DB"))
     # Where a new DuckLake puts its data files (a shared folder, or s3://...); the lake remembers it.
@@ -183,7 +185,7 @@ class Settings(BaseSettings):
 
     def model(self, model_id: str | None = None) -> ModelInfo:
         """`model_id` (default KIMI_MODEL) from the table or the declared models; `UnknownModel`."""
-        return get_model(model_id or self.kimi_model, self.declared_models())
+        return get_model(model_id or self.kimi_model or DEFAULT_MODEL, self.declared_models())
 
     def api_key_value(self) -> str | None:
         """The key in clear, for the Authorization header only."""
