@@ -71,3 +71,19 @@ def test_kimidocs_models_shows_retirement_dates_and_successors(tmp_path: Path, m
     line = {ln.split()[1]: ln for ln in shown.stdout.splitlines() if ln.startswith("│")}
     assert "retired 2026-08-31 -> kimi-k2.6" in line["kimi-k2.5"]
     assert "retires 2027-01-07 -> kimi-k3" in line["kimi-k2.6"] and "0.16/0.95/4.00" in line["kimi-k2.6"]
+
+
+def test_k3_takes_reasoning_effort_instead_of_the_thinking_switch(tmp_path: Path, make_emulator) -> None:
+    """Issue 24.2: kimi-k3's thinking depth is `reasoning_effort`; sending it with `thinking` is a 400."""
+    from kimidocs.core.models import get_model
+    from kimidocs.kimi.policy import apply_policy
+
+    k3 = apply_policy({"messages": [], "thinking": {"type": "disabled"}}, get_model("kimi-k3"))
+    assert k3["reasoning_effort"] == "low" and "thinking" not in k3
+    k26 = apply_policy({"messages": [], "reasoning_effort": "low"}, get_model("kimi-k2.6"))
+    assert k26["thinking"] == {"type": "disabled"} and "reasoning_effort" not in k26
+    emu = make_emulator()
+    report = run_pipeline(SAMPLES, tmp_path / "k.duckdb", emu, model="kimi-k3")
+    assert report.count("failed") == 0, report.outcomes
+    sent = emu.requests("/chat/completions")
+    assert {(e["reasoning_effort"], e["thinking_sent"], e["thinking"]) for e in sent} == {("low", False, False)}

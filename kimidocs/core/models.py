@@ -65,6 +65,9 @@ class ModelInfo:
     price_output: float
     fixed_sampling: bool = True  # temperature/top_p etc. fixed server-side: omit them
     thinking_switch: bool = True  # accepts {"thinking": {"type": "disabled"}}
+    # Models whose thinking depth is `reasoning_effort` (low/high/max) instead of the switch: the effort an
+    # extraction call asks for (kimi-k3; ../shared/kimi-api.md 2026-12 refresh, third-party: assumed).
+    reasoning_effort: str | None = None
     images: bool = False  # accepts image_url parts
     max_output: int = 32_768
     test_only: bool = False  # exists only in the emulator (small windows to force map-reduce)
@@ -111,7 +114,17 @@ MODELS: dict[str, ModelInfo] = {
             retires="2027-01-07",
             successor="kimi-k3",
         ),
-        ModelInfo("kimi-k3", 1_048_576, 0.30, 3.00, 15.00, images=True, max_output=65_536),
+        ModelInfo(
+            "kimi-k3",
+            1_048_576,
+            0.30,
+            3.00,
+            15.00,
+            images=True,
+            max_output=131_072,
+            thinking_switch=False,
+            reasoning_effort="low",
+        ),
         ModelInfo("kimi-k2-0905-preview", 262_144, 0.15, 0.60, 2.50, thinking_switch=False, retired=True),
         ModelInfo(
             "moonshot-v1-128k",

@@ -379,6 +379,7 @@ class Emulator:
         turn.entry["model"] = data.get("model") if isinstance(data.get("model"), str) else None
         turn.entry["stream"] = bool(data.get("stream"))
         turn.entry["thinking_sent"] = "thinking" in data  # Kimi's switch; foreign models must not get it
+        turn.entry["reasoning_effort"] = data.get("reasoning_effort")
         fmt = data.get("response_format")
         turn.entry["response_format"] = fmt.get("type") if isinstance(fmt, dict) else None
         messages = data.get("messages")
@@ -406,6 +407,15 @@ class Emulator:
                 f"Invalid request: thinking.type must be 'enabled' or 'disabled', not {thinking_type!r}",
             )
         thinking = model.thinking_switch and thinking_type == "enabled"
+        if model.reasoning_effort is not None:  # kimi-k3: depth by reasoning_effort (assumed default: high)
+            effort = body.reasoning_effort or "high"
+            if effort not in ("low", "high", "max"):
+                raise ApiError(
+                    400,
+                    "invalid_request_error",
+                    f"Invalid request: reasoning_effort must be 'low', 'high' or 'max', not {effort!r}",
+                )
+            thinking = effort != "low"
         if model.fixed_sampling:
             fixed = {"temperature": 1.0 if thinking else 0.6, **FIXED_VALUES}
             for name, value in fixed.items():

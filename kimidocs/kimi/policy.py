@@ -39,7 +39,8 @@ def apply_policy(
     - sets `model` when absent;
     - drops fixed sampling params for `fixed_sampling` models (Kimi models only);
     - `thinking: {"type": "disabled"}` (or "enabled" when `thinking`) when the model has the switch,
-      and drops `reasoning_effort`, which conflicts with it (Kimi models only);
+      and drops `reasoning_effort`, which conflicts with it (Kimi models only); a model that takes
+      `reasoning_effort` instead (kimi-k3) gets its extraction effort ("high" when `thinking`), no switch;
     - drops `response_format` for a declared model without `json_mode`;
     - sets `max_tokens` to the model's `max_output` when absent;
     - keeps everything else (`response_format`, `tools`, `stream`...) untouched;
@@ -57,6 +58,9 @@ def apply_policy(
     elif model.thinking_switch:
         out["thinking"] = {"type": "enabled" if thinking else "disabled"}
         out.pop("reasoning_effort", None)
+    elif model.reasoning_effort is not None:  # kimi-k3: the depth instead of the switch, never both
+        out.pop("thinking", None)
+        out["reasoning_effort"] = "high" if thinking else model.reasoning_effort
     if out.get("max_tokens") is None:
         out["max_tokens"] = model.max_output
     if prompt_tokens is not None:
