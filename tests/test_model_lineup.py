@@ -86,4 +86,26 @@ def test_k3_takes_reasoning_effort_instead_of_the_thinking_switch(tmp_path: Path
     report = run_pipeline(SAMPLES, tmp_path / "k.duckdb", emu, model="kimi-k3")
     assert report.count("failed") == 0, report.outcomes
     sent = emu.requests("/chat/completions")
-    assert {(e["reasoning_effort"], e["thinking_sent"], e["thinking"]) for e in sent} == {("low", False, False)}
+    assert {(e["reasoning_effort"], e["thinking_sent"], e["thinking"]) for e in sent} == {
+        ("low", False, False)
+    }
+
+
+def test_one_prompt_cache_key_per_document_prefix(tmp_path: Path, make_emulator) -> None:
+    """Issue 24.3: for models that take it, every call over one document's prefix (its tasks here) sends
+    the same `prompt_cache_key`; another document another one; a model without it never gets one."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"lease-{i}.txt").write_text(
+            f"Lease {i}: Alpha lets to Beta for 1,{i}00 EUR a month.\n" * 40
+        )
+    emu = make_emulator()
+    run_pipeline(folder, tmp_path / "k.duckdb", emu, model="kimi-k2.6", profile="contract")
+    keys = [e["prompt_cache_key"] for e in emu.requests("/chat/completions")]
+    assert (
+        len(keys) == 10 and all(keys) and len(set(keys)) == 2 and sorted(map(keys.count, set(keys))) == [5, 5]
+    )
+    emu.reset()
+    run_pipeline(folder, tmp_path / "k25.duckdb", emu, model="kimi-k2.5", profile="contract")
+    assert {e["prompt_cache_key"] for e in emu.requests("/chat/completions")} == {None}

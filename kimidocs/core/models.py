@@ -68,6 +68,9 @@ class ModelInfo:
     # Models whose thinking depth is `reasoning_effort` (low/high/max) instead of the switch: the effort an
     # extraction call asks for (kimi-k3; ../shared/kimi-api.md 2026-12 refresh, third-party: assumed).
     reasoning_effort: str | None = None
+    # Takes `prompt_cache_key` (a request parameter "to improve hit rates", ../shared/kimi-api.md 2026-12
+    # refresh; unverified whether the platform honours it): one key per document prefix.
+    prompt_cache_key: bool = False
     images: bool = False  # accepts image_url parts
     max_output: int = 32_768
     test_only: bool = False  # exists only in the emulator (small windows to force map-reduce)
@@ -113,6 +116,7 @@ MODELS: dict[str, ModelInfo] = {
             batch_price_factor=BATCH_FACTOR,
             retires="2027-01-07",
             successor="kimi-k3",
+            prompt_cache_key=True,
         ),
         ModelInfo(
             "kimi-k3",
@@ -124,6 +128,7 @@ MODELS: dict[str, ModelInfo] = {
             max_output=131_072,
             thinking_switch=False,
             reasoning_effort="low",
+            prompt_cache_key=True,
         ),
         ModelInfo("kimi-k2-0905-preview", 262_144, 0.15, 0.60, 2.50, thinking_switch=False, retired=True),
         ModelInfo(

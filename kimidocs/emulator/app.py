@@ -380,6 +380,8 @@ class Emulator:
         turn.entry["stream"] = bool(data.get("stream"))
         turn.entry["thinking_sent"] = "thinking" in data  # Kimi's switch; foreign models must not get it
         turn.entry["reasoning_effort"] = data.get("reasoning_effort")
+        # Accepted and logged, not used: the emulator's cache matches prefixes, which a key cannot improve.
+        turn.entry["prompt_cache_key"] = data.get("prompt_cache_key")
         fmt = data.get("response_format")
         turn.entry["response_format"] = fmt.get("type") if isinstance(fmt, dict) else None
         messages = data.get("messages")

@@ -33,6 +33,7 @@ def apply_policy(
     *,
     thinking: bool = False,
     prompt_tokens: int | None = None,
+    cache_key: str | None = None,
 ) -> dict[str, Any]:
     """A copy of `body` that `model` accepts.
 
@@ -42,6 +43,7 @@ def apply_policy(
       and drops `reasoning_effort`, which conflicts with it (Kimi models only); a model that takes
       `reasoning_effort` instead (kimi-k3) gets its extraction effort ("high" when `thinking`), no switch;
     - drops `response_format` for a declared model without `json_mode`;
+    - `prompt_cache_key` = `cache_key` (the request's prefix key) for a model that takes it;
     - sets `max_tokens` to the model's `max_output` when absent;
     - keeps everything else (`response_format`, `tools`, `stream`...) untouched;
     - raises `ContextLengthExceeded` (status None) when `prompt_tokens + max_tokens > window`.
@@ -61,6 +63,8 @@ def apply_policy(
     elif model.reasoning_effort is not None:  # kimi-k3: the depth instead of the switch, never both
         out.pop("thinking", None)
         out["reasoning_effort"] = "high" if thinking else model.reasoning_effort
+    if cache_key and model.kimi and model.prompt_cache_key:  # the same for every call over one prefix
+        out["prompt_cache_key"] = cache_key
     if out.get("max_tokens") is None:
         out["max_tokens"] = model.max_output
     if prompt_tokens is not None:

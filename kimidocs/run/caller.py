@@ -214,11 +214,13 @@ class KimiCaller:
         `estimate-token-count` and refuse (ContextLengthExceeded, typed) instead of paying for a 400.
         """
         model = self.ctx.model
+        # `prompt_cache_key`: one per document prefix, so its tasks, questions and map calls share it.
+        key = request.prefix_key[:32] or None
         if tokens.with_margin(request.prompt_tokens_est) + max_tokens <= model.window:
-            return apply_policy(dict(request.body), model)
+            return apply_policy(dict(request.body), model, cache_key=key)
         exact = self.ctx.backend.client.estimate_tokens(model.id, request.body["messages"])
         self.ctx.observer.exact_count(request.prompt_tokens_est, exact)
-        return apply_policy(dict(request.body), model, prompt_tokens=exact)
+        return apply_policy(dict(request.body), model, prompt_tokens=exact, cache_key=key)
 
 
 def call_record(ctx: RunContext, request: ChatRequest, doc_id: str | None, **fields: Any) -> CallRecord:
