@@ -143,7 +143,9 @@ def test_prefix_cache_hits_in_whole_blocks_only_after_completion(kimi_emulator) 
 
 
 def test_concurrent_requests_sharing_a_prefix_all_miss(make_emulator) -> None:
-    emu = make_emulator(latency_ms=300)
+    """Both calls are admitted (their prefix looked up) before either answers: held until both are in
+    flight, so the overlap is certain on any machine."""
+    emu = make_emulator(hold=True)
     results: list[dict[str, Any]] = []
 
     def call(task: str) -> None:
@@ -153,6 +155,9 @@ def test_concurrent_requests_sharing_a_prefix_all_miss(make_emulator) -> None:
     threads = [threading.Thread(target=call, args=(f"Task {i}",)) for i in range(2)]
     for t in threads:
         t.start()
+    while emu.stats()["in_flight"] < 2:
+        time.sleep(0.01)
+    emu.configure(hold=False)
     for t in threads:
         t.join()
     assert [u["cached_tokens"] for u in results] == [0, 0]

@@ -8,6 +8,7 @@ long waits. Nothing here asserts on elapsed time.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -263,10 +264,23 @@ def _hammer(client: KimiClient, n: int) -> list[object]:
 
 
 def test_eight_threads_through_the_limiter_never_exceed_concurrency_two(emulator):
-    emulator.configure(concurrency=2, latency_ms=100)
+    """The first two calls are held until both are in flight, so both slots are used on any machine."""
+    emulator.configure(concurrency=2, hold=True)
+
+    def release_when_two_in_flight() -> None:
+        while emulator.stats()["in_flight"] < 2:
+            time.sleep(0.01)
+        emulator.configure(hold=False)
+
+    releaser = threading.Thread(target=release_when_two_in_flight, daemon=True)
+    releaser.start()
     limiter = RateLimiter(RateLimits(concurrency=2))
-    with client_for(emulator, limiter=limiter, max_retries=0) as client:
-        out = _hammer(client, 8)
+    try:
+        with client_for(emulator, limiter=limiter, max_retries=0) as client:
+            out = _hammer(client, 8)
+    finally:
+        emulator.configure(hold=False)
+    releaser.join(60)
     assert all(not isinstance(r, KimiError) and r.attempts == 1 for r in out), out
     log = chat_log(emulator)
     assert [e["status"] for e in log] == [200] * 8
@@ -275,10 +289,23 @@ def test_eight_threads_through_the_limiter_never_exceed_concurrency_two(emulator
 
 
 def test_without_the_limiter_the_same_burst_is_rate_limited(emulator):
-    """Control for the test above: the emulator does enforce concurrency 2."""
-    emulator.configure(concurrency=2, latency_ms=300)
-    with client_for(emulator, max_retries=0) as client:
-        out = _hammer(client, 8)
+    """Control for the test above: the emulator does enforce concurrency 2. The first two calls are held
+    in flight until the other six have been answered (429), so the burst overlaps on any machine."""
+    emulator.configure(concurrency=2, hold=True)
+
+    def release_when_six_refused() -> None:
+        while sum(e["status"] == 429 for e in chat_log(emulator)) < 6:
+            time.sleep(0.01)
+        emulator.configure(hold=False)
+
+    releaser = threading.Thread(target=release_when_six_refused, daemon=True)
+    releaser.start()
+    try:
+        with client_for(emulator, max_retries=0) as client:
+            out = _hammer(client, 8)
+    finally:
+        emulator.configure(hold=False)
+    releaser.join(60)
     limited = [r for r in out if isinstance(r, RateLimited)]
     assert limited and all(r.kind == "concurrency" for r in limited)
 

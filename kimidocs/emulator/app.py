@@ -335,6 +335,8 @@ class Emulator:
             turn.entry["cached_tokens"] = cached
             result = await anyio.to_thread.run_sync(self.compose, body, prompt, turn.thinking, budget, fault)
             turn.entry.update(result.log_fields())
+            while self.config.hold:  # a test holds admitted calls until it has seen them overlap
+                await asyncio.sleep(0.005)
             if fault == "drop" or (fault == "truncate" and not body.stream):
                 return await self.drop(request, turn)
             if fault == "timeout" and await self.stall(request):

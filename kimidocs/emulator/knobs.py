@@ -90,6 +90,9 @@ class EmulatorConfig(BaseModel):
 
     # latency (real milliseconds)
     latency_ms: float = Field(0.0, ge=0)  # before the first byte of an answer
+    # Admitted chat requests wait (their prefix already looked up) until this is cleared: tests make two
+    # calls overlap for certain, waiting on `in_flight`, instead of timing them with latency.
+    hold: bool = False
     latency_per_token_ms: float = Field(0.0, ge=0)  # per output token (spread over stream chunks)
 
     # random faults (probabilities, seeded), decided per chat request
