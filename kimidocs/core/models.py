@@ -65,8 +65,8 @@ class ModelInfo:
     price_output: float
     fixed_sampling: bool = True  # temperature/top_p etc. fixed server-side: omit them
     thinking_switch: bool = True  # accepts {"thinking": {"type": "disabled"}}
-    # Models whose thinking depth is `reasoning_effort` (low/high/max) instead of the switch: the effort an
-    # extraction call asks for (kimi-k3; ../shared/kimi-api.md 2026-12 refresh, third-party: assumed).
+    # Models whose thinking depth is `reasoning_effort` (low/high/max, default max) instead of the switch:
+    # the effort an extraction call asks for (kimi-k3; docs/KIMI.md "Request rules").
     reasoning_effort: str | None = None
     # Takes `prompt_cache_key` (a request parameter "to improve hit rates", ../shared/kimi-api.md 2026-12
     # refresh; unverified whether the platform honours it): one key per document prefix.

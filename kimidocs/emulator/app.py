@@ -411,8 +411,8 @@ class Emulator:
                 f"Invalid request: thinking.type must be 'enabled' or 'disabled', not {thinking_type!r}",
             )
         thinking = model.thinking_switch and thinking_type == "enabled"
-        if model.reasoning_effort is not None:  # kimi-k3: depth by reasoning_effort (assumed default: high)
-            effort = body.reasoning_effort or "high"
+        if model.reasoning_effort is not None:  # kimi-k3: reasoning_effort, default max (docs/KIMI.md)
+            effort = body.reasoning_effort or "max"
             if effort not in ("low", "high", "max"):
                 raise ApiError(
                     400,
