@@ -172,10 +172,7 @@ class KimiCaller:
             http_status=result.http_status,
             response=result.content,
         )
-        rows = self._per_document(done, usage)
-        ctx.store.save_calls([replace(row, usage=part, cost_usd=c) for row, part, c in rows])
-        for row, part, c in rows:
-            self._add(row.doc_id, part, c)
+        self._log([(done, usage)])
         ctx.observer.call_finished(usage, cost, request.stage)
         if self.path is not None:
             ctx.observer.document_call(self.path, request.stage)
@@ -187,6 +184,7 @@ class KimiCaller:
         """Log and charge each attempt the server began streaming before the cut (issue 22.3): it read
         the prompt and wrote part of an answer, so it bills it. Usage is the server's when a chunk
         carried it, else ours (`estimated`: the prompt at the miss price and the text that arrived)."""
+        billed: list[tuple[CallRecord, Usage]] = []
         for attempt in cut:
             usage, source = attempt.usage, "reported"
             if usage is None:
@@ -200,12 +198,21 @@ class KimiCaller:
                 http_status=200,
                 usage_source=source,
             )
-            rows = self._per_document(row, usage)
-            self.ctx.store.save_calls([replace(r, usage=part, cost_usd=c) for r, part, c in rows])
-            for r, part, c in rows:
-                self._add(r.doc_id, part, c)
-                self.ctx.guard.settle(None, c)
-                self.ctx.observer.call_finished(part, c, request.stage)
+            billed.append((row, usage))
+        for (_row, usage), cost in zip(billed, self._log(billed), strict=True):
+            self.ctx.guard.settle(None, cost)
+            self.ctx.observer.call_finished(usage, cost, request.stage)
+
+    def _log(self, calls: list[tuple[CallRecord, Usage]]) -> list[float]:
+        """Store calls that were billed (one row each, or one per document of a pack with its share) in
+        one write, add them to the totals; what each cost."""
+        if not calls:
+            return []
+        rows = [self._per_document(record, usage) for record, usage in calls]
+        self.ctx.store.save_calls([replace(r, usage=part, cost_usd=c) for one in rows for r, part, c in one])
+        for r, part, c in (x for one in rows for x in one):
+            self._add(r.doc_id, part, c)
+        return [sum(c for _r, _p, c in one) for one in rows]
 
     def _policy_body(self, request: ChatRequest, max_tokens: int) -> dict:
         """The body as the model wants it; near the window, Kimi's exact count decides.

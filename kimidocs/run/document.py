@@ -14,7 +14,6 @@ Never raises for a bad file: only `StoreError` (the database itself is unusable)
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -43,8 +42,6 @@ from kimidocs.run.tasks import TaskKind, pending_tasks
 from kimidocs.run.triage import LowTextQuality, triage
 from kimidocs.store import StoreError, SummaryRow
 from prompts import Profile
-
-log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
@@ -228,7 +225,7 @@ class SummaryKind:
     """The sequencer's result kind for the summary profile: one job, stored in `summaries`."""
 
     def pending(self, ctx: RunContext, doc_id: str) -> tuple[list[Job], list[str]]:
-        return [Job("summary", ctx.profile, SUMMARY_ANSWERS)], []
+        return [Job(ctx.profile, SUMMARY_ANSWERS)], []
 
     def store(self, ctx: RunContext, prepared: Prepared, done: JobDone) -> JobDone:
         if done.error is not None:

@@ -13,7 +13,6 @@ or not, and one that got no answer a `failures` row too.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -28,8 +27,6 @@ from kimidocs.run.sequence import Job, JobDone, Prepared
 from kimidocs.run.tasks import answers_for
 from kimidocs.run.triage import triage
 from kimidocs.store import QuestionRow
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,16 +46,17 @@ class QuestionKind:
     def __init__(self, declared: DeclaredProfile, questions: tuple[str, ...]) -> None:
         self.declared = declared
         self.questions = questions
+        self.asked: dict[int, str | None] = {}  # by an earlier batch round of this run: number -> error
 
     def pending(self, ctx: RunContext, doc_id: str) -> tuple[list[Job], list[str]]:
-        asked = ctx.store.questions_asked(doc_id, ctx.run_id)  # by an earlier batch round of this run
+        self.asked = ctx.store.questions_asked(doc_id, ctx.run_id)
         numbered = enumerate(zip(self.declared.tasks, self.questions, strict=True), start=1)
         jobs = [
-            Job(f"question {n}", self.declared.task_profile(t.name), answers_for(t), (n, q))
+            Job(self.declared.task_profile(t.name), answers_for(t), (n, q))
             for n, (t, q) in numbered
-            if n not in asked
+            if n not in self.asked
         ]
-        return jobs, [f"question {n}" for n in sorted(asked)]  # `outcome` reads their rows again
+        return jobs, [f"question {n}" for n in sorted(self.asked)]
 
     def store(self, ctx: RunContext, prepared: Prepared, done: JobDone) -> JobDone:
         number, question = done.job.spec
@@ -92,10 +90,10 @@ class QuestionKind:
     ) -> DocumentOutcome:
         answered: list[Answered] = [d.stored for d in done]
         totals = sum((a.totals for a in answered), CallTotals())
-        if reused:  # answered by an earlier batch round of this run (their cost is in that round's callers)
-            earlier = ctx.store.questions_asked(prepared.doc.sha256, ctx.run_id)
-            now = {a.question_no for a in answered}
-            answered += [Answered(n, e, CallTotals()) for n, e in sorted(earlier.items()) if n not in now]
+        if (
+            self.asked
+        ):  # answered by an earlier batch round of this run (their cost is in that round's callers)
+            answered += [Answered(n, e, CallTotals()) for n, e in self.asked.items()]
             answered.sort(key=lambda a: a.question_no)
         message = describe(answered)
         if any(a.error for a in answered):

@@ -17,7 +17,6 @@ with the scheduler and concurrency of that mode; the run context is never change
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,8 +32,6 @@ from kimidocs.run.context import DocumentOutcome, RunAborted, RunContext
 from kimidocs.run.discover import FoundFile
 from kimidocs.store import StoreError
 from prompts import Profile
-
-log = logging.getLogger(__name__)
 
 #: What stops a whole document (raised past its jobs): the run's budget, an aborted run, the store.
 STOPS_DOCUMENT = (BudgetExceeded, RunAborted, StoreError)
@@ -58,10 +55,9 @@ class Prepared:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One result a document owes: its name (for messages), the profile its requests are built from,
-    how its answers are parsed and merged, and what the kind needs to store it (a task, a question)."""
+    """One result a document owes: the profile its requests are built from, how its answers are parsed
+    and merged, and what the kind needs to store it (a task, a question)."""
 
-    name: str
     profile: Profile
     answers: AnswerKind
     spec: Any = None

@@ -14,7 +14,6 @@ run repeats: the work key is (doc, profile, task, task version, model).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -34,8 +33,6 @@ from kimidocs.run.context import DocumentOutcome, RunContext
 from kimidocs.run.sequence import Job, JobDone, Prepared
 from kimidocs.run.triage import triage
 from kimidocs.store import TaskResultRow
-
-log = logging.getLogger(__name__)
 
 
 def answers_for(task: TaskSpec) -> AnswerKind:
@@ -87,7 +84,7 @@ class TaskKind:
     def pending(self, ctx: RunContext, doc_id: str) -> tuple[list[Job], list[str]]:
         pending = pending_tasks(ctx, self.declared, doc_id)
         reused = [t.name for t in self.declared.tasks if t not in pending]
-        jobs = [Job(t.name, self.declared.task_profile(t.name), answers_for(t), t) for t in pending]
+        jobs = [Job(self.declared.task_profile(t.name), answers_for(t), t) for t in pending]
         return jobs, reused
 
     def store(self, ctx: RunContext, prepared: Prepared, done: JobDone) -> JobDone:
